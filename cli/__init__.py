@@ -1,0 +1,1 @@
+"""Click commands of ``train_ultimate.py``, one file per command."""

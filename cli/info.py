@@ -1,0 +1,95 @@
+"""``train_ultimate.py info``: versions, device, usable SDPA kernels, attention policy, model size."""
+from __future__ import annotations
+
+import json
+
+import click
+import torch
+
+from models import CamoXpertConfig, SUPPORTED_BACKBONES, build_model, count_parameters
+from models.sdpa_probe import default_probe_dtype, policy_summary, probe_sdpa_kernels
+from models.attention import attention_backend_from_env
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError(f"--device {name}: CUDA is not available in this torch build/machine. Use --device cpu.")
+    return device
+
+
+def collect_info(device: torch.device, backbone: str) -> dict:
+    """Everything ``info`` reports, as a JSON-able dict."""
+    info = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["compute_capability"] = f"{props.major}.{props.minor}"
+        info["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
+    dtype = default_probe_dtype(device)
+    kernels = probe_sdpa_kernels(device, dtype)
+    info["sdpa_probe_dtype"] = str(dtype).replace("torch.", "")
+    info["sdpa_kernels"] = {k: {"usable": v.usable, "reason": v.reason} for k, v in kernels.items()}
+    info["attention_policy"] = attention_backend_from_env()
+    cfg = CamoXpertConfig(backbone=backbone)
+    model = build_model(cfg)
+    info["model"] = {
+        "backbone": backbone,
+        "num_experts": cfg.num_experts,
+        "top_k": cfg.top_k,
+        "params": count_parameters(model),
+        "trainable_params": count_parameters(model, trainable_only=True),
+    }
+    return info
+
+
+def format_info(info: dict) -> str:
+    """The human-readable status block, with the familiar 'Flash Attention: ...' line."""
+    lines = [f"PyTorch {info['torch']}  CUDA {info['cuda'] or 'none'}  cuDNN {info['cudnn'] or 'none'}"]
+    if "gpu" in info:
+        lines.append(
+            f"✓ GPU: {info['gpu']} (compute {info['compute_capability']}, {info['gpu_memory_gb']} GB) on {info['device']}"
+        )
+    else:
+        lines.append(f"• Device: {info['device']} (no GPU: SDPA runs its CPU kernels)")
+    usable = [k for k, v in info["sdpa_kernels"].items() if v["usable"]]
+    for name, v in info["sdpa_kernels"].items():
+        mark = "✓" if v["usable"] else "✗"
+        why = "" if v["usable"] else f"  ({v['reason']})"
+        lines.append(f"  {mark} SDPA kernel {name:<9} [{info['sdpa_probe_dtype']}]{why}")
+    policy = info["attention_policy"]
+    if policy == "math":
+        lines.append("⚠ Flash Attention: DISABLED (TORCH_SDPA_BACKEND=math forces explicit attention)")
+    else:
+        fused = [k for k in usable if k != "math"]
+        lines.append(
+            f"✓ Flash Attention: ENABLED (SDPA, policy {policy}; fused kernels usable here: "
+            f"{', '.join(fused) if fused else 'none, SDPA falls back to math'})"
+        )
+    lines.append(f"  Attention policy: {policy_summary()}")
+    m = info["model"]
+    lines.append(
+        f"✓ Model: {m['backbone']}, {m['num_experts']} experts, top-{m['top_k']}: "
+        f"{m['params'] / 1e6:.2f}M params ({m['trainable_params'] / 1e6:.2f}M trainable)"
+    )
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default="edgenext_small", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
+def info(device: str, backbone: str, json_out: str) -> None:
+    """Show torch/CUDA versions, the GPU, usable SDPA kernels, the attention policy and model size."""
+    report = collect_info(_resolve_device(device), backbone)
+    click.echo(format_info(report))
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump(report, fh, indent=2)

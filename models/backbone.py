@@ -1,0 +1,122 @@
+"""timm EdgeNeXt as a multi-scale feature extractor, with pretrained weights loaded through timm.
+
+Weights come from timm's own mechanism: the Hugging Face cache/hub when reachable
+(``HF_HUB_OFFLINE=1`` and ``HF_HOME`` are honoured), or a local file passed as
+``pretrained_weights`` (``.safetensors``, ``.pth`` / ``.pt`` / ``.bin``). Weights asked for and
+not found raise :class:`PretrainedWeightsError`; the model is never silently left at random init.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "SUPPORTED_BACKBONES",
+    "FeatureBackbone",
+    "PretrainedWeightsError",
+    "build_backbone",
+]
+
+SUPPORTED_BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for and could not be loaded."""
+
+
+def _check_name(name: str) -> None:
+    if name not in SUPPORTED_BACKBONES:
+        raise ValueError(f"Unknown backbone {name!r}. Valid backbones: {', '.join(SUPPORTED_BACKBONES)}.")
+
+
+def _hub_id(name: str) -> str:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    return hub or f"timm/{name}"
+
+
+def _create(name: str, pretrained: bool, weights: Optional[Path], out_indices: Sequence[int]) -> nn.Module:
+    import timm
+
+    kwargs = dict(features_only=True, out_indices=tuple(out_indices), pretrained=pretrained)
+    if weights is not None:
+        # timm's own loader reads the file, applies the model's checkpoint filter and
+        # checks the keys, exactly as for hub weights.
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(weights), hf_hub_id=None, url=None)
+    return timm.create_model(name, **kwargs)
+
+
+class FeatureBackbone(nn.Module):
+    """A timm EdgeNeXt returning features at strides 4, 8, 16 and 32.
+
+    Attributes:
+        out_channels: channels of each returned map.
+        strides: reduction of each returned map relative to the input.
+    """
+
+    def __init__(self, model: nn.Module, name: str):
+        super().__init__()
+        self.name = name
+        self.model = model
+        self.out_channels: List[int] = list(model.feature_info.channels())
+        self.strides: List[int] = list(model.feature_info.reduction())
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return list(self.model(x))
+
+
+def build_backbone(
+    name: str = "edgenext_small",
+    pretrained: bool = False,
+    pretrained_weights: Optional[Union[str, os.PathLike]] = None,
+    out_indices: Sequence[int] = (0, 1, 2, 3),
+) -> FeatureBackbone:
+    """Build a timm EdgeNeXt feature extractor.
+
+    Args:
+        name: one of :data:`SUPPORTED_BACKBONES`.
+        pretrained: load ImageNet weights from the Hugging Face cache or hub.
+        pretrained_weights: path to a local weight file; implies ``pretrained``.
+        out_indices: which stages to return (default: all four, strides 4/8/16/32).
+
+    Raises:
+        ValueError: unknown backbone name.
+        PretrainedWeightsError: weights asked for and not found, saying where it looked.
+    """
+    _check_name(name)
+    weights = Path(pretrained_weights).expanduser() if pretrained_weights else None
+    if weights is not None and not weights.is_file():
+        raise PretrainedWeightsError(
+            f"Pretrained weight file not found: {weights}. Pass an existing .safetensors or .pth file "
+            f"(for {name}, e.g. the model.safetensors of {_hub_id(name)}), or drop pretrained_weights."
+        )
+    if weights is None and not pretrained:
+        return FeatureBackbone(_create(name, False, None, out_indices), name)
+
+    try:
+        model = _create(name, True, weights, out_indices)
+    except PretrainedWeightsError:
+        raise
+    except Exception as exc:  # timm/hub raise many types: OSError, LocalEntryNotFoundError, KeyError...
+        if weights is not None:
+            raise PretrainedWeightsError(
+                f"Could not load pretrained weights for {name} from {weights}: {exc}. The file must hold a "
+                f"state dict of timm's {name} (as saved by timm or downloaded from {_hub_id(name)})."
+            ) from exc
+        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+            os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+        )
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        raise PretrainedWeightsError(
+            f"Pretrained weights for {name} were asked for but not found. Looked in the Hugging Face cache "
+            f"{cache} and {'(offline) not ' if offline else ''}on the hub for {_hub_id(name)}: "
+            f"{type(exc).__name__}: {exc}. Fix: download {_hub_id(name)} to a file and pass it with "
+            f"pretrained_weights=PATH (CLI: --pretrained-weights PATH), or train from scratch with pretrained=False."
+        ) from exc
+    return FeatureBackbone(model, name)

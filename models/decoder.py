@@ -1,0 +1,62 @@
+"""Multi-scale decoder: top-down fusion to full-resolution logits, plus side outputs."""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ConvBNAct", "FPNDecoder"]
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d + BatchNorm + GELU."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3):
+        super().__init__(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class FPNDecoder(nn.Module):
+    """Top-down feature pyramid decoder.
+
+    The coarsest map is upsampled and added to the next finer one, then refined by a 3x3 conv,
+    down to the finest level; a head turns the finest map into one-channel logits, upsampled to
+    the input size. Each level also has a 1x1 side head for deep supervision.
+
+    Args:
+        dim: channels of every input level (the model projects the backbone to this width).
+        num_levels: number of pyramid levels, finest first.
+    """
+
+    def __init__(self, dim: int, num_levels: int = 4):
+        super().__init__()
+        self.fuse = nn.ModuleList(ConvBNAct(dim, dim) for _ in range(num_levels - 1))
+        self.head = nn.Sequential(ConvBNAct(dim, dim), nn.Conv2d(dim, 1, 1))
+        self.side_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(num_levels))
+
+    def forward(
+        self, feats: Sequence[torch.Tensor], out_size: Tuple[int, int], with_sides: bool = False
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Decode pyramid ``feats`` (finest first) to (B, 1, *out_size) logits.
+
+        Returns:
+            The main logits and, when ``with_sides``, one side logit map per level (coarsest
+            first), each at ``out_size``; otherwise an empty list.
+        """
+        y = feats[-1]
+        levels = [y]
+        for f, fuse in zip(reversed(feats[:-1]), self.fuse):
+            y = fuse(f + _resize(y, f.shape[-2:]))
+            levels.append(y)
+        logits = _resize(self.head(y), out_size)
+        sides: List[torch.Tensor] = []
+        if with_sides:
+            # levels[i] is coarsest-first; side head j belongs to pyramid level j (finest first).
+            n = len(levels)
+            sides = [_resize(self.side_heads[n - 1 - i](lvl), out_size) for i, lvl in enumerate(levels)]
+        return logits, sides

@@ -1,0 +1,181 @@
+"""The seven expert types of the mixture-of-experts layers.
+
+Every expert maps a (B, C, H, W) map to an update of the same shape; the MoE layer adds the
+gate-weighted sum of updates to its input (so a sample that skips an expert keeps its features).
+Experts are light on purpose: all of them run on every routed sample, at every level.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import SDTAEncoder
+
+__all__ = [
+    "EXPERT_TYPES",
+    "AttentionExpert",
+    "ContrastExpert",
+    "EdgeExpert",
+    "FrequencyExpert",
+    "HybridExpert",
+    "SemanticContextExpert",
+    "TextureExpert",
+    "build_experts",
+]
+
+
+def _dw(dim: int, k: int = 3, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(dim, dim, k, padding=dilation * (k // 2), dilation=dilation, groups=dim)
+
+
+def _pw(c_in: int, c_out: int) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 1)
+
+
+class TextureExpert(nn.Module):
+    """Multi-dilation depthwise convolutions: texture statistics at several scales.
+
+    Args:
+        dim: channels.
+        dilations: dilation of each 3x3 depthwise branch.
+    """
+
+    def __init__(self, dim: int, dilations: Sequence[int] = (1, 2, 3), **_):
+        super().__init__()
+        self.branches = nn.ModuleList(_dw(dim, 3, d) for d in dilations)
+        self.fuse = _pw(dim * len(dilations), dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(F.gelu(torch.cat([b(x) for b in self.branches], dim=1)))
+
+
+class AttentionExpert(nn.Module):
+    """Global self-attention through :class:`SDTAEncoder`.
+
+    Args:
+        dim: channels.
+        num_heads: requested heads (adjusted so head_dim % 8 == 0).
+        use_flash_attn: fused SDPA (True) or explicit math attention (False).
+        pool: pooling before attention, so tokens stay at <= 1/16 input resolution.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, use_flash_attn: bool = True, pool: int = 1, **_):
+        super().__init__()
+        self.encoder = SDTAEncoder(dim, num_heads=num_heads, use_flash_attn=use_flash_attn, pool=pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The encoder is a residual block; the expert contributes only its update.
+        return self.encoder(x) - x
+
+
+class HybridExpert(nn.Module):
+    """Local large-kernel convolution modulated by a global (image-level) context gate."""
+
+    def __init__(self, dim: int, **_):
+        super().__init__()
+        self.local = nn.Sequential(_dw(dim, 7), nn.GELU(), _pw(dim, dim))
+        hidden = max(8, dim // 4)
+        self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), _pw(dim, hidden), nn.GELU(), _pw(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.local(x) * torch.sigmoid(self.context(x))
+
+
+class FrequencyExpert(nn.Module):
+    """Splits features into low- and high-frequency parts and processes each.
+
+    A box blur gives the low band and the residual the high band: camouflage hides in
+    low-frequency colour while boundaries leak in the high band. Shape-preserving at any
+    map size (no FFT, so it runs in bf16 and compiles).
+    """
+
+    def __init__(self, dim: int, blur: int = 5, **_):
+        super().__init__()
+        self.blur = blur
+        self.low = _dw(dim, 3)
+        self.high = _dw(dim, 3)
+        self.fuse = _pw(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = F.avg_pool2d(x, self.blur, stride=1, padding=self.blur // 2, count_include_pad=False)
+        high = x - low
+        return self.fuse(F.gelu(torch.cat([self.low(low), self.high(high)], dim=1)))
+
+
+class EdgeExpert(nn.Module):
+    """Fixed Sobel (x, y) and Laplacian filters per channel, fused by a learned 1x1 conv."""
+
+    def __init__(self, dim: int, **_):
+        super().__init__()
+        sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
+        laplace = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]) / 4.0
+        kernels = torch.stack([sobel_x, sobel_x.t(), laplace])  # (3, 3, 3)
+        # (3*dim, 1, 3, 3): with groups=dim each channel yields its three edge responses.
+        self.register_buffer("kernels", kernels.repeat(dim, 1, 1).unsqueeze(1), persistent=False)
+        self.dim = dim
+        self.fuse = nn.Sequential(_pw(3 * dim, dim), nn.GELU(), _pw(dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        edges = F.conv2d(x, self.kernels.to(x.dtype), padding=1, groups=self.dim)  # (B, 3C, H, W)
+        return self.fuse(edges.abs())
+
+
+class SemanticContextExpert(nn.Module):
+    """Pyramid pooling (PSPNet-style): scene context at 1x1, 2x2, 3x3 and 6x6 bins."""
+
+    def __init__(self, dim: int, bins: Sequence[int] = (1, 2, 3, 6), **_):
+        super().__init__()
+        self.bins = tuple(bins)
+        branch = max(8, dim // len(self.bins))
+        self.reduce = nn.ModuleList(_pw(dim, branch) for _ in self.bins)
+        self.fuse = _pw(dim + branch * len(self.bins), dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [
+            F.interpolate(r(F.adaptive_avg_pool2d(x, b)), size=size, mode="bilinear", align_corners=False)
+            for b, r in zip(self.bins, self.reduce)
+        ]
+        return self.fuse(F.gelu(torch.cat([x] + pooled, dim=1)))
+
+
+class ContrastExpert(nn.Module):
+    """Centre-surround contrast: features minus their local means at several window sizes."""
+
+    def __init__(self, dim: int, windows: Sequence[int] = (3, 7), **_):
+        super().__init__()
+        self.windows = tuple(windows)
+        self.fuse = nn.Sequential(_pw(dim * len(self.windows), dim), nn.GELU(), _dw(dim, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        contrasts = [x - F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False) for k in self.windows]
+        return self.fuse(torch.cat(contrasts, dim=1))
+
+
+EXPERT_TYPES: Dict[str, Callable[..., nn.Module]] = {
+    "texture": TextureExpert,
+    "attention": AttentionExpert,
+    "hybrid": HybridExpert,
+    "frequency": FrequencyExpert,
+    "edge": EdgeExpert,
+    "context": SemanticContextExpert,
+    "contrast": ContrastExpert,
+}
+
+
+def build_experts(names: Sequence[str], dim: int, **kwargs) -> List[nn.Module]:
+    """Instantiate experts by name (keys of :data:`EXPERT_TYPES`).
+
+    Args:
+        names: expert names, e.g. ``("texture", "attention", ...)``.
+        dim: channels of the level.
+        **kwargs: passed to every expert (``num_heads``, ``use_flash_attn``, ``pool``); each
+            expert takes what it needs.
+    """
+    unknown = [n for n in names if n not in EXPERT_TYPES]
+    if unknown:
+        raise ValueError(f"Unknown expert(s) {unknown}. Valid experts: {', '.join(EXPERT_TYPES)}.")
+    return [EXPERT_TYPES[n](dim, **kwargs) for n in names]

@@ -1,0 +1,22 @@
+"""CamoXpert command line: ``python train_ultimate.py COMMAND --help``."""
+from __future__ import annotations
+
+import click
+
+from cli.info import info
+from models.attention import attention_backend_from_env
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """CamoXpert: camouflaged object detection (train, evaluate, predict, benchmark, info)."""
+    try:
+        attention_backend_from_env()  # a bad TORCH_SDPA_BACKEND fails here, before any work
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+main.add_command(info)
+
+if __name__ == "__main__":
+    main()
