@@ -9,15 +9,7 @@ import torch
 from models import CamoXpertConfig, SUPPORTED_BACKBONES, build_model, count_parameters
 from models.sdpa_probe import default_probe_dtype, policy_summary, probe_sdpa_kernels
 from models.attention import attention_backend_from_env
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError(f"--device {name}: CUDA is not available in this torch build/machine. Use --device cpu.")
-    return device
+from engine.runtime import resolve_device
 
 
 def collect_info(device: torch.device, backbone: str) -> dict:
@@ -88,7 +80,11 @@ def format_info(info: dict) -> str:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
 def info(device: str, backbone: str, json_out: str) -> None:
     """Show torch/CUDA versions, the GPU, usable SDPA kernels, the attention policy and model size."""
-    report = collect_info(_resolve_device(device), backbone)
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    report = collect_info(dev, backbone)
     click.echo(format_info(report))
     if json_out:
         with open(json_out, "w") as fh:

@@ -1,0 +1,1 @@
+"""Training, evaluation and inference machinery (imports stay light: import submodules directly)."""

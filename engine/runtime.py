@@ -1,0 +1,40 @@
+"""Device and precision choices shared by every command."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["autocast_dtype", "resolve_device"]
+
+
+def resolve_device(name: Optional[str] = "auto") -> torch.device:
+    """``auto`` -> first CUDA GPU if present, else CPU; otherwise the named device.
+
+    Raises:
+        ValueError: a CUDA device asked for where CUDA is not available.
+    """
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine/torch build. Use --device cpu.")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
+    """Mixed-precision dtype: bf16 where the GPU supports it, fp16 on older GPUs, None (fp32) on CPU.
+
+    Args:
+        device: the compute device.
+        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32``.
+    """
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"Unknown precision {precision!r}. Valid: auto, bf16, fp16, fp32.")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
