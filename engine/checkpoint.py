@@ -94,10 +94,8 @@ def strip_state_dict_prefixes(state_dict: Mapping[str, torch.Tensor]) -> Dict[st
     """Remove ``_orig_mod.`` (torch.compile) and ``module.`` (DDP) prefixes from keys."""
     out = {}
     for key, value in state_dict.items():
-        for prefix in ("_orig_mod.", "module."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key.replace("._orig_mod.", ".")] = value
+        parts = [p for p in key.split(".") if p not in ("_orig_mod", "module")]
+        out[".".join(parts)] = value
     return out
 
 

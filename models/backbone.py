@@ -43,13 +43,18 @@ def _hub_id(name: str) -> str:
 
 def _create(name: str, pretrained: bool, weights: Optional[Path], out_indices: Sequence[int]) -> nn.Module:
     import timm
+    from timm.models import FeatureListNet
 
-    kwargs = dict(features_only=True, out_indices=tuple(out_indices), pretrained=pretrained)
+    kwargs = dict(pretrained=pretrained)
     if weights is not None:
-        # timm's own loader reads the file, applies the model's checkpoint filter and
-        # checks the keys, exactly as for hub weights.
+        # timm's own loader reads the file and applies the model's checkpoint filter, exactly
+        # as for hub weights.
         kwargs["pretrained_cfg_overlay"] = dict(file=str(weights), hf_hub_id=None, url=None)
-    return timm.create_model(name, **kwargs)
+    # The classifier model is built first and wrapped after: timm loads a features_only model
+    # non-strictly, so a file with none of the right keys would leave it silently random.
+    # With the classifier present the load is strict and a wrong file is an error.
+    model = timm.create_model(name, **kwargs)
+    return FeatureListNet(model, out_indices=tuple(out_indices), flatten_sequential=True)
 
 
 class FeatureBackbone(nn.Module):

@@ -1,0 +1,142 @@
+"""SDTAEncoder and the attention policy: parity, which path ran, head sizing, errors."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import SDTAEncoder, build_model, set_attention_backend
+from models.attention import (
+    ATTENTION_BACKENDS,
+    choose_num_heads,
+    math_attention,
+    resolve_attention_backend,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def sdpa_calls(monkeypatch):
+    """Count calls to F.scaled_dot_product_attention (the module looks it up at call time)."""
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    return calls
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_sdta_sdpa_matches_math_fp32(pool):
+    torch.manual_seed(0)
+    enc = SDTAEncoder(64, num_heads=4, pool=pool).eval()
+    x = torch.randn(2, 64, 12, 8)
+    with torch.no_grad():
+        fused = enc(x)
+        set_attention_backend(enc, "math")
+        explicit = enc(x)
+    assert fused.shape == x.shape
+    assert torch.allclose(fused, explicit, atol=1e-5), (fused - explicit).abs().max()
+
+
+def test_math_attention_matches_sdpa_at_seed_shape():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 8, 576, 64) for _ in range(3))
+    assert torch.allclose(math_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-5)
+
+
+def test_sdta_pools_to_attention_tokens(sdpa_calls):
+    enc = SDTAEncoder(32, num_heads=8, pool=4).eval()
+    with torch.no_grad():
+        enc(torch.randn(1, 32, 16, 24))
+    assert sdpa_calls, "auto policy must call SDPA"
+    # (B, heads, tokens, head_dim): 16x24 pooled by 4 -> 4x6 = 24 tokens, head_dim a multiple of 8
+    b, nh, n, hd = sdpa_calls[0]
+    assert n == 24 and hd % 8 == 0 and nh * hd == 32
+
+
+def test_math_policy_never_calls_sdpa(sdpa_calls):
+    model = build_model(backbone="edgenext_xx_small", dim=32, use_flash_attn=False).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert sdpa_calls == []
+    set_attention_backend(model, "auto")
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert len(sdpa_calls) == len(model.config.moe_levels)  # one attention expert per MoE layer
+
+
+def test_pinned_flash_kernel_runs_on_cpu():
+    enc = SDTAEncoder(32, num_heads=2).eval()
+    set_attention_backend(enc, "flash")
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        enc(torch.randn(1, 32, 4, 4))
+    names = {e.key for e in prof.key_averages()}
+    assert any("flash_attention" in n for n in names), names
+
+
+def test_whole_model_sdpa_matches_math_fp32():
+    torch.manual_seed(0)
+    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=7, top_k=2).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        fused = model(x)
+        assert set_attention_backend(model, "math") == len(model.config.moe_levels)
+        explicit = model(x)
+    assert torch.allclose(fused, explicit, atol=1e-5), (fused - explicit).abs().max()
+
+
+def test_env_math_runs_without_sdpa():
+    code = textwrap.dedent(
+        """
+        import torch, torch.nn.functional as F
+        def forbidden(*a, **k):
+            raise SystemExit("scaled_dot_product_attention was called")
+        F.scaled_dot_product_attention = forbidden
+        from models import build_model, SDTAEncoder
+        m = build_model(backbone="edgenext_xx_small", dim=32, use_flash_attn=True).eval()
+        assert all(mod.attn_backend == "math" for mod in m.modules() if isinstance(mod, SDTAEncoder))
+        with torch.no_grad():
+            print(tuple(m(torch.randn(1, 3, 64, 64)).shape))
+        """
+    )
+    env = dict(os.environ, TORCH_SDPA_BACKEND="math")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "(1, 1, 64, 64)" in out.stdout
+
+
+@pytest.mark.parametrize("value", ["flash", "EFFICIENT", "cudnn", "auto"])
+def test_env_policy_is_read_at_build(monkeypatch, value):
+    monkeypatch.setenv("TORCH_SDPA_BACKEND", value)
+    assert SDTAEncoder(32).attn_backend == value.lower()
+    assert SDTAEncoder(32, use_flash_attn=False).attn_backend == "math"
+
+
+def test_unknown_backend_lists_valid_values(monkeypatch):
+    with pytest.raises(ValueError) as err:
+        resolve_attention_backend("fast")
+    assert all(name in str(err.value) for name in ATTENTION_BACKENDS)
+    monkeypatch.setenv("TORCH_SDPA_BACKEND", "turbo")
+    with pytest.raises(ValueError, match="turbo"):
+        SDTAEncoder(32)
+    with pytest.raises(ValueError, match="Valid values"):
+        set_attention_backend(SDTAEncoder(32, use_flash_attn=False), "nope")
+
+
+@pytest.mark.parametrize("dim,requested", [(64, 8), (72, 8), (96, 8), (48, 8), (304, 8), (8, 8)])
+def test_heads_give_head_dim_multiple_of_8(dim, requested):
+    heads = choose_num_heads(dim, requested)
+    assert 1 <= heads <= requested and dim % heads == 0 and (dim // heads) % 8 == 0
+
+
+def test_width_not_multiple_of_8_is_an_error():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        SDTAEncoder(60)

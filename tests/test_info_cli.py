@@ -1,0 +1,39 @@
+"""`train_ultimate.py info` reports the attention status."""
+import json
+import os
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from train_ultimate import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_info_reports_attention_status(tmp_path):
+    out_json = tmp_path / "info.json"
+    result = CliRunner().invoke(main, ["info", "--backbone", "edgenext_xx_small", "--json", str(out_json)])
+    assert result.exit_code == 0, result.output
+    assert "Flash Attention: ENABLED" in result.output
+    assert "SDPA kernel flash" in result.output and "Model: edgenext_xx_small" in result.output
+    report = json.loads(out_json.read_text())
+    assert report["attention_policy"] == "auto" and report["sdpa_kernels"]["math"]["usable"]
+    assert report["model"]["params"] > 0
+
+
+def test_info_under_math_policy_in_a_fresh_process():
+    env = dict(os.environ, TORCH_SDPA_BACKEND="math")
+    out = subprocess.run(
+        [sys.executable, "train_ultimate.py", "info", "--backbone", "edgenext_xx_small"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Flash Attention: DISABLED" in out.stdout
+
+
+def test_bad_env_value_is_a_clean_error(monkeypatch):
+    monkeypatch.setenv("TORCH_SDPA_BACKEND", "fastest")
+    result = CliRunner().invoke(main, ["info"])
+    assert result.exit_code != 0
+    assert "Valid values: auto, flash, efficient, cudnn, math" in result.output

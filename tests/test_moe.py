@@ -1,0 +1,96 @@
+"""MoE routing: gradients reach every expert and the router, static shapes, no sync."""
+import pytest
+import torch
+
+from models import build_model
+from models.experts import EXPERT_TYPES, build_experts
+from models.moe import MoELayer
+
+
+def _moe(dim=32, capacity_factor=1.25, top_k=2):
+    torch.manual_seed(0)
+    return MoELayer(build_experts(list(EXPERT_TYPES), dim, pool=2), dim, top_k=top_k, capacity_factor=capacity_factor)
+
+
+@pytest.mark.parametrize("name", list(EXPERT_TYPES))
+def test_each_expert_keeps_shape_and_backprops(name):
+    expert = build_experts([name], 32, pool=2)[0]
+    x = torch.randn(2, 32, 8, 12, requires_grad=True)
+    y = expert(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_every_expert_and_router_get_gradients_over_steps():
+    torch.manual_seed(0)
+    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=7, top_k=2).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    touched = {}
+    for _ in range(4):
+        opt.zero_grad()
+        out = model(torch.randn(4, 3, 64, 64))
+        (out.logits.sigmoid().mean() + out.aux_loss).backward()
+        for name, p in model.named_parameters():
+            if ".experts." in name or ".router." in name:
+                key = name.split(".weight")[0].split(".bias")[0]
+                key = ".".join(key.split(".")[:4])  # moe.<level>.experts.<e> / moe.<level>.router.<x>
+                touched[key] = touched.get(key, 0.0) + (p.grad.abs().sum().item() if p.grad is not None else 0.0)
+        opt.step()
+    experts = [k for k in touched if ".experts." in k]
+    routers = [k for k in touched if ".router." in k]
+    assert len(experts) == 4 * 7 and routers
+    assert all(touched[k] > 0 for k in experts + routers), {k: v for k, v in touched.items() if v == 0}
+
+
+def test_balance_loss_has_router_gradient():
+    moe = _moe().train()
+    out = moe(torch.randn(8, 32, 8, 8))
+    out.aux_loss.backward()
+    assert moe.router.gate.weight.grad is not None and moe.router.gate.weight.grad.abs().sum() > 0
+    assert out.load.shape == (7,) and torch.isclose(out.load.sum(), torch.tensor(2.0))
+
+
+def test_balance_loss_is_one_when_balanced():
+    from models.moe import switch_balance_loss
+
+    probs = torch.full((4, 4), 0.25)
+    dispatch = torch.eye(4)
+    assert torch.isclose(switch_balance_loss(probs, dispatch, 1), torch.tensor(1.0))
+
+
+def test_top1_gate_keeps_router_gradient_from_task_loss():
+    moe = _moe(top_k=1).train()
+    moe(torch.randn(4, 32, 8, 8)).features.mean().backward()
+    assert moe.router.gate.weight.grad.abs().sum() > 0
+
+
+def test_eval_output_does_not_depend_on_batch():
+    moe = _moe().eval()
+    x = torch.randn(5, 32, 8, 8)
+    with torch.no_grad():
+        batched = moe(x).features
+        single = torch.cat([moe(x[i : i + 1]).features for i in range(5)])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_training_capacity_limits_samples_per_expert():
+    moe = _moe(capacity_factor=1.0).train()
+    seen = []
+    for expert in moe.experts:
+        expert.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    moe(torch.randn(14, 32, 8, 8))
+    assert seen == [4] * 7  # ceil(14 * 2 / 7 * 1.0)
+    moe.eval()
+    seen.clear()
+    with torch.no_grad():
+        moe(torch.randn(14, 32, 8, 8))
+    assert seen == [14] * 7
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_moe_traces_without_graph_breaks(training):
+    moe = _moe().train(training)
+    explanation = torch._dynamo.explain(moe)(torch.randn(8, 32, 8, 8))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
