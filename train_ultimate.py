@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from cli.benchmark import benchmark
 from cli.info import info
 from models.attention import attention_backend_from_env
 
@@ -17,6 +18,7 @@ def main() -> None:
 
 
 main.add_command(info)
+main.add_command(benchmark)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,120 @@
+"""``train_ultimate.py benchmark``: full model vs backbone alone, attention backends, data loading."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+from models import SUPPORTED_BACKBONES
+
+
+def _fmt(value, spec=".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(r: dict) -> str:
+    """A short human-readable table of a :func:`engine.benchmark.run_benchmark` result."""
+    where = r["gpu"] or r["device"]
+    lines = [
+        f"CamoXpert benchmark on {where}: {r['backbone']}, batch {r['batch_size']}, "
+        f"{r['img_size']}x{r['img_size']}, {r['dtype']}{', compiled' if r['compile'] else ''}",
+        f"{'':<16}{'train img/s':>12}{'infer img/s':>12}{'b1 latency ms':>15}{'peak train MB':>15}",
+    ]
+    for key, label in (("backbone_alone", "backbone alone"), ("model", "CamoXpert")):
+        m = r[key]
+        lines.append(
+            f"{label:<16}{_fmt(m['train_img_per_s']):>12}{_fmt(m['infer_img_per_s']):>12}"
+            f"{_fmt(m.get('latency_b1_ms'), '.2f'):>15}{_fmt(m['peak_train_mem_mb'], '.0f'):>15}"
+        )
+    ratio = r["ratio_to_backbone"]
+    lines.append(f"ratio to backbone: train {ratio['train']:.2f}, inference {ratio['inference']:.2f}")
+    if "graph_breaks" in r:
+        lines.append(f"graph breaks: train {r['graph_breaks']['train']}, eval {r['graph_breaks']['eval']}")
+    for name, b in r.get("model_attention_backends", {}).items():
+        lines.append(
+            f"  model with attention {name:<9}: "
+            + (f"{b['infer_img_per_s']:.1f} img/s" if b["usable"] else f"not usable ({b['reason'][:60]})")
+        )
+    unit = r.get("attention_unit")
+    if unit:
+        lines.append(f"attention alone at {tuple(unit['shape'])} (B, heads, N, head_dim):")
+        for name, b in unit["results"].items():
+            if b["usable"]:
+                speed = (
+                    f"  x{b['fwd_speedup_vs_math']:.2f} / x{b['fwd_bwd_speedup_vs_math']:.2f} vs math"
+                    if "fwd_speedup_vs_math" in b else ""
+                )
+                lines.append(f"  {name:<14} fwd {b['fwd_ms']:.3f} ms  fwd+bwd {b['fwd_bwd_ms']:.3f} ms{speed}")
+            else:
+                lines.append(f"  {name:<14} not usable ({b['reason'][:60]})")
+    data = r.get("data_loader")
+    if data:
+        lines.append(f"data loader (1 worker, decode+augment {data.get('img_size')} px): {data.get('img_per_s', 0):.1f} img/s")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--batch-size", type=int, default=None, help="Default: 16 on GPU, 2 on CPU.")
+@click.option("--img-size", type=int, default=None, help="Default: 384 on GPU, 128 on CPU.")
+@click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default="edgenext_small", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile both the model and the backbone.")
+@click.option("--warmup", type=int, default=None, help="Warm-up runs per measurement (default 10 GPU / 2 CPU).")
+@click.option("--iters", type=int, default=None, help="Timed runs per measurement (default 30 GPU / 3 CPU).")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--skip-attention", is_flag=True, help="Skip the attention-backend comparison.")
+@click.option("--skip-data", is_flag=True, help="Skip the data-loader measurement.")
+@click.option("--set", "overrides", multiple=True, help="Model config override, e.g. --set dim=96.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full result as JSON here.")
+def benchmark(device, batch_size, img_size, backbone, precision, compile_, warmup, iters, channels_last,
+              skip_attention, skip_data, overrides, json_out) -> None:
+    """Measure training/inference speed and memory of CamoXpert against its backbone alone."""
+    import yaml
+
+    from engine.benchmark import run_benchmark
+    from engine.runtime import autocast_dtype, resolve_device
+
+    try:
+        dev = resolve_device(device)
+        dtype = autocast_dtype(dev, precision)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    gpu = dev.type == "cuda"
+    model_overrides = {}
+    for item in overrides:
+        if "=" not in item:
+            raise click.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set dim=96")
+        key, value = item.split("=", 1)
+        model_overrides[key.strip()] = yaml.safe_load(value)
+    result = run_benchmark(
+        dev,
+        backbone=backbone,
+        batch_size=batch_size or (16 if gpu else 2),
+        img_size=img_size or (384 if gpu else 128),
+        dtype=dtype,
+        warmup=warmup if warmup is not None else (10 if gpu else 2),
+        iters=iters if iters is not None else (30 if gpu else 3),
+        compile=compile_,
+        channels_last=channels_last,
+        attention_backends=not skip_attention,
+        model_overrides=model_overrides,
+        progress=lambda msg: click.echo(f"… {msg}", err=True),
+    )
+    if not skip_data:
+        result["data_loader"] = _data_loader_throughput(result["img_size"])
+    click.echo(format_report(result))
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump(result, fh, indent=2)
+        click.echo(f"wrote {json_out}")
+
+
+def _data_loader_throughput(img_size: int) -> Optional[dict]:
+    """Decode+augment img/s for one worker, when the data stack is installed."""
+    try:
+        from datasets.benchmark import benchmark_data_pipeline
+    except ImportError as exc:  # the data stack is optional for a model-only benchmark
+        return {"skipped": f"data stack not importable: {exc}"}
+    return benchmark_data_pipeline(img_size=img_size)

@@ -1,0 +1,258 @@
+"""Speed and memory benchmark: the full model against its own backbone, measured in one run.
+
+Imports only torch and the model code (no data or metric stack), so it runs on a bare GPU
+image. Timings use CUDA events on GPUs (host clock on CPU), after warm-up, as medians of
+repeats.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models import build_backbone, build_model, count_parameters, set_attention_backend
+from models.attention import math_attention, sdpa_kernel_context
+from models.sdpa_probe import probe_sdpa_kernels
+
+__all__ = [
+    "benchmark_attention_unit",
+    "benchmark_model",
+    "graph_break_count",
+    "measure",
+    "run_benchmark",
+]
+
+
+def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, iters: int = 20) -> float:
+    """Median milliseconds of ``fn()`` over ``iters`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times: List[float] = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(iters):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _loss_of(output) -> torch.Tensor:
+    """A training loss over everything a forward returns (model output or backbone features)."""
+    if isinstance(output, (list, tuple)) and not hasattr(output, "logits"):
+        return sum(f.float().mean() for f in output)
+    target = torch.zeros_like(output.logits)
+    loss = F.binary_cross_entropy_with_logits(output.logits.float(), target)
+    for side in output.side_logits:
+        loss = loss + F.binary_cross_entropy_with_logits(side.float(), target)
+    return loss + 0.01 * output.aux_loss
+
+
+def _peak_mb(device: torch.device) -> Optional[float]:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def benchmark_model(
+    module: nn.Module,
+    device: torch.device,
+    batch_size: int,
+    img_size: int,
+    dtype: Optional[torch.dtype],
+    warmup: int,
+    iters: int,
+    channels_last: bool = True,
+    latency: bool = True,
+) -> Dict[str, Optional[float]]:
+    """Training-step img/s, inference img/s, batch-1 latency and peak training memory."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(device, memory_format=memory_format)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device).to(memory_format=memory_format)
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, fused=device.type == "cuda")
+    # fp16 needs loss scaling; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def train_step():
+        with _autocast(device, dtype):
+            loss = _loss_of(module(x))
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    module.train()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    train_ms = measure(train_step, device, warmup, iters)
+    peak = _peak_mb(device)
+    opt.zero_grad(set_to_none=True)
+    del opt
+
+    module.eval()
+
+    def infer(inp):
+        with torch.inference_mode(), _autocast(device, dtype):
+            return module(inp)
+
+    infer_ms = measure(lambda: infer(x), device, warmup, iters)
+    result = {
+        "train_img_per_s": batch_size / train_ms * 1e3,
+        "train_step_ms": train_ms,
+        "infer_img_per_s": batch_size / infer_ms * 1e3,
+        "infer_batch_ms": infer_ms,
+        "peak_train_mem_mb": peak,
+    }
+    if latency:
+        x1 = x[:1].clone()
+        result["latency_b1_ms"] = measure(lambda: infer(x1), device, warmup, iters)
+    return result
+
+
+def benchmark_attention_unit(
+    device: torch.device, dtype: torch.dtype, shape=(16, 8, 576, 64), warmup: int = 5, iters: int = 20
+) -> Dict[str, Dict[str, object]]:
+    """Forward and forward+backward ms of attention alone at ``shape`` (B, heads, N, head_dim).
+
+    ``math`` is the model's explicit path; the others are SDPA pinned to one kernel.
+    """
+    results: Dict[str, Dict[str, object]] = {}
+    usable = probe_sdpa_kernels(device, dtype, head_dim=shape[-1])
+    q, k, v = (torch.randn(*shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    for name in ("explicit_math", "auto", "flash", "efficient", "cudnn"):
+        if name not in ("explicit_math", "auto") and not usable[name].usable:
+            results[name] = {"usable": False, "reason": usable[name].reason}
+            continue
+
+        def fwd():
+            if name == "explicit_math":
+                return math_attention(q, k, v)
+            with sdpa_kernel_context(name):
+                return F.scaled_dot_product_attention(q, k, v)
+
+        def fwd_bwd():
+            fwd().sum().backward()
+
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            with torch.no_grad():
+                f_ms = measure(fwd, device, warmup, iters)
+            fb_ms = measure(fwd_bwd, device, warmup, iters)
+            results[name] = {"usable": True, "fwd_ms": f_ms, "fwd_bwd_ms": fb_ms, "peak_mem_mb": _peak_mb(device)}
+        except RuntimeError as exc:  # e.g. out of memory for explicit attention at large N
+            results[name] = {"usable": False, "reason": str(exc).splitlines()[0][:160]}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        q.grad = k.grad = v.grad = None
+    base = results["explicit_math"]
+    for name, r in results.items():
+        if r.get("usable") and base.get("usable"):
+            r["fwd_speedup_vs_math"] = base["fwd_ms"] / r["fwd_ms"]
+            r["fwd_bwd_speedup_vs_math"] = base["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+    return results
+
+
+def graph_break_count(model: nn.Module, x: torch.Tensor) -> int:
+    """Graph breaks dynamo finds in ``model(x)`` (0 means one graph)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    return int(torch._dynamo.explain(model)(x).graph_break_count)
+
+
+def run_benchmark(
+    device: torch.device,
+    backbone: str = "edgenext_small",
+    batch_size: int = 16,
+    img_size: int = 384,
+    dtype: Optional[torch.dtype] = None,
+    warmup: int = 5,
+    iters: int = 20,
+    compile: bool = False,
+    channels_last: bool = True,
+    attention_backends: bool = True,
+    model_overrides: Optional[dict] = None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> Dict[str, object]:
+    """The whole benchmark; returns a JSON-able dict (see the ``benchmark`` command)."""
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
+    result: Dict[str, object] = {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "backbone": backbone,
+        "batch_size": batch_size,
+        "img_size": img_size,
+        "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
+        "compile": compile,
+        "channels_last": channels_last,
+    }
+    model = build_model(backbone=backbone, **(model_overrides or {}))
+    result["model_config"] = model.config.to_dict()
+    result["params"] = {"model": count_parameters(model), "backbone": count_parameters(model.backbone)}
+    ref = build_backbone(backbone)
+
+    def maybe_compile(m):
+        return torch.compile(m) if compile else m
+
+    progress("backbone alone")
+    result["backbone_alone"] = benchmark_model(
+        maybe_compile(ref), device, batch_size, img_size, dtype, warmup, iters, channels_last
+    )
+    del ref
+    progress("full model")
+    result["model"] = benchmark_model(
+        maybe_compile(model), device, batch_size, img_size, dtype, warmup, iters, channels_last
+    )
+    m, b = result["model"], result["backbone_alone"]
+    result["ratio_to_backbone"] = {
+        "train": m["train_img_per_s"] / b["train_img_per_s"],
+        "inference": m["infer_img_per_s"] / b["infer_img_per_s"],
+    }
+    if compile:
+        progress("graph breaks")
+        x = torch.randn(2, 3, img_size, img_size, device=device)
+        result["graph_breaks"] = {"train": graph_break_count(model.train(), x), "eval": graph_break_count(model.eval(), x)}
+
+    if attention_backends:
+        progress("attention backends in the model")
+        per_backend = {}
+        usable = probe_sdpa_kernels(device, dtype or torch.float32)
+        eval_model = model.eval()
+        x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+        for name in ("auto", "flash", "efficient", "cudnn", "math"):
+            if name not in ("auto", "math") and not usable[name].usable:
+                per_backend[name] = {"usable": False, "reason": usable[name].reason}
+                continue
+            set_attention_backend(eval_model, name)
+            try:
+                with torch.inference_mode(), _autocast(device, dtype):
+                    ms = measure(lambda: eval_model(x), device, warmup, iters)
+                per_backend[name] = {"usable": True, "infer_batch_ms": ms, "infer_img_per_s": batch_size / ms * 1e3}
+            except RuntimeError as exc:
+                per_backend[name] = {"usable": False, "reason": str(exc).splitlines()[0][:160]}
+        set_attention_backend(eval_model, "auto")
+        result["model_attention_backends"] = per_backend
+        progress("attention unit")
+        unit_dtype = dtype or torch.float32
+        shape = (16, 8, 576, 64) if device.type == "cuda" else (2, 8, 144, 64)
+        result["attention_unit"] = {"shape": list(shape), "results": benchmark_attention_unit(device, unit_dtype, shape, warmup, iters)}
+    return result

@@ -1,0 +1,63 @@
+"""Profile one CamoXpert training step (or inference) and print the most expensive ops.
+
+    python scripts/profile_step.py --device cuda --batch-size 16 --img-size 384 [--eval] [--set dim=96]
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from engine.benchmark import _autocast, _loss_of  # noqa: E402
+from engine.runtime import autocast_dtype, resolve_device  # noqa: E402
+from models import build_model  # noqa: E402
+
+
+@click.command()
+@click.option("--device", default="auto")
+@click.option("--backbone", default="edgenext_small")
+@click.option("--batch-size", type=int, default=16)
+@click.option("--img-size", type=int, default=384)
+@click.option("--eval", "eval_mode", is_flag=True, help="Profile inference instead of a training step.")
+@click.option("--rows", type=int, default=25)
+@click.option("--set", "overrides", multiple=True, help="Model config override KEY=VALUE.")
+def main(device, backbone, batch_size, img_size, eval_mode, rows, overrides):
+    """Print a profiler table (by device time on GPU, CPU time otherwise) grouped by module scope."""
+    import yaml
+
+    dev = resolve_device(device)
+    dtype = autocast_dtype(dev)
+    model = build_model(backbone=backbone, **{k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in overrides)})
+    model = model.to(dev, memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        if eval_mode:
+            with torch.inference_mode(), _autocast(dev, dtype):
+                model.eval()(x)
+            return
+        with _autocast(dev, dtype):
+            loss = _loss_of(model.train()(x))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts, with_modules=True) as prof:
+        for _ in range(3):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    sort = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows))
+
+
+if __name__ == "__main__":
+    main()
