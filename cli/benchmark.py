@@ -19,13 +19,14 @@ def format_report(r: dict) -> str:
     lines = [
         f"CamoXpert benchmark on {where}: {r['backbone']}, batch {r['batch_size']}, "
         f"{r['img_size']}x{r['img_size']}, {r['dtype']}{', compiled' if r['compile'] else ''}",
-        f"{'':<16}{'train img/s':>12}{'infer img/s':>12}{'b1 latency ms':>15}{'peak train MB':>15}",
+        f"{'':<16}{'train img/s':>12}{'infer img/s':>12}{'b1 latency ms':>15}{'b1 graph ms':>13}{'peak train MB':>15}",
     ]
     for key, label in (("backbone_alone", "backbone alone"), ("model", "CamoXpert")):
         m = r[key]
         lines.append(
             f"{label:<16}{_fmt(m['train_img_per_s']):>12}{_fmt(m['infer_img_per_s']):>12}"
-            f"{_fmt(m.get('latency_b1_ms'), '.2f'):>15}{_fmt(m['peak_train_mem_mb'], '.0f'):>15}"
+            f"{_fmt(m.get('latency_b1_ms'), '.2f'):>15}{_fmt(m.get('latency_b1_cuda_graph_ms'), '.2f'):>13}"
+            f"{_fmt(m['peak_train_mem_mb'], '.0f'):>15}"
         )
     ratio = r["ratio_to_backbone"]
     lines.append(f"ratio to backbone: train {ratio['train']:.2f}, inference {ratio['inference']:.2f}")
@@ -63,12 +64,13 @@ def format_report(r: dict) -> str:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile both the model and the backbone.")
 @click.option("--warmup", type=int, default=None, help="Warm-up runs per measurement (default 10 GPU / 2 CPU).")
 @click.option("--iters", type=int, default=None, help="Timed runs per measurement (default 30 GPU / 3 CPU).")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Alternating measurement rounds (medians kept).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True)
 @click.option("--skip-attention", is_flag=True, help="Skip the attention-backend comparison.")
 @click.option("--skip-data", is_flag=True, help="Skip the data-loader measurement.")
 @click.option("--set", "overrides", multiple=True, help="Model config override, e.g. --set dim=96.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full result as JSON here.")
-def benchmark(device, batch_size, img_size, backbone, precision, compile_, warmup, iters, channels_last,
+def benchmark(device, batch_size, img_size, backbone, precision, compile_, warmup, iters, rounds, channels_last,
               skip_attention, skip_data, overrides, json_out) -> None:
     """Measure training/inference speed and memory of CamoXpert against its backbone alone."""
     import yaml
@@ -98,6 +100,7 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, warmu
         iters=iters if iters is not None else (30 if gpu else 3),
         compile=compile_,
         channels_last=channels_last,
+        rounds=rounds,
         attention_backends=not skip_attention,
         model_overrides=model_overrides,
         progress=lambda msg: click.echo(f"… {msg}", err=True),

@@ -124,22 +124,27 @@ class EdgeExpert(nn.Module):
 
 
 class SemanticContextExpert(nn.Module):
-    """Pyramid pooling (PSPNet-style): scene context at 1x1, 2x2, 3x3 and 6x6 bins."""
+    """Pyramid pooling (PSPNet-style): scene context pooled into 1x1, 2x2 and 4x4 bins.
 
-    def __init__(self, dim: int, bins: Sequence[int] = (1, 2, 3, 6), **_):
+    Channels are reduced once before pooling (a 1x1 conv commutes with average pooling), so
+    the pooling passes move a quarter of the data.
+    """
+
+    def __init__(self, dim: int, bins: Sequence[int] = (1, 2, 4), **_):
         super().__init__()
         self.bins = tuple(bins)
-        branch = max(8, dim // len(self.bins))
-        self.reduce = nn.ModuleList(_pw(dim, branch) for _ in self.bins)
-        self.fuse = _pw(dim + branch * len(self.bins), dim)
+        reduced = max(8, dim // 4)
+        self.reduce = _pw(dim, reduced)
+        self.fuse = _pw(dim + reduced, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [
-            F.interpolate(r(F.adaptive_avg_pool2d(x, b)), size=size, mode="bilinear", align_corners=False)
-            for b, r in zip(self.bins, self.reduce)
-        ]
-        return self.fuse(F.gelu(torch.cat([x] + pooled, dim=1)))
+        r = self.reduce(x)  # (B, C/4, H, W)
+        context = sum(
+            F.interpolate(F.adaptive_avg_pool2d(r, b), size=size, mode="bilinear", align_corners=False)
+            for b in self.bins
+        )
+        return self.fuse(F.gelu(torch.cat([x, context], dim=1)))
 
 
 class ContrastExpert(nn.Module):
