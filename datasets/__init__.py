@@ -6,10 +6,12 @@ Typical use::
                           CODDataset, build_train_transform, worker_init_fn)
 
     splits = combine([discover_dataset(p) for p in dataset_paths])
-    report = validate_splits(splits)
+    try:
+        splits, report = check_splits(splits, skip_bad_samples=skip_bad_samples)
+    except DatasetValidationError as exc:
+        sys.exit(f"{exc}")            # the CLI exits with code 2
     if not report.ok:
-        print(report.format())
-        splits = report.filter_splits(splits)   # or stop (exit code 2)
+        print(report.format())        # warnings, or the samples that were skipped
     train, val = split_train_val(splits.train, val_fraction=0.1, seed=0)
     train_ds = CODDataset(train, build_train_transform(384))
 """
@@ -34,6 +36,7 @@ from .validation import (
     DatasetValidationError,
     Problem,
     ValidationReport,
+    check_splits,
     validate_samples,
     validate_splits,
 )
@@ -56,6 +59,7 @@ __all__ = [
     "DatasetValidationError",
     "validate_samples",
     "validate_splits",
+    "check_splits",
     "ImageProbe",
     "probe_image",
     # reading and datasets
