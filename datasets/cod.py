@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ._types import PathLike
 from .io import read_image, read_mask
 from .layouts import IMAGE_EXTENSIONS, SampleRef, is_image_file, list_image_files
 from .transforms import build_eval_transform
@@ -29,7 +30,6 @@ __all__ = [
     "split_train_val",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 Transform = Callable[..., Dict[str, object]]
 
 

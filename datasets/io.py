@@ -7,16 +7,16 @@ rotating the photo but not the PNG mask would misalign them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import cv2
 import numpy as np
 
+from ._types import PathLike
+
 __all__ = ["ImageReadError", "read_image", "read_mask", "to_uint8"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 _FLAGS = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
 

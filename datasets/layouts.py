@@ -32,7 +32,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ._types import PathLike
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -48,7 +50,6 @@ __all__ = [
     "combine",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
