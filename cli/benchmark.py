@@ -18,7 +18,7 @@ def format_report(r: dict) -> str:
     where = r["gpu"] or r["device"]
     lines = [
         f"CamoXpert benchmark on {where}: {r['backbone']}, batch {r['batch_size']}, "
-        f"{r['img_size']}x{r['img_size']}, {r['dtype']}{', compiled' if r['compile'] else ''}",
+        f"{r['img_size']}x{r['img_size']}, {r['dtype']}{', compiled (' + r['compile'] + ')' if r['compile'] else ''}",
         f"{'':<16}{'train img/s':>12}{'infer img/s':>12}{'b1 latency ms':>15}{'b1 graph ms':>13}{'peak train MB':>15}",
     ]
     for key, label in (("backbone_alone", "backbone alone"), ("model", "CamoXpert")):
@@ -62,6 +62,8 @@ def format_report(r: dict) -> str:
 @click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default="edgenext_small", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile both the model and the backbone.")
+@click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",
+              show_default=True, help="torch.compile mode; reduce-overhead replays CUDA graphs.")
 @click.option("--warmup", type=int, default=None, help="Warm-up runs per measurement (default 10 GPU / 2 CPU).")
 @click.option("--iters", type=int, default=None, help="Timed runs per measurement (default 30 GPU / 3 CPU).")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Alternating measurement rounds (medians kept).")
@@ -70,7 +72,7 @@ def format_report(r: dict) -> str:
 @click.option("--skip-data", is_flag=True, help="Skip the data-loader measurement.")
 @click.option("--set", "overrides", multiple=True, help="Model config override, e.g. --set dim=96.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full result as JSON here.")
-def benchmark(device, batch_size, img_size, backbone, precision, compile_, warmup, iters, rounds, channels_last,
+def benchmark(device, batch_size, img_size, backbone, precision, compile_, compile_mode, warmup, iters, rounds, channels_last,
               skip_attention, skip_data, overrides, json_out) -> None:
     """Measure training/inference speed and memory of CamoXpert against its backbone alone."""
     import yaml
@@ -99,6 +101,7 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, warmu
         warmup=warmup if warmup is not None else (10 if gpu else 2),
         iters=iters if iters is not None else (30 if gpu else 3),
         compile=compile_,
+        compile_mode=compile_mode,
         channels_last=channels_last,
         rounds=rounds,
         attention_backends=not skip_attention,

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.compile import compile_model
 from models import build_backbone, build_model, count_parameters, set_attention_backend
 from models.attention import math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
@@ -133,6 +134,16 @@ class _Workload:
             self.graph_b1 = CudaGraphInference(self.module, self.x1, self.dtype)
         return self.graph_b1(self.x1)
 
+    def can_capture(self) -> Optional[str]:
+        """None when the inference graph captures, else why not (e.g. a host copy inside)."""
+        try:
+            self.infer_b1_graph()
+            return None
+        except RuntimeError as exc:
+            self.graph_b1 = None
+            torch.cuda.synchronize(self.device)
+            return str(exc).splitlines()[0][:200]
+
     def peak_train_mb(self, steps: int = 3) -> Optional[float]:
         if self.device.type != "cuda":
             return None
@@ -157,6 +168,11 @@ def compare_workloads(
     first = next(iter(workloads.values()))
     if cuda_graphs and first.device.type == "cuda":
         metrics["latency_b1_cuda_graph_ms"] = "infer_b1_graph"
+    capture_errors = {}
+    if "latency_b1_cuda_graph_ms" in metrics:
+        capture_errors = {name: w.can_capture() for name, w in workloads.items()}
+        if any(capture_errors.values()):
+            del metrics["latency_b1_cuda_graph_ms"]
     samples = {name: {m: [] for m in metrics} for name in workloads}
     peaks = {name: w.peak_train_mb() for name, w in workloads.items()}
     for r in range(rounds):
@@ -170,6 +186,8 @@ def compare_workloads(
         med["train_img_per_s"] = w.batch_size / med["train_step_ms"] * 1e3
         med["infer_img_per_s"] = w.batch_size / med["infer_batch_ms"] * 1e3
         med["peak_train_mem_mb"] = peaks[name]
+        if capture_errors.get(name):
+            med["cuda_graph_error"] = capture_errors[name]
         out[name] = med
     return out
 
@@ -235,6 +253,7 @@ def run_benchmark(
     warmup: int = 5,
     iters: int = 20,
     compile: bool = False,
+    compile_mode: str = "default",
     channels_last: bool = True,
     attention_backends: bool = True,
     rounds: int = 3,
@@ -252,7 +271,7 @@ def run_benchmark(
         "batch_size": batch_size,
         "img_size": img_size,
         "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
-        "compile": compile,
+        "compile": compile_mode if compile else False,
         "channels_last": channels_last,
     }
     model = build_model(backbone=backbone, **(model_overrides or {}))
@@ -261,7 +280,7 @@ def run_benchmark(
     ref = build_backbone(backbone)
 
     def maybe_compile(m):
-        return torch.compile(m) if compile else m
+        return compile_model(m, compile_mode) if compile else m
 
     progress("backbone alone vs full model (alternating rounds)")
     workloads = {

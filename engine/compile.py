@@ -1,0 +1,24 @@
+"""``torch.compile`` with the settings this model needs."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+__all__ = ["compile_model"]
+
+
+def compile_model(model: nn.Module, mode: str = "default") -> nn.Module:
+    """Compile ``model`` (one graph: the model has static shapes and no host syncs).
+
+    Args:
+        model: the module to compile; its parameters stay shared with the result.
+        mode: torch.compile mode (``default``, ``reduce-overhead`` for CUDA graphs,
+            ``max-autotune``).
+    """
+    import torch._inductor.config as inductor_config
+
+    # Inductor's mixed-order reduction fusion fails on this model's LayerNorm/BatchNorm
+    # reductions in torch 2.11 (an internal size assertion); the fusion is only an optimisation.
+    if hasattr(inductor_config, "triton") and hasattr(inductor_config.triton, "mix_order_reduction"):
+        inductor_config.triton.mix_order_reduction = False
+    return torch.compile(model, mode=mode)
