@@ -46,7 +46,9 @@ class CamoXpertConfig:
     num_experts: int = 7
     experts: Tuple[str, ...] = tuple(EXPERT_TYPES)
     top_k: int = 2
-    moe_levels: Tuple[int, ...] = (0, 1, 2, 3)
+    # MoE on the stride-16 and stride-32 maps by default: measured on an H200 (bf16, 384 px,
+    # batch 16), every extra finer level costs ~10% of training throughput in eager mode.
+    moe_levels: Tuple[int, ...] = (2, 3)
     capacity_factor: float = 1.25
     router_noise: float = 0.5
     num_heads: int = 8

@@ -84,7 +84,7 @@ def test_pinned_flash_kernel_runs_on_cpu():
 
 def test_whole_model_sdpa_matches_math_fp32():
     torch.manual_seed(0)
-    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=7, top_k=2).eval()
+    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=7, top_k=2, moe_levels=(0, 1, 2, 3)).eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         fused = model(x)

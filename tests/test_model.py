@@ -8,7 +8,7 @@ from models import SUPPORTED_BACKBONES, CamoXpertConfig, CamoXpertOutput, build_
 @pytest.mark.parametrize("backbone", SUPPORTED_BACKBONES)
 def test_shapes_every_backbone_non_square(backbone):
     torch.manual_seed(0)
-    model = build_model(backbone=backbone, num_experts=7, top_k=2, use_flash_attn=True, dim=32)
+    model = build_model(backbone=backbone, num_experts=7, top_k=2, use_flash_attn=True, dim=32, moe_levels=(0, 1, 2, 3))
     x = torch.randn(2, 3, 64, 96)
     model.eval()
     with torch.no_grad():

@@ -24,7 +24,7 @@ def test_each_expert_keeps_shape_and_backprops(name):
 
 def test_every_expert_and_router_get_gradients_over_steps():
     torch.manual_seed(0)
-    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=7, top_k=2).train()
+    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=7, top_k=2, moe_levels=(0, 1, 2, 3)).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     touched = {}
     for _ in range(4):
