@@ -28,7 +28,9 @@ __all__ = [
     "RESULT_KEYS",
     "CODMetrics",
     "category_names",
+    "quantize_probability",
     "resize_prediction",
+    "resize_probability",
     "to_uint8_gt",
     "to_uint8_pred",
 ]
@@ -92,21 +94,54 @@ def to_uint8_pred(pred: ArrayLike) -> np.ndarray:
 
 
 def to_uint8_gt(gt: ArrayLike) -> np.ndarray:
-    """A ground-truth mask as a uint8 0/255 map (PySODMetrics binarises it at 128).
+    """A ground-truth mask as the uint8 map PySODMetrics expects (it binarises at ``> 128``).
 
     Args:
         gt: ``uint8`` 0..255 (kept as is, unless its values are only 0/1, which are scaled to
-            0/255 so a 0/1 mask is not read as empty), bool, or float in [0, 1] (binarised at 0.5).
+            0/255 so a 0/1 label map is not read as empty), bool, or float in [0, 1] (as read by
+            ``datasets.read_mask``; rounded to ``gt * 255`` so a float mask scores exactly like
+            the 8-bit file it came from).
     """
     gt = _as_numpy_2d(gt, "gt")
     if gt.dtype == bool:
         return gt.astype(np.uint8) * 255
     if gt.dtype == np.uint8:
         return gt * np.uint8(255) if gt.max() <= 1 else gt
-    if np.issubdtype(gt.dtype, np.integer):  # e.g. int64 0/255 or 0/1 from another reader
-        top = 1 if gt.max() <= 1 else 255
-        return ((gt.astype(np.float64) / top) > 0.5).astype(np.uint8) * 255
-    return (gt.astype(np.float64) > 0.5).astype(np.uint8) * 255
+    if np.issubdtype(gt.dtype, np.integer):
+        gt = gt.astype(np.int64)
+        return (gt * 255 if gt.max() <= 1 else np.clip(gt, 0, 255)).astype(np.uint8)
+    gt = np.nan_to_num(gt.astype(np.float64), nan=0.0)
+    return np.round(np.clip(gt, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def resize_probability(prob: ArrayLike, size: Sequence[int]) -> torch.Tensor:
+    """Resize one probability map to ``size`` (bilinear), keeping it float.
+
+    Args:
+        prob: ``(H, W)`` (or ``(1, H, W)`` / ``(1, 1, H, W)``) probabilities in [0, 1], a numpy
+            array or tensor (on any device); a uint8 map is read as ``value / 255``.
+        size: target ``(height, width)``.
+
+    Returns:
+        ``(height, width)`` float32 tensor in [0, 1] on ``prob``'s device.
+    """
+    h, w = int(size[0]), int(size[1])
+    t = torch.from_numpy(np.ascontiguousarray(prob)) if isinstance(prob, np.ndarray) else prob.detach()
+    shape = tuple(t.shape)
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    while t.dim() > 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 2:
+        raise ValueError(f"Expected one (H, W) probability map; got shape {shape}.")
+    if tuple(t.shape) != (h, w):
+        # align_corners=False matches cv2.INTER_LINEAR and the COD evaluation scripts.
+        t = F.interpolate(t[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    return t.clamp(0.0, 1.0)
+
+
+def quantize_probability(prob: torch.Tensor) -> np.ndarray:
+    """``round(prob * 255)`` as a uint8 numpy array (what is saved and scored)."""
+    return (prob.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
 def resize_prediction(prob: ArrayLike, size: Sequence[int]) -> np.ndarray:
@@ -123,22 +158,7 @@ def resize_prediction(prob: ArrayLike, size: Sequence[int]) -> np.ndarray:
     Returns:
         ``(height, width)`` uint8 map, ``round(prob * 255)`` after resizing.
     """
-    h, w = int(size[0]), int(size[1])
-    if isinstance(prob, np.ndarray):
-        prob = torch.from_numpy(np.ascontiguousarray(prob))
-    t = prob.detach()
-    if t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    t = t.float()
-    while t.dim() > 2 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 2:
-        raise ValueError(f"resize_prediction expects one (H, W) map; got shape {tuple(prob.shape)}.")
-    if tuple(t.shape) != (h, w):
-        # align_corners=False matches cv2.INTER_LINEAR and the COD evaluation scripts.
-        t = F.interpolate(t[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-    t = (t.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-    return t.cpu().numpy()
+    return quantize_probability(resize_probability(prob, size))
 
 
 def category_names(category: Any) -> Tuple[Optional[str], Optional[str]]:

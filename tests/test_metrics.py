@@ -127,6 +127,7 @@ def test_shape_mismatch_and_range_errors():
     with pytest.raises(ValueError, match="sigmoid"):
         to_uint8_pred(np.full((4, 4), 2.0))
     assert to_uint8_gt(np.array([[0, 1]], np.uint8)).tolist() == [[0, 255]]
+    assert to_uint8_gt(np.array([[0.0, 128 / 255, 1.0]])).tolist() == [[0, 128, 255]]
 
 
 def test_resize_prediction():
