@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
+from cli.evaluate import evaluate
 from cli.info import info
+from cli.predict import predict
 from models.attention import attention_backend_from_env
 
 
@@ -17,6 +19,8 @@ def main() -> None:
 
 
 main.add_command(info)
+main.add_command(evaluate)
+main.add_command(predict)
 
 if __name__ == "__main__":
     main()
