@@ -32,11 +32,14 @@ __all__ = ["evaluate"]
               help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
 @click.option("--metric-workers", default=None, type=click.IntRange(min=0),
               help="Processes computing the metrics (0: in the main process) [default: several for sets of 100+ images].")
+@click.option("--skip-bad-samples", is_flag=True,
+              help="Score the readable samples when some files are unreadable (default: fail, naming them).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optional[str],
              save_predictions: Optional[str], curves_path: Optional[str], tta: bool, tta_scales: str,
              batch_size: int, num_workers: Optional[int], device: str, img_size: Optional[str],
-             precision: str, metric_workers: Optional[int], no_progress: bool) -> None:
+             precision: str, metric_workers: Optional[int], skip_bad_samples: bool,
+             no_progress: bool) -> None:
     """Score a checkpoint with PySODMetrics (S, E, weighted F, F, MAE) on every test set found.
 
     Each prediction is resized to its ground truth's size; COD10K images are also scored per
@@ -55,7 +58,7 @@ def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optio
             checkpoint, dataset_paths, output_json=output_json, save_predictions=save_predictions,
             curves_path=curves_path, tta=tta, tta_scales=scales, batch_size=batch_size,
             num_workers=num_workers, device=device, img_size=img_size, precision=precision,
-            metric_workers=metric_workers, progress=not no_progress, log=click.echo,
+            metric_workers=metric_workers, skip_bad_samples=skip_bad_samples, progress=not no_progress, log=click.echo,
         )
     except (CheckpointError, DatasetLayoutError, ValueError, RuntimeError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -27,13 +27,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import (
-    CODDataset,
+    ImageFolderDataset,
     build_eval_transform,
     combine,
     discover_dataset,
     ensure_synthetic_dataset,
     read_mask,
+    validate_samples,
 )
+from datasets.validation import SIZE_MISMATCH, TRUNCATED, UNREADABLE
 from engine.inference import (
     GuardedDataset,
     Predictor,
@@ -50,6 +52,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_samples",
     "default_metric_workers",
+    "check_test_set",
     "find_test_sets",
     "format_results_table",
     "plot_curves",
@@ -122,6 +125,43 @@ def find_test_sets(dataset_paths: Sequence[PathLike]) -> Tuple[Dict[str, list], 
     return {name: list(samples) for name, samples in merged.tests.items() if samples}, notes
 
 
+def check_test_set(name: str, samples: Sequence[Any], skip_bad: bool = False) -> Tuple[List[Any], List[str]]:
+    """Check a test set's files from their headers before spending time on inference.
+
+    Args:
+        name: the test set's name (for messages).
+        samples: its samples.
+        skip_bad: drop unreadable/truncated samples instead of failing.
+
+    Returns:
+        ``(usable samples, notes)``.
+
+    Raises:
+        RuntimeError: unreadable or truncated files and ``skip_bad`` is False (every file named).
+    """
+    report = validate_samples(samples, check_sizes=True)
+    broken = [p for p in report.problems if p.kind in (UNREADABLE, TRUNCATED)]
+    notes = []
+    if broken:
+        listing = "\n  ".join(str(p) for p in broken[:50])
+        more = f"\n  ... and {len(broken) - 50} more" if len(broken) > 50 else ""
+        if not skip_bad:
+            raise RuntimeError(
+                f"Test set {name}: {len(broken)} unreadable or truncated file(s):\n  {listing}{more}\n"
+                f"Fix them, or pass --skip-bad-samples to score the rest (the scores then do not cover "
+                f"the whole set and are not comparable with published numbers)."
+            )
+        bad = {p.sample.image for p in broken if p.sample is not None}
+        samples = [s for s in samples if s.image not in bad]
+        notes.append(f"{name}: skipped {len(bad)} sample(s) with unreadable files (--skip-bad-samples); "
+                     f"scores are over the remaining {len(samples)}.")
+    mismatched = [p for p in report.problems if p.kind == SIZE_MISMATCH]
+    if mismatched:
+        notes.append(f"{name}: {len(mismatched)} image(s) differ in size from their mask (e.g. {mismatched[0].path.name}: "
+                     f"{mismatched[0].detail}); their predictions are resized to the mask's size.")
+    return list(samples), notes
+
+
 def _read_gt(samples: Sequence[Any], index: int) -> Dict[str, Any]:
     # Native size, as an 8-bit map: exactly what an evaluation toolkit reading the file sees.
     return {"gt": to_uint8_gt(read_mask(samples[index].mask))}
@@ -192,8 +232,10 @@ def evaluate_samples(
     if not samples:
         return TestSetResult(name, metrics.compute(), {}, skipped, out_dir)
 
+    # Images only, masks read at native size below: an image whose size differs from its mask
+    # is still scored, its prediction resized to the mask as evaluation toolkits do.
     dataset = GuardedDataset(
-        CODDataset(samples, build_eval_transform(img_size)),
+        ImageFolderDataset([s.image for s in samples], build_eval_transform(img_size)),
         describe=functools.partial(_describe, samples),
         extra=functools.partial(_read_gt, samples),
     )
@@ -353,6 +395,7 @@ def evaluate_checkpoint(
     img_size: Optional[Any] = None,
     precision: str = "auto",
     metric_workers: Optional[int] = None,
+    skip_bad_samples: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Dict[str, TestSetResult]:
@@ -375,6 +418,7 @@ def evaluate_checkpoint(
         precision: autocast policy (see :func:`engine.runtime.autocast_dtype`).
         metric_workers: processes scoring images (None: several for large sets, see
             :func:`default_metric_workers`; 0: in this process).
+        skip_bad_samples: drop unreadable/truncated test samples instead of failing.
         progress: show progress bars.
         log: where status lines go.
 
@@ -390,6 +434,9 @@ def evaluate_checkpoint(
         synthetic_root = ensure_synthetic_dataset()
         log(f"No --dataset-path given: evaluating on the built-in synthetic test set ({synthetic_root}).")
         tests, notes = find_test_sets([synthetic_root])
+    for name in list(tests):
+        tests[name], set_notes = check_test_set(name, tests[name], skip_bad_samples)
+        notes.extend(set_notes)
     for note in notes:
         log(f"Note: {note}")
 

@@ -215,3 +215,27 @@ def test_metric_worker_processes_give_identical_scores(ckpt, cod10k, tmp_path):
     inline = evaluate_checkpoint(ckpt, [cod10k], metric_workers=0, **kwargs)["COD10K"].metrics
     pooled = evaluate_checkpoint(ckpt, [cod10k], metric_workers=2, **kwargs)["COD10K"].metrics
     assert pooled == inline  # gathered in sample order: bit-identical means
+
+
+def test_bad_files_and_size_mismatch(ckpt, tmp_path):
+    root = tmp_path / "CAMO"
+    write_scene(root / "Image" / "ok.jpg", root / "GT" / "ok.png", (50, 70), 0)
+    # Image smaller than its mask: scored at the mask's size (the GT is never resized).
+    write_scene(root / "Image" / "small.jpg", None, (40, 60), 1)
+    write_scene(tmp_path / "big_mask_img.png", root / "GT" / "small.png", (80, 120), 1)
+    (root / "Image" / "broken.jpg").write_bytes(b"not an image at all")
+    write_scene(tmp_path / "unused.png", root / "GT" / "broken.png", (30, 30), 2)
+
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--dataset-path", str(root),
+                                  "--device", "cpu", "--num-workers", "0", "--no-progress"])
+    assert r.exit_code != 0 and "broken.jpg" in r.output and "--skip-bad-samples" in r.output
+
+    out_json, preds = tmp_path / "s.json", tmp_path / "p"
+    r = _run(["evaluate", "--checkpoint", str(ckpt), "--dataset-path", str(root), "--skip-bad-samples",
+              "--output-json", str(out_json), "--save-predictions", str(preds), "--device", "cpu",
+              "--num-workers", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "skipped 1 sample" in r.output and "differ in size" in r.output
+    (name, res), = json.loads(out_json.read_text()).items()
+    assert res["n"] == 2
+    assert cv2.imread(str(preds / name / "small.png"), cv2.IMREAD_GRAYSCALE).shape == (80, 120)
