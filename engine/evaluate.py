@@ -57,6 +57,7 @@ __all__ = [
     "format_results_table",
     "plot_curves",
     "results_to_json",
+    "synthetic_test_root",
     "write_results_json",
 ]
 
@@ -170,6 +171,21 @@ def _read_gt(samples: Sequence[Any], index: int) -> Dict[str, Any]:
 def _describe(samples: Sequence[Any], index: int) -> str:
     s = samples[index]
     return f"{s.image} (mask {s.mask})"
+
+
+def synthetic_test_root(run_config: Dict[str, Any], progress: bool = True) -> Path:
+    """The built-in synthetic set a run trained on (``data.synthetic`` of its config), else the default one.
+
+    Using the run's own parameters gives its held-out synthetic test split, never its training images.
+    """
+    data = run_config.get("data") if isinstance(run_config, dict) else None
+    params = data.get("synthetic") if isinstance(data, dict) else None
+    kwargs: Dict[str, Any] = {"progress": progress}
+    if isinstance(params, dict):
+        for key in ("cache_dir", "n_train", "n_test", "img_size", "seed", "noncam_fraction"):
+            if params.get(key) is not None:
+                kwargs[key] = params[key]
+    return ensure_synthetic_dataset(**kwargs)
 
 
 def default_metric_workers(num_images: int) -> int:
@@ -431,7 +447,7 @@ def evaluate_checkpoint(
     if dataset_paths:
         tests, notes = find_test_sets(dataset_paths)
     else:
-        synthetic_root = ensure_synthetic_dataset()
+        synthetic_root = synthetic_test_root(loaded.run_config, progress=progress)
         log(f"No --dataset-path given: evaluating on the built-in synthetic test set ({synthetic_root}).")
         tests, notes = find_test_sets([synthetic_root])
     for name in list(tests):

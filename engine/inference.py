@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -116,6 +116,7 @@ class InferenceModel:
         checkpoint: path of the checkpoint file.
         used_ema: whether EMA weights were loaded.
         epoch: the checkpoint's epoch, when recorded.
+        run_config: the resolved run config the checkpoint carries (``{}`` when absent).
     """
 
     model: torch.nn.Module
@@ -123,6 +124,7 @@ class InferenceModel:
     checkpoint: Path
     used_ema: bool
     epoch: Optional[int] = None
+    run_config: Dict[str, Any] = field(default_factory=dict)
 
 
 def load_inference_model(
@@ -153,6 +155,7 @@ def load_inference_model(
         checkpoint=Path(checkpoint),
         used_ema=bool(prefer_ema and ckpt.get("ema")),
         epoch=int(epoch) if isinstance(epoch, (int, np.integer)) else None,
+        run_config=dict(ckpt.get("config") or {}),
     )
 
 

@@ -19,15 +19,18 @@ COD10K_TEST = [
 ]
 
 
-def make_tiny_checkpoint(path: Path, img_size=64, seed: int = 0) -> Path:
-    """A checkpoint as ``train`` writes it, holding a small random model."""
+def make_tiny_checkpoint(path: Path, img_size=64, seed: int = 0, data_config=None) -> Path:
+    """A checkpoint as ``train`` writes it, holding a small random model.
+
+    ``data_config`` adds keys to the run config's ``data`` section (e.g. ``synthetic``).
+    """
     torch.manual_seed(seed)
     model = build_model(**TINY_MODEL)
     state = {
         "model_config": model.config.to_dict(),
         "model": model.state_dict(),
         "ema": None,
-        "config": {"data": {"img_size": img_size}},
+        "config": {"data": {"img_size": img_size, **(data_config or {})}},
     }
     return save_checkpoint(state, path)
 

@@ -144,24 +144,18 @@ def test_several_test_sets_and_plain_names(ckpt, tmp_path):
     assert (pred_dir / "curves.png").is_file() or (tmp_path / "s_curves.png").is_file()
 
 
-def test_without_dataset_path_uses_synthetic_test_set(ckpt, tmp_path, monkeypatch):
-    import engine.evaluate as ev
-    from datasets import write_synthetic_dataset
-
-    made = []
-
-    def small_synthetic(*args, **kwargs):
-        made.append(write_synthetic_dataset(tmp_path / "synthetic", n_train=2, n_test=3, img_size=48, progress=False))
-        return made[-1]
-
-    monkeypatch.setattr(ev, "ensure_synthetic_dataset", small_synthetic)
+def test_without_dataset_path_uses_the_runs_synthetic_test_set(tmp_path):
+    # The checkpoint's run config names the synthetic set it trained on; evaluate scores its test split.
+    synthetic = {"n_train": 2, "n_test": 3, "img_size": 48, "seed": 1, "cache_dir": str(tmp_path / "cache")}
+    ckpt = make_tiny_checkpoint(tmp_path / "syn.pt", data_config={"synthetic": synthetic})
     out_json = tmp_path / "syn.json"
     result = _run(["evaluate", "--checkpoint", str(ckpt), "--output-json", str(out_json), "--num-workers", "0",
                    "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert made and "synthetic" in result.output
+    assert "synthetic test set" in result.output and str(tmp_path / "cache") in result.output
     (name, res), = json.loads(out_json.read_text()).items()
     assert res["n"] == 3
+    assert set(res["per_category"]["super_class"]) <= {"Synthetic", "Background"}
 
 
 def test_missing_checkpoint_and_dataset_errors(ckpt, tmp_path):
