@@ -48,7 +48,7 @@ def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optio
     # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
     # the data and metric stack.
     from engine.checkpoint import CheckpointError
-    from engine.evaluate import evaluate_checkpoint
+    from engine.evaluate import EvaluationError, evaluate_checkpoint
     from engine.inference import parse_tta_scales
     from datasets import DatasetLayoutError
 
@@ -60,5 +60,5 @@ def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optio
             num_workers=num_workers, device=device, img_size=img_size, precision=precision,
             metric_workers=metric_workers, skip_bad_samples=skip_bad_samples, progress=not no_progress, log=click.echo,
         )
-    except (CheckpointError, DatasetLayoutError, ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (CheckpointError, DatasetLayoutError, EvaluationError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -48,7 +48,7 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
             device=device, img_size=img_size, precision=precision, recursive=recursive,
             progress=not no_progress, log=click.echo,
         )
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if summary.failed:
         lines = "\n  ".join(msg for _, msg in summary.failed)

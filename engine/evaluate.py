@@ -47,6 +47,7 @@ from engine.metrics import RESULT_KEYS, CODMetrics, quantize_probability, score_
 from engine.runtime import resolve_device
 
 __all__ = [
+    "EvaluationError",
     "NoTestSetError",
     "TestSetResult",
     "evaluate_checkpoint",
@@ -62,6 +63,10 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
+
+
+class EvaluationError(RuntimeError):
+    """A test set cannot be scored as asked (unreadable files); the message says which and why."""
 
 
 class NoTestSetError(ValueError):
@@ -138,7 +143,7 @@ def check_test_set(name: str, samples: Sequence[Any], skip_bad: bool = False) ->
         ``(usable samples, notes)``.
 
     Raises:
-        RuntimeError: unreadable or truncated files and ``skip_bad`` is False (every file named).
+        EvaluationError: unreadable or truncated files and ``skip_bad`` is False (every file named).
     """
     report = validate_samples(samples, check_sizes=True)
     broken = [p for p in report.problems if p.kind in (UNREADABLE, TRUNCATED)]
@@ -147,7 +152,7 @@ def check_test_set(name: str, samples: Sequence[Any], skip_bad: bool = False) ->
         listing = "\n  ".join(str(p) for p in broken[:50])
         more = f"\n  ... and {len(broken) - 50} more" if len(broken) > 50 else ""
         if not skip_bad:
-            raise RuntimeError(
+            raise EvaluationError(
                 f"Test set {name}: {len(broken)} unreadable or truncated file(s):\n  {listing}{more}\n"
                 f"Fix them, or pass --skip-bad-samples to score the rest (the scores then do not cover "
                 f"the whole set and are not comparable with published numbers)."
@@ -237,7 +242,7 @@ def evaluate_samples(
             numbers do not depend on it.
 
     Raises:
-        RuntimeError: an image or mask could not be read (the message names the files).
+        EvaluationError: an image or mask could not be read (the message names the files).
     """
     skipped = [Path(s.image) for s in samples if s.mask is None]
     samples = [s for s in samples if s.mask is not None]
@@ -266,7 +271,7 @@ def evaluate_samples(
     )
     measure_groups = metrics.measures
     pending: deque = deque()  # (future, category), oldest first
-    max_pending = 4 * getattr(pool, "_max_workers", 1)  # bounds memory held by queued maps
+    max_pending = 32  # queued (prediction, GT) pairs: keeps workers busy, bounds the memory they hold
     bar = tqdm(total=len(samples), desc=f"{name}", unit="img", disable=not progress, dynamic_ncols=True)
 
     def drain(limit: int) -> None:
@@ -279,7 +284,7 @@ def evaluate_samples(
         for batch in loader:
             if batch["errors"]:
                 lines = "\n  ".join(msg for _, msg in batch["errors"])
-                raise RuntimeError(
+                raise EvaluationError(
                     f"Could not read {len(batch['errors'])} file(s) of test set {name}:\n  {lines}\n"
                     f"Fix or remove them (the scores must cover the whole set)."
                 )
@@ -440,6 +445,12 @@ def evaluate_checkpoint(
 
     Returns:
         Results by test-set name.
+
+    Raises:
+        engine.checkpoint.CheckpointError: missing, unsafe or foreign checkpoint.
+        NoTestSetError: no dataset path holds a test split.
+        datasets.DatasetLayoutError: a dataset path holds no understood layout.
+        EvaluationError: unreadable test files (unless ``skip_bad_samples``).
     """
     dev = resolve_device(device)
     # The checkpoint first: a wrong path fails at once, before any dataset scan or synthetic generation.
