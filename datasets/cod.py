@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ._types import PathLike
 from .io import read_image, read_mask
 from .layouts import IMAGE_EXTENSIONS, SampleRef, is_image_file, list_image_files
 from .transforms import build_eval_transform
@@ -29,7 +30,6 @@ __all__ = [
     "split_train_val",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 Transform = Callable[..., Dict[str, object]]
 
 
@@ -37,6 +37,10 @@ def _apply(transform: Transform, image: np.ndarray, mask: Optional[np.ndarray] =
     if mask is None:
         return transform(image=image)
     return transform(image=image, mask=mask)
+
+
+def _u8_to_unit(mask: np.ndarray) -> np.ndarray:
+    return np.multiply(mask, np.float32(1.0 / 255.0), dtype=np.float32)
 
 
 def _shrink(image: np.ndarray, short_side: int, interpolation: int) -> np.ndarray:
@@ -116,7 +120,7 @@ class CODDataset(Dataset):
         cached = self._cache.get(index)
         if cached is not None:
             image, mask_u8, orig = cached
-            return image, mask_u8.astype(np.float32) / 255.0, orig
+            return image, _u8_to_unit(mask_u8), orig
 
         sample = self.samples[index]
         image = read_image(sample.image)
@@ -135,7 +139,7 @@ class CODDataset(Dataset):
             # than any anti-aliasing a mask carries.
             mask_u8 = (np.clip(mask, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             self._cache[index] = (image, mask_u8, orig)
-            mask = mask_u8.astype(np.float32) / 255.0
+            mask = _u8_to_unit(mask_u8)
         return image, mask, orig
 
     def preload(self, progress: bool = True) -> None:

@@ -7,16 +7,16 @@ rotating the photo but not the PNG mask would misalign them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import cv2
 import numpy as np
 
+from ._types import PathLike
+
 __all__ = ["ImageReadError", "read_image", "read_mask", "to_uint8"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 _FLAGS = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
 
@@ -133,11 +133,12 @@ def read_mask(path: PathLike, size: Optional[tuple] = None) -> np.ndarray:
         else:
             mask = mask.max(axis=2)
 
+    # np.multiply with a float32 dtype converts and scales in one pass.
     if mask.dtype == np.uint8:
-        scale = 1.0 if mask.max() <= 1 else 255.0
-        out = mask.astype(np.float32) / scale
+        scale = 1.0 if mask.max() <= 1 else 1.0 / 255.0
+        out = np.multiply(mask, np.float32(scale), dtype=np.float32)
     elif mask.dtype == np.uint16:
-        out = mask.astype(np.float32) / 65535.0
+        out = np.multiply(mask, np.float32(1.0 / 65535.0), dtype=np.float32)
     elif mask.dtype == np.bool_:
         out = mask.astype(np.float32)
     else:

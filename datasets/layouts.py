@@ -5,16 +5,21 @@ Understood layouts (folder names are matched case-insensitively):
 * ``COD10K-v3``: ``Train/Image`` + ``Train/GT_Object`` and ``Test/Image`` +
   ``Test/GT_Object`` (``GT_Edge`` and ``GT_Instance`` are ignored). The test
   set is called ``"COD10K"``. The same ``Train``/``Test`` split with any other
-  mask folder name (``GT``, ``Mask``) is the ``train-test`` layout, its test
-  set named after the root folder.
+  mask folder name (``GT``, ``Mask``) is the ``train-test`` layout.
 * ``SINet-V2``: ``TrainDataset/{Imgs,GT}`` and ``TestDataset/<NAME>/{Imgs,GT}``
   with one test set per ``<NAME>`` (CAMO, CHAMELEON, COD10K, NC4K, ...).
 * ``pairs``: an image folder and a mask folder side by side, e.g.
   ``{Image,Mask}``, ``{Image,GT}``, ``{Imgs,GT}``, ``{im,gt}``.
+* ``images-train-test`` (CAMO-V.1.0): ``Images/{Train,Test}`` next to one
+  ``GT`` folder (or ``GT/{Train,Test}``).
 * ``collection``: a folder whose sub-folders are ``pairs`` folders (pointing
   at a SINet-V2 ``TestDataset`` folder gives one test set per sub-folder).
 * a wrapper folder holding exactly one of the above (as Kaggle and zip
   archives often add one level).
+
+Test sets found in a single folder are named after it, shortened to the
+benchmark name when the folder name starts with one (``CAMO-V.1.0-CVIU2019``
+gives ``"CAMO"``; also CHAMELEON, COD10K, NC4K).
 
 Masks are matched to images by file stem. Files that cannot be paired are not
 dropped silently: orphan masks, duplicate stems and empty folders are recorded
@@ -27,7 +32,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ._types import PathLike
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -43,7 +50,6 @@ __all__ = [
     "combine",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -54,6 +60,9 @@ _IMAGE_DIR_NAMES = ("image", "images", "imgs", "img", "im")
 _MASK_DIR_NAMES = ("gt_object", "gt", "gts", "mask", "masks")
 _TRAIN_DIR_NAMES = ("train",)
 _TEST_DIR_NAMES = ("test",)
+# Folder names such as "CAMO-V.1.0-CVIU2019" or "NC4K_test" name their test
+# set by the benchmark they hold, so result tables use the usual names.
+_KNOWN_SETS = ("CHAMELEON", "COD10K", "CAMO", "NC4K")
 
 # When two masks share a stem, prefer lossless formats: a JPEG mask has
 # compression noise around the boundary.
@@ -65,6 +74,7 @@ _LAYOUT_HELP = (
     "  train-test  Train/{Image,GT|Mask}, Test/{Image,GT|Mask}\n"
     "  SINet-V2    TrainDataset/{Imgs,GT}, TestDataset/<NAME>/{Imgs,GT}\n"
     "  pairs       {Image,Mask}, {Image,GT}, {Imgs,GT}, {im,gt} directly in the folder\n"
+    "  images-train-test  Images/{Train,Test} + GT (CAMO-V.1.0)\n"
     "  collection  sub-folders that are each a 'pairs' folder\n"
     "  (folder names are case-insensitive; image files: "
     + ", ".join(IMAGE_EXTENSIONS)
@@ -372,7 +382,7 @@ def _detect_train_test(root: Path) -> Optional[DatasetSplits]:
         return None
     mask_dirs = [p[1] for p in (train_pair, test_pair) if p is not None and p[1] is not None]
     is_cod10k = bool(mask_dirs) and all(d.name.lower() == "gt_object" for d in mask_dirs)
-    layout, test_name = ("COD10K-v3", "COD10K") if is_cod10k else ("train-test", root.name)
+    layout, test_name = ("COD10K-v3", "COD10K") if is_cod10k else ("train-test", _test_set_name(root))
     train = _scan_pair(*train_pair) if train_pair is not None else None
     tests = {test_name: _scan_pair(*test_pair)} if test_pair is not None else {}
     return _splits_from_scans(layout, root, train, tests)
@@ -401,12 +411,45 @@ def _detect_sinet(root: Path) -> Optional[DatasetSplits]:
     return splits
 
 
+def _test_set_name(folder: Path) -> str:
+    upper = folder.name.upper()
+    for known in _KNOWN_SETS:
+        if upper.startswith(known):
+            return known
+    return folder.name
+
+
+def _detect_split_images(root: Path, image_dir: Path, mask_dir: Path) -> Optional[DatasetSplits]:
+    """CAMO-V.1.0 style: ``Images/{Train,Test}`` next to one ``GT`` folder (or ``GT/{Train,Test}``)."""
+    if list_image_files(image_dir):
+        return None
+    train_dir = _child_dir(image_dir, _TRAIN_DIR_NAMES)
+    test_dir = _child_dir(image_dir, _TEST_DIR_NAMES)
+    if train_dir is None and test_dir is None:
+        return None
+    train_masks = _child_dir(mask_dir, _TRAIN_DIR_NAMES) or mask_dir
+    test_masks = _child_dir(mask_dir, _TEST_DIR_NAMES) or mask_dir
+    train = _scan_pair(train_dir, train_masks) if train_dir is not None else None
+    test = _scan_pair(test_dir, test_masks) if test_dir is not None else None
+    tests = {_test_set_name(root): test} if test is not None else {}
+    splits = _splits_from_scans("images-train-test", root, train, tests)
+    if train is not None and test is not None and train_masks == test_masks:
+        # One shared mask folder: a mask is an orphan only if neither split used it.
+        shared = set(train.orphan_masks) & set(test.orphan_masks)
+        splits.orphan_masks = sorted(shared, key=lambda p: p.name)
+    return splits
+
+
 def _detect_pairs(root: Path) -> Optional[DatasetSplits]:
     pair = _find_pair_dirs(root)
     if pair is None:
         return None
+    if pair[0] is not None and pair[1] is not None:
+        split = _detect_split_images(root, *pair)
+        if split is not None:
+            return split
     scan = _scan_pair(*pair)
-    return _splits_from_scans("pairs", root, scan, {root.name: scan})
+    return _splits_from_scans("pairs", root, scan, {_test_set_name(root): scan})
 
 
 def _detect_structured(root: Path) -> Optional[DatasetSplits]:
@@ -441,7 +484,7 @@ def discover_pairs(
         if folder is not None and not folder.is_dir():
             raise DatasetLayoutError(f"{folder}: folder not found (check the path).")
     scan = _scan_pair(image_dir, mask_path)
-    set_name = name or image_dir.resolve().parent.name or image_dir.name
+    set_name = name or _test_set_name(image_dir.resolve().parent) or image_dir.name
     return _splits_from_scans("pairs", image_dir.parent, scan, {set_name: scan})
 
 

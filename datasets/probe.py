@@ -16,14 +16,15 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional, Tuple, Union
+from typing import BinaryIO, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from ._types import PathLike
+
 __all__ = ["ImageProbe", "probe_image", "decode_check"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"

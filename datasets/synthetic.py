@@ -26,11 +26,13 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
+
+from ._types import PathLike, SizeLike, to_hw
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -41,8 +43,6 @@ __all__ = [
     "default_cache_dir",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
-SizeLike = Union[int, Tuple[int, int]]
 
 # Bump when the scenes change, so cached sets made by older code are not reused.
 GENERATOR_VERSION = 1
@@ -68,11 +68,6 @@ class _TextureParams:
     stripe_angle: float
     stripe_freq: float
 
-
-def _hw(img_size: SizeLike) -> Tuple[int, int]:
-    if isinstance(img_size, int):
-        return img_size, img_size
-    return int(img_size[0]), int(img_size[1])
 
 
 # --------------------------------------------------------------------------- #
@@ -241,7 +236,7 @@ def make_scene(rng: np.random.Generator, img_size: SizeLike, camouflaged: bool =
         ``(H, W)`` with values 0/255, and the shape name of the (first)
         object, or ``"Texture"`` for NonCAM scenes.
     """
-    h, w = _hw(img_size)
+    h, w = to_hw(img_size)
     bg_params = _background_params(rng)
     image = _texture(rng, h, w, bg_params)
     mask = np.zeros((h, w), np.uint8)
@@ -322,7 +317,7 @@ def write_synthetic_dataset(
             image size under 16 px.
     """
     out = Path(out_dir)
-    h, w = _hw(img_size)
+    h, w = to_hw(img_size)
     if n_train < 0 or n_test < 0:
         raise ValueError(f"n_train={n_train}, n_test={n_test}: counts must be >= 0.")
     if not 0.0 <= noncam_fraction < 1.0:
@@ -419,7 +414,7 @@ def ensure_synthetic_dataset(
     Returns:
         Path of the dataset root (COD10K-v3 layout).
     """
-    hw = _hw(img_size)
+    hw = to_hw(img_size)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     final = root / f"synthetic-{_params_key(n_train, n_test, hw, seed, noncam_fraction)}"
     if (final / _MANIFEST).is_file():

@@ -13,11 +13,13 @@ works on ``img_size`` pixels only; this keeps one worker above 40 img/s at
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional
 
 import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
+
+from ._types import SizeLike, to_hw
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -31,7 +33,6 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-SizeLike = Union[int, Tuple[int, int]]
 
 # Every knob of the training augmentation, with its default. Probabilities are
 # ``*_p``; setting a probability to 0 (or a range to ``None``) turns an op off.
@@ -56,12 +57,6 @@ DEFAULT_TRAIN_AUG: Dict[str, Any] = {
 
 _BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}
 
-
-def _hw(img_size: SizeLike) -> Tuple[int, int]:
-    if isinstance(img_size, int):
-        return img_size, img_size
-    height, width = img_size
-    return int(height), int(width)
 
 
 def _merge_aug(aug: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -101,7 +96,7 @@ def build_train_transform(img_size: SizeLike, aug: Optional[Mapping[str, Any]] =
         ValueError: For unknown options or an unknown border mode.
     """
     cfg = _merge_aug(aug)
-    height, width = _hw(img_size)
+    height, width = to_hw(img_size)
     border = _BORDERS[cfg["border"]]
     linear = dict(interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_LINEAR)
 
@@ -152,7 +147,7 @@ def build_eval_transform(img_size: Optional[SizeLike]) -> A.Compose:
     """
     ops: list = []
     if img_size is not None:
-        height, width = _hw(img_size)
+        height, width = to_hw(img_size)
         ops.append(A.Resize(height, width, interpolation=cv2.INTER_LINEAR,
                             mask_interpolation=cv2.INTER_LINEAR))
     return A.Compose(ops + _normalize_and_tensor())

@@ -14,7 +14,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from tqdm.auto import tqdm
 
@@ -31,11 +31,13 @@ __all__ = [
     "DUPLICATE_NAME",
     "NO_SAMPLES",
     "FIXES",
+    "ERROR_KINDS",
     "Problem",
     "ValidationReport",
     "DatasetValidationError",
     "validate_samples",
     "validate_splits",
+    "check_splits",
 ]
 
 MISSING_MASK = "missing_mask"
@@ -62,6 +64,10 @@ FIXES: Dict[str, str] = {
 # Kinds that make a sample unusable; the others are about files that belong
 # to no sample and are reported but need no sample to be dropped.
 _SAMPLE_KINDS = {MISSING_MASK, UNREADABLE, TRUNCATED, SIZE_MISMATCH}
+# Errors stop training (a sample cannot be loaded, or there is nothing to
+# train on); warnings (orphan masks, duplicate stems, empty folders) do not
+# break loading but usually mean files went missing, so they are shown.
+ERROR_KINDS = frozenset(_SAMPLE_KINDS | {NO_SAMPLES})
 
 _TITLES = {
     MISSING_MASK: "Images without a mask",
@@ -118,6 +124,21 @@ class ValidationReport:
         return not self.problems
 
     @property
+    def errors(self) -> List[Problem]:
+        """Problems that make samples unusable (see :data:`ERROR_KINDS`)."""
+        return [p for p in self.problems if p.kind in ERROR_KINDS]
+
+    @property
+    def warnings(self) -> List[Problem]:
+        """Problems that do not stop loading: orphan masks, duplicate stems, empty folders."""
+        return [p for p in self.problems if p.kind not in ERROR_KINDS]
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether any problem is an error."""
+        return bool(self.errors)
+
+    @property
     def bad_images(self) -> Set[Path]:
         """Image paths of the samples that cannot be used."""
         return {p.sample.image for p in self.problems if p.sample is not None and p.kind in _SAMPLE_KINDS}
@@ -172,12 +193,13 @@ class ValidationReport:
             return f"Dataset check passed: {self.n_samples} samples, no problems."
         n_bad = len(self.bad_images)
         lines = [
-            f"Dataset check found {len(self.problems)} problem(s) in {self.n_samples} samples "
-            f"({n_bad} sample(s) unusable):"
+            f"Dataset check: {len(self.errors)} error(s), {len(self.warnings)} warning(s) in "
+            f"{self.n_samples} samples ({n_bad} sample(s) unusable):"
         ]
         for kind, problems in self.by_kind().items():
+            severity = "error" if kind in ERROR_KINDS else "warning"
             lines.append("")
-            lines.append(f"{_TITLES[kind]} [{kind}]: {len(problems)}")
+            lines.append(f"{severity}: {_TITLES[kind]} [{kind}]: {len(problems)}")
             lines.append(f"  fix: {FIXES[kind]}")
             shown = problems if max_per_kind is None else problems[:max_per_kind]
             for problem in shown:
@@ -312,3 +334,50 @@ def validate_splits(
     if not samples:
         report.problems.insert(0, Problem(Path(splits.root), NO_SAMPLES, "no image/mask pairs found"))
     return report
+
+
+def check_splits(
+    splits: DatasetSplits,
+    skip_bad_samples: bool = False,
+    part: str = "all",
+    check_sizes: bool = True,
+    decode: bool = False,
+    progress: bool = False,
+) -> Tuple[DatasetSplits, ValidationReport]:
+    """Validate before training or evaluating: stop on errors, or drop the bad samples.
+
+    Args:
+        splits: Discovered splits.
+        skip_bad_samples: Drop unusable samples instead of raising.
+        part: ``"train"`` checks only the training samples (a damaged test
+            image should not stop training), ``"tests"`` only the test sets,
+            ``"all"`` both. Orphan masks, duplicates and empty folders are
+            reported in every case.
+        check_sizes: Compare image and mask height/width.
+        decode: Also decode every file fully.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        ``(splits, report)``: the usable splits (filtered when
+        ``skip_bad_samples``) and the full report, whose warnings (and, when
+        skipping, errors) the caller should show.
+
+    Raises:
+        DatasetValidationError: If there are errors and ``skip_bad_samples`` is
+            false, or if skipping leaves no sample in the checked part.
+        ValueError: For an unknown ``part``.
+    """
+    parts = {"all": splits, "train": replace(splits, tests={}), "tests": replace(splits, train=[])}
+    if part not in parts:
+        raise ValueError(f"part={part!r}; use one of {sorted(parts)}.")
+    report = validate_splits(parts[part], check_sizes=check_sizes, decode=decode, progress=progress)
+    if not report.has_errors:
+        return splits, report
+    if not skip_bad_samples:
+        raise DatasetValidationError(report)
+    filtered = report.filter_splits(splits)
+    checked = replace(filtered, tests={}) if part == "train" else (
+        replace(filtered, train=[]) if part == "tests" else filtered)
+    if not checked.train and not any(checked.tests.values()):
+        raise DatasetValidationError(report)
+    return filtered, report

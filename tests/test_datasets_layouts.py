@@ -204,3 +204,43 @@ def test_combine_concatenates_train_and_suffixes_clashing_test_names(tmp_path):
 )
 def test_parse_cod10k_category(name, expected):
     assert parse_cod10k_category(name) == expected
+
+
+def test_camo_layout_images_split_with_shared_gt(tmp_path):
+    root = tmp_path / "CAMO-V.1.0-CVIU2019"
+    write_pairs(root / "Images" / "Train", root / "GT", ["camourflage_00001", "camourflage_00002"])
+    write_pairs(root / "Images" / "Test", root / "GT", ["camourflage_00003"])
+    write_mask(root / "GT" / "camourflage_09999.png")
+    splits = discover_dataset(root)
+    assert splits.layout == "images-train-test"
+    assert _names(splits.train) == ["camourflage_00001", "camourflage_00002"]
+    assert list(splits.tests) == ["CAMO"]
+    assert _names(splits.tests["CAMO"]) == ["camourflage_00003"]
+    # Masks used by the other split are not orphans; the unused one is.
+    assert [p.name for p in splits.orphan_masks] == ["camourflage_09999.png"]
+
+
+def test_train_test_layout_with_gt_folders(tmp_path):
+    root = tmp_path / "NC4K_release"
+    write_pairs(root / "train" / "images", root / "train" / "masks", ["a"])
+    write_pairs(root / "test" / "images", root / "test" / "masks", ["b"])
+    splits = discover_dataset(root)
+    assert splits.layout == "train-test"
+    assert _names(splits.train) == ["a"] and _names(splits.tests["NC4K"]) == ["b"]
+
+
+def test_public_api_resolves_and_light_modules_skip_torch():
+    import subprocess
+    import sys
+
+    import datasets
+
+    for name in datasets.__all__:
+        assert getattr(datasets, name) is not None, name
+    # Discovery, validation and synthetic scenes must not import torch/albumentations.
+    code = ("import sys, datasets; datasets.discover_dataset; datasets.check_splits; "
+            "datasets.write_synthetic_dataset; "
+            "print(sorted(m for m in ('torch', 'albumentations') if m in sys.modules))")
+    repo = Path(datasets.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
+    assert out.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ import pytest
 from _datasets_helpers import truncate, write_image, write_mask, write_pairs
 from datasets import (
     DatasetValidationError,
+    check_splits,
     discover_dataset,
     probe_image,
     validate_samples,
@@ -171,3 +172,52 @@ def test_png_saved_as_jpg_is_probed_by_content(tmp_path):
     cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))[1].tofile(str(path))
     probe = probe_image(path)
     assert probe.ok and probe.format == "png" and probe.size == (20, 30)
+
+
+def test_check_splits_raises_or_skips_bad_samples(tmp_path):
+    make_broken_sinet(tmp_path / "data")
+    splits = discover_dataset(tmp_path / "data")
+    with pytest.raises(DatasetValidationError) as info:
+        check_splits(splits)
+    assert "trunc_jpg.jpg" in str(info.value)
+    assert info.value.report.has_errors
+
+    kept, report = check_splits(splits, skip_bad_samples=True)
+    assert [s.name for s in kept.train] == ["good1", "good2"]
+    assert {p.kind for p in report.warnings} == {ORPHAN_MASK, EMPTY_FOLDER}
+    assert "error:" in report.format() and "warning:" in report.format()
+
+
+def test_check_splits_passes_with_warnings_only(tmp_path):
+    root = tmp_path / "set"
+    write_pairs(root / "Image", root / "GT", ["a", "b"])
+    write_mask(root / "GT" / "orphan.png")
+    splits = discover_dataset(root)
+    kept, report = check_splits(splits)
+    assert kept is splits
+    assert not report.ok and not report.has_errors
+    assert [p.kind for p in report.warnings] == [ORPHAN_MASK]
+
+
+def test_check_splits_fails_when_nothing_usable_is_left(tmp_path):
+    root = tmp_path / "set"
+    write_image(root / "Image" / "a.jpg")
+    (root / "GT").mkdir()
+    with pytest.raises(DatasetValidationError, match="missing_mask"):
+        check_splits(discover_dataset(root), skip_bad_samples=True)
+
+
+def test_check_splits_part_limits_what_is_checked(tmp_path):
+    root = tmp_path / "COD10K-v3"
+    write_pairs(root / "Train" / "Image", root / "Train" / "GT_Object", ["tr1", "tr2"])
+    write_pairs(root / "Test" / "Image", root / "Test" / "GT_Object", ["te1", "te2"])
+    truncate(root / "Test" / "Image" / "te1.jpg")
+    splits = discover_dataset(root)
+    kept, report = check_splits(splits, part="train")  # a damaged test image does not stop training
+    assert report.ok and kept is splits
+    with pytest.raises(DatasetValidationError, match="te1.jpg"):
+        check_splits(splits, part="tests")
+    kept, report = check_splits(splits, skip_bad_samples=True, part="tests")
+    assert [s.name for s in kept.tests["COD10K"]] == ["te2"]
+    with pytest.raises(ValueError, match="part"):
+        check_splits(splits, part="val")
