@@ -22,7 +22,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
