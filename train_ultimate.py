@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from cli.benchmark import benchmark
+from cli.evaluate import evaluate
 from cli.info import info
+from cli.predict import predict
 from models.attention import attention_backend_from_env
 
 
@@ -18,6 +20,8 @@ def main() -> None:
 
 
 main.add_command(info)
+main.add_command(evaluate)
+main.add_command(predict)
 main.add_command(benchmark)
 
 if __name__ == "__main__":
