@@ -82,7 +82,11 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             f"Could not read checkpoint {path}: {exc}. The file is corrupt or truncated; use another "
             f"checkpoint (last.pt and best.pt are written atomically, so an earlier one is intact)."
         ) from exc
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("model_config"), dict)
+        or not isinstance(ckpt.get("model"), dict)
+    ):
         raise CheckpointError(
             f"{path} is not a CamoXpert checkpoint (no 'model_config'/'model' entries). Checkpoints from "
             f"`python train_ultimate.py train` carry the model config needed to rebuild the model."

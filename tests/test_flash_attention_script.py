@@ -1,0 +1,113 @@
+"""scripts/test_flash_attention.py and engine.attention_check on a tiny checkpoint."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datasets import write_synthetic_dataset
+from engine.attention_check import compare_backends, kernel_from_profile, unit_check
+from engine.checkpoint import save_checkpoint
+from models import build_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "scripts", "test_flash_attention.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flash")
+    torch.manual_seed(0)
+    model = build_model(backbone="edgenext_xx_small", dim=32, moe_levels=(1, 3))
+    ckpt = save_checkpoint(
+        {"model_config": model.config.to_dict(), "model": model.state_dict(), "ema": None, "epoch": 3,
+         "config": {"data": {"img_size": 64}}},
+        root / "best.pt",
+    )
+    write_synthetic_dataset(root / "data", n_train=1, n_test=4, img_size=64, seed=3, progress=False)
+    return ckpt, root / "data", model
+
+
+def _run(args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_script_passes_and_reports_kernels(tiny_run, tmp_path):
+    ckpt, data, _ = tiny_run
+    out_json = tmp_path / "report.json"
+    proc = _run(["--checkpoint", str(ckpt), "--dataset-path", str(data), "--num-samples", "4",
+                 "--batch-size", "2", "--device", "cpu", "--json", str(out_json)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASSED" in proc.stdout
+    report = json.loads(out_json.read_text())
+    assert report["passed"] is True and report["num_samples"] == 4
+    assert report["reference"]["kernel"] == "explicit"
+    auto = report["backends"]["auto"]
+    for key in ("max_abs_diff", "mean_abs_diff", "delta_Sm", "delta_MAE", "ms", "peak_mem_mb", "kernel"):
+        assert key in auto
+    assert auto["kernel"] == "flash"  # PyTorch's CPU flash kernel, read from the profiler
+    assert auto["max_abs_diff"] <= 1e-4
+    assert any(r["shape"] == [16, 8, 576, 64] for r in report["unit_check"])
+
+
+def test_script_honours_math_policy(tiny_run):
+    ckpt, data, _ = tiny_run
+    proc = _run(["--checkpoint", str(ckpt), "--dataset-path", str(data), "--num-samples", "2", "--device", "cpu"],
+                {"TORCH_SDPA_BACKEND": "math"})
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH_SDPA_BACKEND=math forces explicit attention" in proc.stdout
+
+
+class _Payload:
+    def __init__(self, mark):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (os.system, (f"echo pwned > {self.mark}",))
+
+
+def test_script_refuses_pickled_checkpoint(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"model_config": {}, "model": _Payload(tmp_path / "pwned")}, evil)
+    proc = _run(["--checkpoint", str(evil), "--device", "cpu"])
+    assert proc.returncode != 0
+    assert "Refused" in proc.stdout + proc.stderr
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_diverging_backend_fails(monkeypatch):
+    # Two experts, both always used: the attention expert's output always reaches the logits.
+    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=2, top_k=2, moe_levels=(2,)).eval()
+    real = F.scaled_dot_product_attention
+
+    def off_by_a_bit(q, k, v, *args, **kwargs):
+        return real(q, k, v, *args, **kwargs) + 10.0
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", off_by_a_bit)
+    batches = [torch.randn(2, 3, 64, 64)]
+    report = compare_backends(model, batches, device=torch.device("cpu"), dtype_name="fp32")
+    assert report["passed"] is False
+    assert report["backends"]["auto"]["max_abs_diff"] > 1e-4
+
+
+def test_unit_check_covers_seed_shape():
+    rows = unit_check(torch.device("cpu"), "fp32", shapes=((2, 8, 576, 64),))
+    assert rows and all(r["passed"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "names,expected",
+    [
+        (["aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu"], "flash"),
+        (["aten::_scaled_dot_product_efficient_attention"], "efficient"),
+        (["aten::_scaled_dot_product_cudnn_attention"], "cudnn"),
+        (["aten::_scaled_dot_product_attention_math"], "math"),
+        (["aten::softmax", "aten::matmul"], "explicit"),
+    ],
+)
+def test_kernel_names(names, expected):
+    assert kernel_from_profile(names) == expected
