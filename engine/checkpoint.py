@@ -47,6 +47,10 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     payload = {"format": CHECKPOINT_FORMAT, "version": 1, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files; give checkpoints the usual permissions (umask applied).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()

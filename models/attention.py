@@ -195,7 +195,8 @@ class SDTAEncoder(nn.Module):
         B, N, C = t.shape
         qkv = self.qkv(self.norm1(t))  # (B, N, 3C)
         qkv = qkv.view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
-        out = self.attend(qkv[0], qkv[1], qkv[2])  # (B, nh, N, hd)
+        q, k, v = qkv.unbind(0)
+        out = self.attend(q, k, v)  # (B, nh, N, hd)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
         return self.proj(out)
 

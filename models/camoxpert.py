@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .backbone import build_backbone
-from .decoder import ConvBNAct, FPNDecoder
+from .decoder import FPNDecoder
 from .experts import EXPERT_TYPES, build_experts
 from .moe import MoELayer
 
@@ -116,7 +116,8 @@ class CamoXpert(nn.Module):
         self.config = config
         self.backbone = build_backbone(config.backbone, config.pretrained, config.pretrained_weights)
         dim = config.dim
-        self.lateral = nn.ModuleList(ConvBNAct(c, dim, k=1) for c in self.backbone.out_channels)
+        # Plain 1x1 laterals, as in FPN: the decoder's fuse convs normalise after merging.
+        self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in self.backbone.out_channels)
         names = config.experts[: config.num_experts]
         self.moe = nn.ModuleDict()
         for level in config.moe_levels:

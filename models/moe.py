@@ -44,10 +44,14 @@ class Router(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.gate = nn.Linear(dim, num_experts)
+        # Zero init: every expert starts equally likely, so routing noise spreads the first
+        # steps over all experts instead of a random few (which would never train the others).
+        nn.init.zeros_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x.mean(dim=(2, 3))  # (B, C)
-        return self.gate(self.norm(pooled.float()))  # (B, E)
+        return self.gate(self.norm(pooled))  # (B, E)
 
 
 def switch_balance_loss(probs: torch.Tensor, dispatch: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -109,29 +113,29 @@ class MoELayer(nn.Module):
         logits = self.router(x)
         if self.training and self.router_noise > 0:
             logits = logits + torch.randn_like(logits) * self.router_noise
-        probs = logits.softmax(dim=-1)  # (B, E) fp32
+        probs = logits.float().softmax(dim=-1)  # (B, E)
         top_p, top_i = probs.topk(self.top_k, dim=-1)  # (B, k)
         if self.top_k > 1:
             top_p = top_p / top_p.sum(dim=-1, keepdim=True)
         # With k == 1 the raw probability is the gate (as in Switch); renormalising it to 1
         # would cut the router off from the task gradient.
         gates = torch.zeros_like(probs).scatter(1, top_i, top_p)
-        dispatch = torch.zeros_like(probs).scatter(1, top_i, 1.0)
-        return probs, gates, dispatch
+        return probs, gates, gates > 0
 
     def forward(self, x: torch.Tensor) -> MoEOutput:
-        B = x.shape[0]
+        B, E = x.shape[0], self.num_experts
         probs, gates, dispatch = self.route(x)
         cap = self.capacity(B)
-        out = torch.zeros_like(x)
-        for e, expert in enumerate(self.experts):
-            g = gates[:, e]  # (B,)
-            if cap >= B:
-                out = out + expert(x) * g.view(B, 1, 1, 1).to(x.dtype)
-            else:
-                w, idx = g.topk(cap)  # (cap,), the highest-gated samples; zero gates fill spare slots
-                y = expert(x.index_select(0, idx)) * w.view(cap, 1, 1, 1).to(x.dtype)  # (cap, C, H, W)
-                out = out.index_add(0, idx, y.to(out.dtype))
+        # Few, batched ops on purpose: at these map sizes the layer's cost is kernel launches,
+        # not arithmetic, so the combine is one stack + one weighted reduction.
+        if cap >= B:
+            ys = torch.stack([expert(x) for expert in self.experts], dim=1)  # (B, E, C, H, W)
+            out = (ys * gates.view(B, E, 1, 1, 1).to(ys.dtype)).sum(dim=1)  # (B, C, H, W)
+        else:
+            w, idx = gates.t().topk(cap, dim=1)  # (E, cap): each expert's highest-gated samples
+            ys = torch.stack([expert(x.index_select(0, idx[e])) for e, expert in enumerate(self.experts)])
+            ys = ys * w.view(E, cap, 1, 1, 1).to(ys.dtype)  # (E, cap, C, H, W); zero gates fill spare slots
+            out = torch.zeros_like(x).index_add(0, idx.flatten(), ys.flatten(0, 1).to(x.dtype))
         aux = switch_balance_loss(probs, dispatch, self.top_k)
-        load = dispatch.mean(dim=0).detach()  # (E,)
-        return MoEOutput(x + out, aux, load)
+        load = dispatch.float().mean(dim=0).detach()  # (E,)
+        return MoEOutput(x + out.to(x.dtype), aux, load)

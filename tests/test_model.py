@@ -61,3 +61,12 @@ def test_subset_of_levels_and_experts():
     model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=3, top_k=1, moe_levels=(1, 3)).train()
     out = model(torch.randn(2, 3, 64, 64))
     assert out.expert_load.shape == (2, 3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_whole_model_traces_as_one_graph(training):
+    torch._dynamo.reset()
+    model = build_model(backbone="edgenext_xx_small", dim=32).train(training)
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 64, 64))
+    assert explanation.graph_break_count == 0, [str(r.reason) for r in explanation.break_reasons]
+    assert explanation.graph_count == 1
