@@ -14,6 +14,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .positional import use_device_positional_encoding
+
 __all__ = [
     "SUPPORTED_BACKBONES",
     "FeatureBackbone",
@@ -54,6 +56,7 @@ def _create(name: str, pretrained: bool, weights: Optional[Path], out_indices: S
     # non-strictly, so a file with none of the right keys would leave it silently random.
     # With the classifier present the load is strict and a wrong file is an error.
     model = timm.create_model(name, **kwargs)
+    use_device_positional_encoding(model)
     return FeatureListNet(model, out_indices=tuple(out_indices), flatten_sequential=True)
 
 

@@ -84,3 +84,29 @@ def test_pretrained_not_in_cache_offline_says_where_it_looked(tmp_path):
     assert out.returncode == 0, out.stderr + out.stdout
     assert str(tmp_path / "hf") in out.stdout
     assert "pretrained_weights=PATH" in out.stdout and "edgenext_xx_small" in out.stdout
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7), (1, 24, 24), (3, 12, 6)])
+def test_device_positional_encoding_matches_timm(shape):
+    from timm.models.edgenext import PositionalEncodingFourier
+
+    from models.positional import DeviceFourierEncoding
+
+    torch.manual_seed(0)
+    reference = PositionalEncodingFourier(hidden_dim=32, dim=48)
+    ours = PositionalEncodingFourier(hidden_dim=32, dim=48)
+    ours.load_state_dict(reference.state_dict())
+    ours.__class__ = DeviceFourierEncoding
+    expected = reference(shape)
+    got = ours(shape)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_backbone_uses_device_positional_encoding():
+    from models.positional import DeviceFourierEncoding
+
+    bb = build_backbone("edgenext_small")
+    assert any(isinstance(m, DeviceFourierEncoding) for m in bb.modules())
+    # the class changed, the parameter names did not
+    assert any(k.endswith("pos_embd.token_projection.weight") for k in bb.model.state_dict())
