@@ -1,0 +1,372 @@
+"""Check a dataset before training: every problem found in one pass, each with its fix.
+
+Files are checked from their headers (see :mod:`datasets.probe`), so a few
+thousand samples take about a second; ``decode=True`` adds a full decode of
+every file for damage inside the pixel data, at ~10 ms per image.
+
+Not problems (the loaders handle them): grayscale, RGBA and 16-bit images,
+anti-aliased masks, NonCAM images with all-black masks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from tqdm.auto import tqdm
+
+from .layouts import DatasetSplits, SampleRef
+from .probe import ImageProbe, decode_check, probe_image
+
+__all__ = [
+    "MISSING_MASK",
+    "ORPHAN_MASK",
+    "UNREADABLE",
+    "TRUNCATED",
+    "SIZE_MISMATCH",
+    "EMPTY_FOLDER",
+    "DUPLICATE_NAME",
+    "NO_SAMPLES",
+    "FIXES",
+    "ERROR_KINDS",
+    "Problem",
+    "ValidationReport",
+    "DatasetValidationError",
+    "validate_samples",
+    "validate_splits",
+    "check_splits",
+]
+
+MISSING_MASK = "missing_mask"
+ORPHAN_MASK = "orphan_mask"
+UNREADABLE = "unreadable"
+TRUNCATED = "truncated"
+SIZE_MISMATCH = "size_mismatch"
+EMPTY_FOLDER = "empty_folder"
+DUPLICATE_NAME = "duplicate_name"
+NO_SAMPLES = "no_samples"
+
+# One-line fix per problem kind, shown once per group in the report.
+FIXES: Dict[str, str] = {
+    MISSING_MASK: "add a mask with the same file stem to the mask folder, or remove the image",
+    ORPHAN_MASK: "add the matching image or remove the mask (check for renamed files)",
+    UNREADABLE: "re-download or re-export the file as PNG/JPEG, or remove the sample",
+    TRUNCATED: "the file was cut short (interrupted copy or download): copy it again",
+    SIZE_MISMATCH: "image and mask must have the same height and width: re-export the mask",
+    EMPTY_FOLDER: "put the images/masks in this folder or point --dataset-path elsewhere",
+    DUPLICATE_NAME: "two files share one stem; rename or remove one (only the first is used)",
+    NO_SAMPLES: "check --dataset-path: no image/mask pairs were found",
+}
+
+# Kinds that make a sample unusable; the others are about files that belong
+# to no sample and are reported but need no sample to be dropped.
+_SAMPLE_KINDS = {MISSING_MASK, UNREADABLE, TRUNCATED, SIZE_MISMATCH}
+# Errors stop training (a sample cannot be loaded, or there is nothing to
+# train on); warnings (orphan masks, duplicate stems, empty folders) do not
+# break loading but usually mean files went missing, so they are shown.
+ERROR_KINDS = frozenset(_SAMPLE_KINDS | {NO_SAMPLES})
+
+_TITLES = {
+    MISSING_MASK: "Images without a mask",
+    ORPHAN_MASK: "Masks without an image",
+    UNREADABLE: "Unreadable or corrupt files",
+    TRUNCATED: "Truncated files",
+    SIZE_MISMATCH: "Image and mask sizes differ",
+    EMPTY_FOLDER: "Empty folders",
+    DUPLICATE_NAME: "Files sharing a stem",
+    NO_SAMPLES: "No samples",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset.
+
+    Attributes:
+        path: The offending file or folder.
+        kind: One of the kind constants (``TRUNCATED``, ``MISSING_MASK``...).
+        detail: What exactly is wrong with this file.
+        sample: The sample the file belongs to, if any.
+    """
+
+    path: Path
+    kind: str
+    detail: str = ""
+    sample: Optional[SampleRef] = None
+
+    @property
+    def fix(self) -> str:
+        """One-line fix for this kind of problem."""
+        return FIXES[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.kind}: {self.detail or _TITLES[self.kind]} (fix: {self.fix})"
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate_samples`.
+
+    Attributes:
+        problems: Every problem found, in dataset order.
+        n_samples: Number of samples checked.
+    """
+
+    problems: List[Problem] = field(default_factory=list)
+    n_samples: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether no problem was found."""
+        return not self.problems
+
+    @property
+    def errors(self) -> List[Problem]:
+        """Problems that make samples unusable (see :data:`ERROR_KINDS`)."""
+        return [p for p in self.problems if p.kind in ERROR_KINDS]
+
+    @property
+    def warnings(self) -> List[Problem]:
+        """Problems that do not stop loading: orphan masks, duplicate stems, empty folders."""
+        return [p for p in self.problems if p.kind not in ERROR_KINDS]
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether any problem is an error."""
+        return bool(self.errors)
+
+    @property
+    def bad_images(self) -> Set[Path]:
+        """Image paths of the samples that cannot be used."""
+        return {p.sample.image for p in self.problems if p.sample is not None and p.kind in _SAMPLE_KINDS}
+
+    def by_kind(self) -> Dict[str, List[Problem]]:
+        """Problems grouped by kind, in a fixed order."""
+        groups: Dict[str, List[Problem]] = defaultdict(list)
+        for problem in self.problems:
+            groups[problem.kind].append(problem)
+        order = list(_TITLES)
+        return {k: groups[k] for k in sorted(groups, key=order.index)}
+
+    def filter(self, samples: Iterable[SampleRef]) -> List[SampleRef]:
+        """Drop the samples this report found unusable.
+
+        Args:
+            samples: Samples to filter (typically those that were validated).
+
+        Returns:
+            The usable samples, order kept.
+        """
+        bad = self.bad_images
+        return [s for s in samples if s.image not in bad]
+
+    def filter_splits(self, splits: DatasetSplits) -> DatasetSplits:
+        """Copy of ``splits`` without the unusable samples (for ``--skip-bad-samples``).
+
+        Args:
+            splits: The validated splits.
+
+        Returns:
+            New splits; the lists of orphan masks, duplicates and empty folders
+            are kept so they can still be shown.
+        """
+        return replace(
+            splits,
+            train=self.filter(splits.train),
+            tests={name: self.filter(s) for name, s in splits.tests.items()},
+        )
+
+    def format(self, max_per_kind: Optional[int] = 20) -> str:
+        """Readable multi-line report, grouped by kind, each group with its fix.
+
+        Args:
+            max_per_kind: Paths listed per kind before ``... and N more``;
+                ``None`` lists all.
+
+        Returns:
+            The report text.
+        """
+        if self.ok:
+            return f"Dataset check passed: {self.n_samples} samples, no problems."
+        n_bad = len(self.bad_images)
+        lines = [
+            f"Dataset check: {len(self.errors)} error(s), {len(self.warnings)} warning(s) in "
+            f"{self.n_samples} samples ({n_bad} sample(s) unusable):"
+        ]
+        for kind, problems in self.by_kind().items():
+            severity = "error" if kind in ERROR_KINDS else "warning"
+            lines.append("")
+            lines.append(f"{severity}: {_TITLES[kind]} [{kind}]: {len(problems)}")
+            lines.append(f"  fix: {FIXES[kind]}")
+            shown = problems if max_per_kind is None else problems[:max_per_kind]
+            for problem in shown:
+                detail = f"  ({problem.detail})" if problem.detail else ""
+                lines.append(f"  {problem.path}{detail}")
+            if len(problems) > len(shown):
+                lines.append(f"  ... and {len(problems) - len(shown)} more")
+        if n_bad:
+            lines.append("")
+            lines.append(f"To train on the {self.n_samples - n_bad} usable samples, pass --skip-bad-samples.")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class DatasetValidationError(ValueError):
+    """Raised when a dataset has problems; the message is the formatted report.
+
+    Args:
+        report: The failing report (kept as ``self.report``).
+    """
+
+    def __init__(self, report: ValidationReport) -> None:
+        super().__init__(report.format())
+        self.report = report
+
+
+def _probe(path: Path, decode: bool) -> ImageProbe:
+    probe = probe_image(path)
+    if decode and probe.ok:
+        decoded = decode_check(path, probe.format)
+        if not decoded.ok:
+            return decoded
+    return probe
+
+
+def _file_problems(probe: ImageProbe, sample: SampleRef) -> List[Problem]:
+    if probe.ok:
+        return []
+    kind = TRUNCATED if probe.problem == "truncated" else UNREADABLE
+    return [Problem(probe.path, kind, probe.detail, sample)]
+
+
+def validate_samples(
+    samples: Sequence[SampleRef],
+    check_sizes: bool = True,
+    decode: bool = False,
+    orphan_masks: Iterable[Path] = (),
+    duplicates: Iterable[Path] = (),
+    empty_dirs: Iterable[Path] = (),
+    progress: bool = False,
+    num_threads: int = 8,
+) -> ValidationReport:
+    """Check samples and report every problem found, in one pass.
+
+    Args:
+        samples: Samples to check.
+        check_sizes: Compare image and mask height/width.
+        decode: Also decode every file fully (slower; catches damage inside
+            the pixel data that headers cannot show).
+        orphan_masks: Masks without an image, as recorded by discovery.
+        duplicates: Files skipped for sharing a stem, as recorded by discovery.
+        empty_dirs: Folders without images, as recorded by discovery.
+        progress: Show a tqdm progress bar.
+        num_threads: Threads reading headers; the work is file-system latency
+            (network disks on Kaggle/Colab), which threads overlap.
+
+    Returns:
+        The report; ``report.ok`` is ``True`` if nothing was found.
+    """
+    samples = list(samples)
+    problems: List[Problem] = []
+    problems += [Problem(Path(d), EMPTY_FOLDER, "folder holds no image files") for d in empty_dirs]
+
+    def check(sample: SampleRef) -> List[Problem]:
+        found: List[Problem] = []
+        image_probe = _probe(sample.image, decode)
+        found += _file_problems(image_probe, sample)
+        if sample.mask is None:
+            found.append(Problem(sample.image, MISSING_MASK, f"no mask named {sample.name}.*", sample))
+            return found
+        mask_probe = _probe(sample.mask, decode)
+        found += _file_problems(mask_probe, sample)
+        if check_sizes and image_probe.size and mask_probe.size and image_probe.size != mask_probe.size:
+            (ih, iw), (mh, mw) = image_probe.size, mask_probe.size
+            found.append(Problem(
+                sample.image, SIZE_MISMATCH,
+                f"image {iw}x{ih}, mask {mw}x{mh} ({sample.mask.name})", sample,
+            ))
+        return found
+
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        results = pool.map(check, samples)
+        for found in tqdm(results, total=len(samples), desc="Checking dataset",
+                          disable=not progress, unit="sample"):
+            problems += found
+
+    problems += [Problem(Path(p), ORPHAN_MASK, "no image with this stem") for p in orphan_masks]
+    problems += [Problem(Path(p), DUPLICATE_NAME, "another file has the same stem") for p in duplicates]
+    return ValidationReport(problems=problems, n_samples=len(samples))
+
+
+def validate_splits(
+    splits: DatasetSplits,
+    check_sizes: bool = True,
+    decode: bool = False,
+    progress: bool = False,
+) -> ValidationReport:
+    """Check every sample of ``splits`` plus the files discovery could not pair.
+
+    Args:
+        splits: Result of :func:`datasets.discover_dataset` or :func:`datasets.combine`.
+        check_sizes: Compare image and mask height/width.
+        decode: Also decode every file fully.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The report. A dataset with no samples at all gets a ``no_samples``
+        problem naming its root.
+    """
+    samples = splits.all_samples()
+    report = validate_samples(
+        samples,
+        check_sizes=check_sizes,
+        decode=decode,
+        orphan_masks=splits.orphan_masks,
+        duplicates=splits.duplicates,
+        empty_dirs=splits.empty_dirs,
+        progress=progress,
+    )
+    if not samples:
+        report.problems.insert(0, Problem(Path(splits.root), NO_SAMPLES, "no image/mask pairs found"))
+    return report
+
+
+def check_splits(
+    splits: DatasetSplits,
+    skip_bad_samples: bool = False,
+    check_sizes: bool = True,
+    decode: bool = False,
+    progress: bool = False,
+) -> Tuple[DatasetSplits, ValidationReport]:
+    """Validate before training: stop on errors, or drop the bad samples.
+
+    Args:
+        splits: Discovered splits.
+        skip_bad_samples: Drop unusable samples instead of raising.
+        check_sizes: Compare image and mask height/width.
+        decode: Also decode every file fully.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        ``(splits, report)``: the usable splits (filtered when
+        ``skip_bad_samples``) and the full report, whose warnings (and, when
+        skipping, errors) the caller should show.
+
+    Raises:
+        DatasetValidationError: If there are errors and ``skip_bad_samples`` is
+            false, or if skipping leaves no sample at all.
+    """
+    report = validate_splits(splits, check_sizes=check_sizes, decode=decode, progress=progress)
+    if not report.has_errors:
+        return splits, report
+    if not skip_bad_samples:
+        raise DatasetValidationError(report)
+    filtered = report.filter_splits(splits)
+    if not filtered.train and not any(filtered.tests.values()):
+        raise DatasetValidationError(report)
+    return filtered, report

@@ -1,0 +1,134 @@
+"""Synthetic scenes: deterministic by seed, COD10K layout and names, non-empty CAM masks, atomic cache."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import datasets.synthetic as synthetic
+from datasets import discover_dataset, ensure_synthetic_dataset, validate_splits, write_synthetic_dataset
+from datasets.benchmark import benchmark_data_pipeline
+
+SMALL = dict(n_train=8, n_test=4, img_size=48, progress=False, noncam_fraction=0.3)
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_files_other_seed_differs(tmp_path):
+    a = _files(write_synthetic_dataset(tmp_path / "a", seed=5, **SMALL))
+    b = _files(write_synthetic_dataset(tmp_path / "b", seed=5, **SMALL))
+    c = _files(write_synthetic_dataset(tmp_path / "c", seed=6, **SMALL))
+    assert a == b
+    images_a = {k: v for k, v in a.items() if k.endswith(".jpg")}
+    images_c = {k: v for k, v in c.items() if k.endswith(".jpg")}
+    assert len(images_a) == 12
+    assert list(images_a.values()) != list(images_c.values())
+
+
+def test_layout_names_masks_and_manifest(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "syn", seed=0, **SMALL)
+    splits = discover_dataset(root)
+    assert splits.layout == "COD10K-v3"
+    assert len(splits.train) == 8 and len(splits.tests["COD10K"]) == 4
+    assert validate_splits(splits).ok
+
+    n_cam = n_noncam = 0
+    for sample in splits.train + splits.tests["COD10K"]:
+        image = cv2.imread(str(sample.image))
+        mask = cv2.imread(str(sample.mask), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (48, 48, 3) and mask.shape == (48, 48)
+        assert set(np.unique(mask).tolist()) <= {0, 255}  # binary
+        category = sample.category
+        if category.camouflaged:
+            n_cam += 1
+            assert category.super_class == "Synthetic"
+            assert category.sub_class in synthetic.SHAPES
+            assert mask.any(), sample.name
+        else:
+            n_noncam += 1
+            assert not mask.any(), sample.name
+    assert n_cam > 0 and n_noncam > 0
+
+    manifest = json.loads((root / "synthetic.json").read_text())
+    assert manifest["seed"] == 0 and manifest["img_size"] == [48, 48]
+    assert manifest["n_train"] == 8 and manifest["n_test"] == 4
+    assert sum(manifest["counts"]["Train"].values()) == 8
+    assert manifest["counts"]["Train"]["noncam"] + manifest["counts"]["Test"]["noncam"] == n_noncam
+
+
+def test_objects_are_camouflaged_not_trivially_separable():
+    # Mean colour inside the object is close to the colour around it.
+    diffs = []
+    for i in range(20):
+        image, mask, _ = synthetic.make_scene(np.random.default_rng([1, 0, i]), 96)
+        ring = (cv2.dilate(mask, np.ones((9, 9), np.uint8)) > 0) & (mask == 0)
+        diffs.append(np.abs(image[mask > 0].mean(0) - image[ring].mean(0)).max())
+    assert np.median(diffs) < 12
+
+
+def test_every_shape_appears_and_rectangular_sizes_work(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "syn", n_train=30, n_test=0, img_size=(32, 64),
+                                   progress=False, noncam_fraction=0.0)
+    names = [p.name for p in (root / "Train" / "Image").iterdir()]
+    for shape in synthetic.SHAPES:
+        assert any(f"-{shape}-" in n for n in names), shape
+    assert cv2.imread(str(root / "Train" / "Image" / sorted(names)[0])).shape == (32, 64, 3)
+
+
+def test_refuses_non_empty_folder_and_bad_arguments(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="full"):
+        write_synthetic_dataset(tmp_path / "full", **SMALL)
+    with pytest.raises(ValueError):
+        write_synthetic_dataset(tmp_path / "neg", n_train=-1, progress=False)
+    with pytest.raises(ValueError):
+        write_synthetic_dataset(tmp_path / "tiny", img_size=8, progress=False)
+
+
+def test_ensure_generates_once_into_env_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAMOXPERT_CACHE", str(tmp_path / "cache"))
+    params = dict(n_train=3, n_test=2, img_size=32, seed=1, progress=False)
+    root = ensure_synthetic_dataset(**params)
+    assert root.parent == tmp_path / "cache" and root.name.startswith("synthetic-")
+    assert len(discover_dataset(root).train) == 3
+
+    def fail(*args, **kwargs):
+        raise AssertionError("regenerated a cached set")
+
+    monkeypatch.setattr(synthetic, "write_synthetic_dataset", fail)
+    assert ensure_synthetic_dataset(**params) == root  # reused, not regenerated
+    monkeypatch.undo()
+    other = ensure_synthetic_dataset(cache_dir=tmp_path / "cache", **dict(params, seed=2))
+    assert other != root
+
+
+def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
+    real = synthetic.make_scene
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "make_scene", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic_dataset(tmp_path / "cache", n_train=5, n_test=0, img_size=32, progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []  # no half set, no temp folder
+
+    monkeypatch.setattr(synthetic, "make_scene", real)
+    root = ensure_synthetic_dataset(tmp_path / "cache", n_train=5, n_test=0, img_size=32, progress=False)
+    assert len(list((root / "Train" / "Image").iterdir())) == 5
+
+
+def test_benchmark_returns_positive_throughput():
+    result = benchmark_data_pipeline(img_size=32, n_images=2, src_size=64, num_iters=4)
+    assert result["img_per_s"] > 0 and result["n"] == 4
+    assert result["img_size"] == 32 and result["src_size"] == 64
+    assert result["decode_ms"] > 0 and result["augment_ms"] > 0
+    json.dumps(result)  # JSON-able
