@@ -4,6 +4,8 @@ from __future__ import annotations
 import click
 
 from cli.info import info
+from cli.make_synthetic import make_synthetic
+from cli.train import train
 from models.attention import attention_backend_from_env
 
 
@@ -17,6 +19,8 @@ def main() -> None:
 
 
 main.add_command(info)
+main.add_command(train)
+main.add_command(make_synthetic)
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,11 @@ from torch.utils.data import Dataset
 
 from engine.train_state import derive_seed
 
-__all__ = ["SeededAugmentDataset", "TrainData", "build_train_data", "resolve_dataset_paths"]
+__all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "resolve_dataset_paths"]
+
+
+class DataError(ValueError):
+    """The training data cannot be used as given (missing path, too few samples)."""
 
 
 class SeededAugmentDataset(Dataset):
@@ -74,12 +78,12 @@ def resolve_dataset_paths(data_cfg: Mapping[str, Any], progress: bool = True) ->
     """The ``data.dataset_paths``, or the built-in synthetic set (generated and cached on first use).
 
     Raises:
-        FileNotFoundError: a given path does not exist.
+        DataError: a given path does not exist.
     """
     paths = [Path(p).expanduser() for p in data_cfg.get("dataset_paths") or []]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"--dataset-path not found: {', '.join(missing)}")
+        raise DataError(f"--dataset-path not found: {', '.join(missing)}")
     if paths:
         return paths
     from datasets import ensure_synthetic_dataset
@@ -111,43 +115,35 @@ def build_train_data(
         progress: show progress bars (synthetic generation, checks).
 
     Raises:
-        datasets.DatasetValidationError: problems found and ``skip_bad_samples`` is off; its
+        datasets.DatasetValidationError: unusable samples and ``skip_bad_samples`` is off; its
             message lists every problem.
         datasets.DatasetLayoutError: a path holds no understood layout.
-        ValueError: too few usable samples.
+        DataError: too few usable samples.
     """
     from datasets import (
         CODDataset,
-        DatasetValidationError,
         build_eval_transform,
         build_train_transform,
+        check_splits,
         combine,
         discover_dataset,
         split_train_val,
-        validate_samples,
     )
 
     paths = resolve_dataset_paths(data_cfg, progress=progress)
     splits = combine([discover_dataset(p) for p in paths])
     log(f"Data: {splits.summary()}")
-    report = validate_samples(
-        splits.train,
-        orphan_masks=splits.orphan_masks,
-        duplicates=splits.duplicates,
-        empty_dirs=splits.empty_dirs,
-        progress=progress,
-    )
+    n_found = len(splits.train)
+    # Raises DatasetValidationError (listing every problem) unless skip_bad_samples.
+    splits, report = check_splits(splits, skip_bad_samples=bool(data_cfg.get("skip_bad_samples")), progress=progress)
     samples = list(splits.train)
-    n_skipped = 0
+    n_skipped = n_found - len(samples)
     if not report.ok:
-        if not data_cfg.get("skip_bad_samples"):
-            raise DatasetValidationError(report)
-        samples = report.filter(samples)
-        n_skipped = len(splits.train) - len(samples)
         log(report.format())
-        log(f"--skip-bad-samples: skipped {n_skipped} bad sample(s); training on {len(samples)}.")
+    if n_skipped:
+        log(f"--skip-bad-samples: skipped {n_skipped} bad training sample(s); training on {len(samples)}.")
     if len(samples) < 2:
-        raise ValueError(
+        raise DataError(
             f"Only {len(samples)} usable training sample(s) in {', '.join(map(str, paths))}: need at least 2 "
             f"(one for training, one held out for validation)."
         )

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from engine.checkpoint import load_checkpoint, save_checkpoint, strip_state_dict_prefixes
-from engine.config import save_config
+from engine.config import ConfigError, save_config
 from engine.distributed import (
     DistContext,
     all_gather_objects,
@@ -152,12 +152,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup_runtime(self) -> None:
-        device = resolve_device(self.tcfg["device"])
+        try:
+            device = resolve_device(self.tcfg["device"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         self.ctx = init_distributed(device)
         self.device = self.ctx.device
         self.amp_dtype = autocast_dtype(self.device, self.tcfg["precision"])
         if self.amp_dtype is not None and self.device.type != "cuda":
-            raise ValueError(f"train.precision={self.tcfg['precision']} needs a CUDA device; use fp32 or auto on CPU.")
+            raise ConfigError(f"train.precision={self.tcfg['precision']} needs a CUDA device; use fp32 or auto on CPU.")
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (loss, router) on tensor cores
             torch.backends.cudnn.allow_tf32 = True
@@ -195,7 +198,7 @@ class Trainer:
         )
         self.num_batches = self.sampler.num_samples // self.batch_size  # drop_last
         if self.num_batches < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"train.batch_size={self.batch_size} is larger than the {self.sampler.num_samples} training images "
                 f"per process ({len(self.train_set)} in all, {world} process(es)): lower --batch-size."
             )
