@@ -51,18 +51,19 @@ def plot_curves(records: List[Mapping[str, Any]], path: os.PathLike) -> Optional
     if not records:
         return None
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display on servers and notebooks' worker processes
-        import matplotlib.pyplot as plt
+        # The object API renders with Agg without pyplot, so a notebook's own backend and
+        # figures are left alone and no display is needed.
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
+    # Main-output structure loss on both sides (the training total adds side and MoE terms).
+    for key, label in (("train_main_loss", "train"), ("val_loss", "validation")):
         xs, ys = _series(records, key)
         if xs:
             axes[0].plot(xs, ys, marker="o", label=label)
-    axes[0].set_title("structure loss")
+    axes[0].set_title("structure loss (main output)")
     axes[0].legend()
     for key, label in (("val_Sm", "S-measure"), ("val_MAE", "MAE")):
         xs, ys = _series(records, key)
@@ -82,7 +83,6 @@ def plot_curves(records: List[Mapping[str, Any]], path: os.PathLike) -> Optional
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
@@ -96,9 +96,13 @@ class RunReporter:
         completed_epochs: on resume, records of later epochs (1-based) are dropped from
             ``metrics.jsonl``: they are about to be produced again.
         tensorboard: write TensorBoard scalars when ``torch.utils.tensorboard`` imports.
+        plot_interval_s: redraw ``curves.png`` after an epoch only when the last drawing is at
+            least this old (drawing takes about a second on a small CPU); :meth:`close` always
+            draws what is pending.
     """
 
-    def __init__(self, out_dir: os.PathLike, enabled: bool = True, completed_epochs: int = 0, tensorboard: bool = True):
+    def __init__(self, out_dir: os.PathLike, enabled: bool = True, completed_epochs: int = 0,
+                 tensorboard: bool = True, plot_interval_s: float = 30.0):
         self.out_dir = Path(out_dir)
         self.enabled = enabled
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -106,6 +110,9 @@ class RunReporter:
         self.log_path = self.out_dir / "train.log"
         self.records: List[Dict[str, Any]] = []
         self._tb = None
+        self.plot_interval_s = float(plot_interval_s)
+        self._last_plot = time.monotonic()
+        self._plot_pending = False
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,15 +161,26 @@ class RunReporter:
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
-        plot_curves(self.records, self.curves_path)
+        self._plot_pending = True
+        if time.monotonic() - self._last_plot >= self.plot_interval_s:
+            self.plot()
         if self._tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
                     self._tb.add_scalar(f"epoch/{key}", value, record["epoch"])
             self._tb.flush()
 
+    def plot(self) -> None:
+        """Redraw ``curves.png`` now."""
+        if self.enabled and self.records:
+            plot_curves(self.records, self.curves_path)
+            self._plot_pending = False
+            self._last_plot = time.monotonic()
+
     def close(self) -> None:
-        """Flush TensorBoard."""
+        """Draw pending curves and flush TensorBoard."""
+        if self._plot_pending:
+            self.plot()
         if self._tb is not None:
             self._tb.close()
             self._tb = None

@@ -100,6 +100,10 @@ def find_resume_checkpoint(resume: Optional[str], checkpoint_dir: os.PathLike) -
     return path
 
 
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
@@ -444,6 +448,7 @@ class Trainer:
         loader = self._train_loader(epoch, self.start_batch)
         batch_pos = self.start_batch
         first_step = batch_pos // self.accum
+        step0 = self.step
         self.start_batch = 0
         tcfg = self.tcfg
         save_every = int(tcfg["save_every_steps"])
@@ -478,7 +483,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if self.step % log_every == 0 or batch_pos >= self.num_batches:
-                        self._update_bar(bar, epoch, batch_pos, images_seen, t_epoch)
+                        self._update_bar(bar, self.step - step0, images_seen, t_epoch)
                 if self.ctx.is_main and self.step % log_every == 0 and self.reporter is not None:
                     self.reporter.scalars(
                         {"train/loss": float(self._last_step_loss), "train/lr": self._head_lr()},
@@ -510,18 +515,16 @@ class Trainer:
         self._epoch_images = images_seen
         return None
 
-    def _update_bar(self, bar, epoch: int, batch_pos: int, images_seen: int, t_epoch: float) -> None:
+    def _update_bar(self, bar, steps_this_run: int, images_seen: int, t_epoch: float) -> None:
         elapsed = time.perf_counter() - t_epoch
-        done_steps = self.step
         total_steps = self.epochs * self.steps_per_epoch
         rate = images_seen / max(elapsed, 1e-9)
-        sec_per_step = elapsed / max(1, bar.n - bar.initial) if bar.n > bar.initial else 0.0
-        eta = (total_steps - done_steps) * sec_per_step
+        sec_per_step = elapsed / max(1, steps_this_run)
         bar.set_postfix(
             loss=f"{float(self._last_step_loss):.4f}",
             lr=f"{self._head_lr():.2e}",
             img_s=f"{rate:.1f}",
-            eta=_fmt_time(eta),
+            eta=_fmt_time((total_steps - self.step) * sec_per_step),  # whole run, validation excluded
             refresh=False,
         )
 
@@ -534,10 +537,13 @@ class Trainer:
         )
         val_time = time.perf_counter() - t0
         sums = self._sums.copy()
-        all_reduce_sum_tensors = torch.stack([sums[k].float() for k in ("loss", "main", "side", "aux", "n")])
-        all_reduce_sum(all_reduce_sum_tensors)
-        loss, main, side, aux, n = all_reduce_sum_tensors.tolist()
-        n = max(n, 1.0)
+        totals = torch.stack([sums[k].float() for k in ("loss", "main", "side", "aux", "n")])
+        all_reduce_sum(totals)
+        loss, main, side, aux, n = totals.tolist()
+
+        def mean(total):  # None (JSON null) when every step of the epoch was skipped
+            return total / n if n > 0 else None
+
         is_best = val["Sm"] > self.best_sm  # NaN compares False
         if is_best:
             self.best_sm = val["Sm"]
@@ -546,10 +552,10 @@ class Trainer:
             "step": self.step,
             "stage": self.stage,
             "lr": self._head_lr(),
-            "train_loss": loss / n,
-            "train_main_loss": main / n,
-            "train_side_loss": side / n,
-            "train_aux_loss": aux / n,
+            "train_loss": mean(loss),
+            "train_main_loss": mean(main),
+            "train_side_loss": mean(side),
+            "train_aux_loss": mean(aux),
             "val_loss": val["loss"],
             "val_Sm": val["Sm"],
             "val_MAE": val["MAE"],
@@ -567,7 +573,7 @@ class Trainer:
         if self.ctx.is_main:
             self.reporter.epoch_end(record)
             self.log(
-                f"Epoch {epoch + 1}/{self.epochs}: train loss {record['train_loss']:.4f} | val loss "
+                f"Epoch {epoch + 1}/{self.epochs}: train loss {_fmt(record['train_loss'])} | val loss "
                 f"{val['loss']:.4f}  S-measure {val['Sm']:.4f}  MAE {val['MAE']:.4f} (n={val['n']})"
                 f"{'  * best' if is_best else ''} | {record['img_per_s']:.1f} img/s"
             )
