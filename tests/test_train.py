@@ -19,7 +19,8 @@ CHECKPOINT_KEYS = {
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train=12, n_test=2)
+    # 6 training and 2 validation images
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train=8, n_test=2)
 
 
 def _args(data, out, *extra):
@@ -45,12 +46,12 @@ def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
     assert [r["stage"] for r in records] == [1, 2]  # backbone frozen in epoch 1, then fine-tuned
     for r in records:
         assert 0.0 <= r["val_Sm"] <= 1.0 and 0.0 <= r["val_MAE"] <= 1.0 and math.isfinite(r["train_loss"])
-        assert r["val_n"] == 3  # 25% of 12 training images, never the test split
+        assert r["val_n"] == 2  # 25% of the 8 training images, never the test split
         assert r["val_source"] == "ema"
 
     last = load_ckpt(out / "last.pt")  # plain torch.load(weights_only=True)
     assert CHECKPOINT_KEYS <= set(last)
-    assert last["epoch"] == 2 and last["step"] == 4 and last["batch_in_epoch"] == 0
+    assert last["epoch"] == 2 and last["step"] == 2 and last["batch_in_epoch"] == 0
     assert last["config"]["data"]["img_size"] == 64
     assert last["model_config"]["backbone"] == "edgenext_xx_small"
     assert last["ema"] is not None and last["ema"].keys() == last["model"].keys()
@@ -80,7 +81,8 @@ def _stop_after(monkeypatch, step):
 
 @pytest.mark.parametrize("accumulation, where", [(1, "mid-epoch"), (2, "epoch boundary")])
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, monkeypatch, accumulation, where):
-    # 9 training images, batch 2: 4 batches per epoch, i.e. 4 steps (accumulation 1) or 2 (accumulation 2).
+    # 6 training images, batch 2: 3 batches per epoch, i.e. 3 steps (accumulation 1) or 2 (accumulation 2,
+    # the second with a single micro-batch).
     extra = ["--batch-size", "2", "--accumulation-steps", str(accumulation), "--use-ema", "--seed", "7"]
     stop_step = 1
     ref = tmp_path / "ref"
@@ -105,7 +107,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, 
     assert "Resumed at epoch" in second.output
 
     a, b = load_ckpt(ref / "last.pt"), load_ckpt(run / "last.pt")
-    assert a["step"] == b["step"] == 8 // accumulation
+    assert a["step"] == b["step"] == {1: 6, 2: 4}[accumulation]
     _assert_same_weights(a["model"], b["model"])
     _assert_same_weights(a["ema"], b["ema"])
     ra = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
@@ -154,10 +156,10 @@ def _nan_on(calls_to_poison):
 
 
 def test_nonfinite_steps_are_skipped_and_counted(tiny_data, tmp_path, monkeypatch):
-    # 2 steps per epoch: poison the second step of epoch 1 and the first of epoch 2
-    monkeypatch.setattr(Trainer, "_forward_loss", _nan_on({1, 2}))
+    # batch 2: 3 steps per epoch; poison the second step of epoch 1 and the first of epoch 2
+    monkeypatch.setattr(Trainer, "_forward_loss", _nan_on({1, 3}))
     out = tmp_path / "run"
-    result = run_cli(_args(tiny_data, out))
+    result = run_cli(_args(tiny_data, out, "--batch-size", "2"))
     assert result.exit_code == 0, result.output
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["nonfinite_steps"] == 2
@@ -171,7 +173,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tiny_data, tmp_path, monkeypatc
 def test_repeated_nonfinite_steps_stop_with_checkpoint(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_forward_loss", _nan_on(None))
     out = tmp_path / "run"
-    result = run_cli(_args(tiny_data, out, "--epochs", "3", "--set", "train.max_nonfinite_steps=3"))
+    result = run_cli(_args(tiny_data, out, "--batch-size", "2", "--set", "train.max_nonfinite_steps=3"))
     assert result.exit_code == 1
     assert "3 optimizer steps in a row had a non-finite loss" in result.output
     assert "Traceback" not in result.output
