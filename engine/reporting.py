@@ -74,7 +74,7 @@ def plot_curves(records: List[Mapping[str, Any]], path: os.PathLike) -> Optional
     xs, ys = _series(records, "lr")
     if xs:
         axes[2].plot(xs, ys, marker="o")
-    axes[2].set_title("learning rate (end of epoch)")
+    axes[2].set_title("learning rate (last step of the epoch)")
     axes[2].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("epoch")

@@ -168,6 +168,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (loss, router) on tensor cores
             torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest conv kernels once
         self.seed = int(self.tcfg["seed"])
         seed_everything(self.seed + self.ctx.rank)  # different router noise per rank
 
@@ -437,6 +438,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if not skip and self.ema is not None:
             self.ema.update(self.raw_model)
+        self._last_lr = self._head_lr()  # the rate this update used (logged per epoch)
         self.schedule.step()
         self.step += 1
         self._last_step_loss = step_sums["loss"]
@@ -551,7 +553,7 @@ class Trainer:
             "epoch": epoch + 1,
             "step": self.step,
             "stage": self.stage,
-            "lr": self._head_lr(),
+            "lr": getattr(self, "_last_lr", self._head_lr()),
             "train_loss": mean(loss),
             "train_main_loss": mean(main),
             "train_side_loss": mean(side),
