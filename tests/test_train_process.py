@@ -59,11 +59,12 @@ def test_sigkill_leaves_a_loadable_last_pt(tiny_data, tmp_path):
     model = model_from_checkpoint(ckpt)
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 3, 64, 64))).all()
-    # and the run continues from it (to the end of epoch 1)
-    result = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--epochs", "1"])
+    # and the run continues from it, to the end of the epoch it was in
+    target = ckpt["epoch"] + 1
+    result = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--epochs", str(target)])
     assert result.exit_code == 0, result.output
-    assert "Resumed at epoch 1" in result.output
-    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert f"Resumed at epoch {target}" in result.output
+    assert load_checkpoint(out / "last.pt")["epoch"] == target
 
 
 def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
