@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from datasets import (discover_dataset, combine, validate_splits, split_train_val,
+    from datasets import (discover_dataset, combine, check_splits, split_train_val,
                           CODDataset, build_train_transform, worker_init_fn)
 
     splits = combine([discover_dataset(p) for p in dataset_paths])
@@ -14,69 +14,96 @@ Typical use::
         print(report.format())        # warnings, or the samples that were skipped
     train, val = split_train_val(splits.train, val_fraction=0.1, seed=0)
     train_ds = CODDataset(train, build_train_transform(384))
+
+Names are imported on first use: discovery, validation and the synthetic
+generator need only OpenCV and numpy, so ``make-synthetic`` or a dataset
+check does not pay the seconds it takes to import torch and albumentations.
 """
 
-from .cod import CODDataset, ImageFolderDataset, expand_inputs, split_train_val
-from .io import ImageReadError, read_image, read_mask
-from .layouts import (
-    IMAGE_EXTENSIONS,
-    Cod10kCategory,
-    DatasetLayoutError,
-    DatasetSplits,
-    SampleRef,
-    combine,
-    discover_dataset,
-    discover_pairs,
-    parse_cod10k_category,
-)
-from .probe import ImageProbe, probe_image
-from .synthetic import ensure_synthetic_dataset, write_synthetic_dataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform
-from .validation import (
-    DatasetValidationError,
-    Problem,
-    ValidationReport,
-    check_splits,
-    validate_samples,
-    validate_splits,
-)
-from .workers import worker_init_fn
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
+# Public name -> submodule that defines it.
+_EXPORTS = {
     # layouts
-    "IMAGE_EXTENSIONS",
-    "Cod10kCategory",
-    "SampleRef",
-    "DatasetSplits",
-    "DatasetLayoutError",
-    "parse_cod10k_category",
-    "discover_dataset",
-    "discover_pairs",
-    "combine",
+    "IMAGE_EXTENSIONS": "layouts",
+    "Cod10kCategory": "layouts",
+    "SampleRef": "layouts",
+    "DatasetSplits": "layouts",
+    "DatasetLayoutError": "layouts",
+    "parse_cod10k_category": "layouts",
+    "discover_dataset": "layouts",
+    "discover_pairs": "layouts",
+    "combine": "layouts",
     # validation
-    "Problem",
-    "ValidationReport",
-    "DatasetValidationError",
-    "validate_samples",
-    "validate_splits",
-    "check_splits",
-    "ImageProbe",
-    "probe_image",
+    "Problem": "validation",
+    "ValidationReport": "validation",
+    "DatasetValidationError": "validation",
+    "validate_samples": "validation",
+    "validate_splits": "validation",
+    "check_splits": "validation",
+    "ImageProbe": "probe",
+    "probe_image": "probe",
     # reading and datasets
-    "ImageReadError",
-    "read_image",
-    "read_mask",
-    "CODDataset",
-    "ImageFolderDataset",
-    "expand_inputs",
-    "split_train_val",
-    "worker_init_fn",
+    "ImageReadError": "io",
+    "read_image": "io",
+    "read_mask": "io",
+    "CODDataset": "cod",
+    "ImageFolderDataset": "cod",
+    "expand_inputs": "cod",
+    "split_train_val": "cod",
+    "worker_init_fn": "workers",
     # transforms
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "build_train_transform",
-    "build_eval_transform",
-    # synthetic data
-    "write_synthetic_dataset",
-    "ensure_synthetic_dataset",
-]
+    "IMAGENET_MEAN": "transforms",
+    "IMAGENET_STD": "transforms",
+    "build_train_transform": "transforms",
+    "build_eval_transform": "transforms",
+    # synthetic data and benchmark
+    "write_synthetic_dataset": "synthetic",
+    "ensure_synthetic_dataset": "synthetic",
+    "benchmark_data_pipeline": "benchmark",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
+    from .benchmark import benchmark_data_pipeline
+    from .cod import CODDataset, ImageFolderDataset, expand_inputs, split_train_val
+    from .io import ImageReadError, read_image, read_mask
+    from .layouts import (
+        IMAGE_EXTENSIONS,
+        Cod10kCategory,
+        DatasetLayoutError,
+        DatasetSplits,
+        SampleRef,
+        combine,
+        discover_dataset,
+        discover_pairs,
+        parse_cod10k_category,
+    )
+    from .probe import ImageProbe, probe_image
+    from .synthetic import ensure_synthetic_dataset, write_synthetic_dataset
+    from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform
+    from .validation import (
+        DatasetValidationError,
+        Problem,
+        ValidationReport,
+        check_splits,
+        validate_samples,
+        validate_splits,
+    )
+    from .workers import worker_init_fn

@@ -339,15 +339,20 @@ def validate_splits(
 def check_splits(
     splits: DatasetSplits,
     skip_bad_samples: bool = False,
+    part: str = "all",
     check_sizes: bool = True,
     decode: bool = False,
     progress: bool = False,
 ) -> Tuple[DatasetSplits, ValidationReport]:
-    """Validate before training: stop on errors, or drop the bad samples.
+    """Validate before training or evaluating: stop on errors, or drop the bad samples.
 
     Args:
         splits: Discovered splits.
         skip_bad_samples: Drop unusable samples instead of raising.
+        part: ``"train"`` checks only the training samples (a damaged test
+            image should not stop training), ``"tests"`` only the test sets,
+            ``"all"`` both. Orphan masks, duplicates and empty folders are
+            reported in every case.
         check_sizes: Compare image and mask height/width.
         decode: Also decode every file fully.
         progress: Show a tqdm progress bar.
@@ -359,14 +364,20 @@ def check_splits(
 
     Raises:
         DatasetValidationError: If there are errors and ``skip_bad_samples`` is
-            false, or if skipping leaves no sample at all.
+            false, or if skipping leaves no sample in the checked part.
+        ValueError: For an unknown ``part``.
     """
-    report = validate_splits(splits, check_sizes=check_sizes, decode=decode, progress=progress)
+    parts = {"all": splits, "train": replace(splits, tests={}), "tests": replace(splits, train=[])}
+    if part not in parts:
+        raise ValueError(f"part={part!r}; use one of {sorted(parts)}.")
+    report = validate_splits(parts[part], check_sizes=check_sizes, decode=decode, progress=progress)
     if not report.has_errors:
         return splits, report
     if not skip_bad_samples:
         raise DatasetValidationError(report)
     filtered = report.filter_splits(splits)
-    if not filtered.train and not any(filtered.tests.values()):
+    checked = replace(filtered, tests={}) if part == "train" else (
+        replace(filtered, train=[]) if part == "tests" else filtered)
+    if not checked.train and not any(checked.tests.values()):
         raise DatasetValidationError(report)
     return filtered, report

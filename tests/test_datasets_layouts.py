@@ -227,3 +227,20 @@ def test_train_test_layout_with_gt_folders(tmp_path):
     splits = discover_dataset(root)
     assert splits.layout == "train-test"
     assert _names(splits.train) == ["a"] and _names(splits.tests["NC4K"]) == ["b"]
+
+
+def test_public_api_resolves_and_light_modules_skip_torch():
+    import subprocess
+    import sys
+
+    import datasets
+
+    for name in datasets.__all__:
+        assert getattr(datasets, name) is not None, name
+    # Discovery, validation and synthetic scenes must not import torch/albumentations.
+    code = ("import sys, datasets; datasets.discover_dataset; datasets.check_splits; "
+            "datasets.write_synthetic_dataset; "
+            "print(sorted(m for m in ('torch', 'albumentations') if m in sys.modules))")
+    repo = Path(datasets.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
+    assert out.stdout.strip() == "[]"

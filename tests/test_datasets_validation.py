@@ -205,3 +205,19 @@ def test_check_splits_fails_when_nothing_usable_is_left(tmp_path):
     (root / "GT").mkdir()
     with pytest.raises(DatasetValidationError, match="missing_mask"):
         check_splits(discover_dataset(root), skip_bad_samples=True)
+
+
+def test_check_splits_part_limits_what_is_checked(tmp_path):
+    root = tmp_path / "COD10K-v3"
+    write_pairs(root / "Train" / "Image", root / "Train" / "GT_Object", ["tr1", "tr2"])
+    write_pairs(root / "Test" / "Image", root / "Test" / "GT_Object", ["te1", "te2"])
+    truncate(root / "Test" / "Image" / "te1.jpg")
+    splits = discover_dataset(root)
+    kept, report = check_splits(splits, part="train")  # a damaged test image does not stop training
+    assert report.ok and kept is splits
+    with pytest.raises(DatasetValidationError, match="te1.jpg"):
+        check_splits(splits, part="tests")
+    kept, report = check_splits(splits, skip_bad_samples=True, part="tests")
+    assert [s.name for s in kept.tests["COD10K"]] == ["te2"]
+    with pytest.raises(ValueError, match="part"):
+        check_splits(splits, part="val")
