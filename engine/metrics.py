@@ -15,12 +15,13 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import py_sod_metrics
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ALL_MEASURES",
@@ -31,6 +32,7 @@ __all__ = [
     "quantize_probability",
     "resize_prediction",
     "resize_probability",
+    "score_image",
     "to_uint8_gt",
     "to_uint8_pred",
 ]
@@ -52,12 +54,21 @@ _KEYS_OF = {
 }
 # Aliases so ``measures=("Em_max", "Fm_mean")`` work as well as the group names.
 _GROUP_OF = {key: group for group, keys in _KEYS_OF.items() for key in keys}
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = Union[np.ndarray, "torch.Tensor"]
+# torch is imported only where tensors are handled: worker processes that score images
+# (engine.evaluate.metric_pool) then start without paying for it.
+
+
+def _is_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
 def _as_numpy_2d(x: ArrayLike, what: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().float().cpu().numpy() if x.dtype not in (torch.uint8, torch.bool) else x.cpu().numpy()
+    if _is_tensor(x):
+        import torch
+
+        x = x.detach().cpu()
+        x = x.numpy() if x.dtype in (torch.uint8, torch.bool) else x.float().numpy()
     x = np.asarray(x)
     while x.ndim > 2 and x.shape[0] == 1:  # (1, 1, H, W) / (1, H, W) -> (H, W)
         x = x[0]
@@ -114,7 +125,7 @@ def to_uint8_gt(gt: ArrayLike) -> np.ndarray:
     return np.round(np.clip(gt, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def resize_probability(prob: ArrayLike, size: Sequence[int]) -> torch.Tensor:
+def resize_probability(prob: ArrayLike, size: Sequence[int]) -> "torch.Tensor":
     """Resize one probability map to ``size`` (bilinear), keeping it float.
 
     Args:
@@ -125,6 +136,9 @@ def resize_probability(prob: ArrayLike, size: Sequence[int]) -> torch.Tensor:
     Returns:
         ``(height, width)`` float32 tensor in [0, 1] on ``prob``'s device.
     """
+    import torch
+    import torch.nn.functional as F
+
     h, w = int(size[0]), int(size[1])
     t = torch.from_numpy(np.ascontiguousarray(prob)) if isinstance(prob, np.ndarray) else prob.detach()
     shape = tuple(t.shape)
@@ -139,8 +153,10 @@ def resize_probability(prob: ArrayLike, size: Sequence[int]) -> torch.Tensor:
     return t.clamp(0.0, 1.0)
 
 
-def quantize_probability(prob: torch.Tensor) -> np.ndarray:
+def quantize_probability(prob: "torch.Tensor") -> np.ndarray:
     """``round(prob * 255)`` as a uint8 numpy array (what is saved and scored)."""
+    import torch
+
     return (prob.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
@@ -181,6 +197,58 @@ def category_names(category: Any) -> Tuple[Optional[str], Optional[str]]:
     if isinstance(category, (tuple, list)) and len(category) >= 1:
         return category[0], category[1] if len(category) > 1 else None
     raise TypeError(f"Unsupported category {category!r}: pass a Cod10kCategory, (super, sub), or 'Super/Sub'.")
+
+
+def score_image(pred: ArrayLike, gt: ArrayLike, measures: Sequence[str] = ALL_MEASURES) -> Dict[str, Any]:
+    """PySODMetrics scores of one image (a plain function, so worker processes can run it).
+
+    Args:
+        pred: prediction at the ground truth's size (uint8, or float in [0, 1]).
+        gt: ground truth at its own size (see :func:`to_uint8_gt`).
+        measures: measure groups among ``"Sm", "Em", "wFm", "Fm", "MAE"``.
+
+    Returns:
+        Scalars (``Sm``, ``Em_adp``, ``wFm``, ``Fm_adp``, ``MAE``) and 256-point curves
+        (``em_curve``, ``fm_curve``, ``precision_curve``, ``recall_curve``) for the measures asked.
+
+    Raises:
+        ValueError: shapes differ (resize the prediction, never the ground truth).
+    """
+    pred_u8 = to_uint8_pred(pred)
+    gt_u8 = to_uint8_gt(gt)
+    if pred_u8.shape != gt_u8.shape:
+        raise ValueError(
+            f"Prediction shape {pred_u8.shape} differs from ground truth shape {gt_u8.shape}: resize the "
+            f"prediction to the ground truth's size with resize_prediction(prob, gt.shape)."
+        )
+    out: Dict[str, Any] = {}
+    if "Sm" in measures:
+        m = py_sod_metrics.Smeasure()
+        m.step(pred=pred_u8, gt=gt_u8)
+        out["Sm"] = float(m.get_results()["sm"])
+    if "Em" in measures:
+        m = py_sod_metrics.Emeasure()
+        m.step(pred=pred_u8, gt=gt_u8)
+        em = m.get_results()["em"]
+        out["Em_adp"] = float(em["adp"])
+        out["em_curve"] = np.asarray(em["curve"], dtype=np.float64)
+    if "wFm" in measures:
+        m = py_sod_metrics.WeightedFmeasure()
+        m.step(pred=pred_u8, gt=gt_u8)
+        out["wFm"] = float(m.get_results()["wfm"])
+    if "Fm" in measures:
+        m = _fmeasure_v2()
+        m.step(pred=pred_u8, gt=gt_u8)
+        res = m.get_results()
+        out["Fm_adp"] = float(res["fm"]["adaptive"])
+        out["fm_curve"] = np.asarray(res["fm"]["dynamic"], dtype=np.float64)
+        out["precision_curve"] = np.asarray(res["pre"]["dynamic"], dtype=np.float64)
+        out["recall_curve"] = np.asarray(res["rec"]["dynamic"], dtype=np.float64)
+    if "MAE" in measures:
+        m = py_sod_metrics.MAE()
+        m.step(pred=pred_u8, gt=gt_u8)
+        out["MAE"] = float(m.get_results()["mae"])
+    return out
 
 
 class CODMetrics:
@@ -246,44 +314,29 @@ class CODMetrics:
             ValueError: shapes differ (resize the prediction, never the ground truth) or values
                 are out of range.
         """
-        pred_u8 = to_uint8_pred(pred)
-        gt_u8 = to_uint8_gt(gt)
-        if pred_u8.shape != gt_u8.shape:
-            raise ValueError(
-                f"Prediction shape {pred_u8.shape} differs from ground truth shape {gt_u8.shape}: resize the "
-                f"prediction to the ground truth's size with resize_prediction(prob, gt.shape)."
-            )
-        scores: Dict[str, float] = {}
-        if "Sm" in self.measures:
-            m = py_sod_metrics.Smeasure()
-            m.step(pred=pred_u8, gt=gt_u8)
-            scores["Sm"] = float(m.get_results()["sm"])
-        if "Em" in self.measures:
-            m = py_sod_metrics.Emeasure()
-            m.step(pred=pred_u8, gt=gt_u8)
-            em = m.get_results()["em"]
-            scores["Em_adp"] = float(em["adp"])
-            self._curves["em"].append(np.asarray(em["curve"], dtype=np.float64))
-        if "wFm" in self.measures:
-            m = py_sod_metrics.WeightedFmeasure()
-            m.step(pred=pred_u8, gt=gt_u8)
-            scores["wFm"] = float(m.get_results()["wfm"])
-        if "Fm" in self.measures:
-            m = _fmeasure_v2()
-            m.step(pred=pred_u8, gt=gt_u8)
-            res = m.get_results()
-            scores["Fm_adp"] = float(res["fm"]["adaptive"])
-            self._curves["fm"].append(np.asarray(res["fm"]["dynamic"], dtype=np.float64))
-            self._curves["precision"].append(np.asarray(res["pre"]["dynamic"], dtype=np.float64))
-            self._curves["recall"].append(np.asarray(res["rec"]["dynamic"], dtype=np.float64))
-        if "MAE" in self.measures:
-            m = py_sod_metrics.MAE()
-            m.step(pred=pred_u8, gt=gt_u8)
-            scores["MAE"] = float(m.get_results()["mae"])
-        for key, value in scores.items():
-            self._scalars[key].append(value)
+        return self.add(score_image(pred, gt, self.measures), category)
+
+    def add(self, scores: Mapping[str, Any], category: Any = None) -> Dict[str, float]:
+        """Record one image's scores computed by :func:`score_image` (e.g. in a worker process).
+
+        Args:
+            scores: :func:`score_image` output for (at least) this object's measures.
+            category: the image's COD10K category, or None.
+
+        Returns:
+            The image's scalar scores.
+        """
+        missing = [k for k in self._scalars if k not in scores] + [
+            k for k in self._curves if f"{k}_curve" not in scores
+        ]
+        if missing:
+            raise ValueError(f"Scores lack {missing}: compute them with score_image(..., measures={self.measures}).")
+        for key in self._scalars:
+            self._scalars[key].append(float(scores[key]))
+        for key in self._curves:
+            self._curves[key].append(np.asarray(scores[f"{key}_curve"], dtype=np.float64))
         self._categories.append(category_names(category))
-        return scores
+        return {key: float(scores[key]) for key in self._scalars}
 
     # ------------------------------------------------------------------ results
     def _summary(self, idx: Optional[np.ndarray]) -> Dict[str, Any]:

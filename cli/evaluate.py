@@ -1,0 +1,64 @@
+"""``train_ultimate.py evaluate``: COD metrics of a checkpoint on every test set found."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import click
+
+__all__ = ["evaluate"]
+
+
+@click.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="best.pt / last.pt written by `train`.")
+@click.option("--dataset-path", "dataset_paths", multiple=True, type=click.Path(),
+              help="Dataset folder (COD10K-v3, SINet-V2 TestDataset, Image+GT pairs...). Repeat for several; "
+                   "every test set found is evaluated. Default: the built-in synthetic test set.")
+@click.option("--output-json", type=click.Path(dir_okay=False), help="Write the scores here as JSON.")
+@click.option("--save-predictions", type=click.Path(file_okay=False),
+              help="Write 8-bit PNG probability maps at GT size to DIR/<test set>/<stem>.png.")
+@click.option("--curves", "curves_path", type=click.Path(dir_okay=False),
+              help="PNG of PR and F-threshold curves (default: next to --output-json, else in --save-predictions).")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image.")
+@click.option("--tta-scales", default="1.0", show_default=True,
+              help="Comma-separated input scales to average over, e.g. 0.75,1,1.25.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--num-workers", default=None, type=click.IntRange(min=0),
+              help="Data-loading workers [default: up to 4].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--img-size", default=None,
+              help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384].")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
+@click.option("--metric-workers", default=None, type=click.IntRange(min=0),
+              help="Processes computing the metrics (0: in the main process) [default: several for sets of 100+ images].")
+@click.option("--skip-bad-samples", is_flag=True,
+              help="Score the readable samples when some files are unreadable (default: fail, naming them).")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optional[str],
+             save_predictions: Optional[str], curves_path: Optional[str], tta: bool, tta_scales: str,
+             batch_size: int, num_workers: Optional[int], device: str, img_size: Optional[str],
+             precision: str, metric_workers: Optional[int], skip_bad_samples: bool,
+             no_progress: bool) -> None:
+    """Score a checkpoint with PySODMetrics (S, E, weighted F, F, MAE) on every test set found.
+
+    Each prediction is resized to its ground truth's size; COD10K images are also scored per
+    super- and sub-class.
+    """
+    # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
+    # the data and metric stack.
+    from engine.checkpoint import CheckpointError
+    from engine.evaluate import EvaluationError, evaluate_checkpoint
+    from engine.inference import parse_tta_scales
+    from datasets import DatasetLayoutError
+
+    try:
+        scales = parse_tta_scales(tta_scales)
+        evaluate_checkpoint(
+            checkpoint, dataset_paths, output_json=output_json, save_predictions=save_predictions,
+            curves_path=curves_path, tta=tta, tta_scales=scales, batch_size=batch_size,
+            num_workers=num_workers, device=device, img_size=img_size, precision=precision,
+            metric_workers=metric_workers, skip_bad_samples=skip_bad_samples, progress=not no_progress, log=click.echo,
+        )
+    except (CheckpointError, DatasetLayoutError, EvaluationError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc

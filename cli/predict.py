@@ -1,0 +1,57 @@
+"""``train_ultimate.py predict``: masks for your own images (no ground truth needed)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import click
+
+__all__ = ["predict"]
+
+
+@click.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="best.pt / last.pt written by `train`.")
+@click.option("--input", "inputs", required=True, multiple=True,
+              help="Image file, folder or glob pattern (quote it: 'shots/*.jpg'). Repeat for several.")
+@click.option("--output", required=True, type=click.Path(file_okay=False),
+              help="Folder for <stem>.png masks at each input's own size.")
+@click.option("--overlay", is_flag=True, help="Also write the mask tinted on the image to OUTPUT/overlay/<stem>.jpg.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Write binary 0/255 masks (probability >= T) instead of 8-bit probability maps.")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image.")
+@click.option("--tta-scales", default="1.0", show_default=True,
+              help="Comma-separated input scales to average over, e.g. 0.75,1,1.25.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--num-workers", default=None, type=click.IntRange(min=0),
+              help="Data-loading workers [default: up to 4].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--img-size", default=None,
+              help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384].")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
+@click.option("--recursive", is_flag=True, help="Also take images in sub-folders of folder inputs.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool, threshold: Optional[float],
+            tta: bool, tta_scales: str, batch_size: int, num_workers: Optional[int], device: str,
+            img_size: Optional[str], precision: str, recursive: bool, no_progress: bool) -> None:
+    """Predict camouflaged-object masks for images, folders and globs."""
+    # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
+    # the data stack.
+    from engine.checkpoint import CheckpointError
+    from engine.inference import parse_tta_scales
+    from engine.predict import predict_images
+
+    try:
+        summary = predict_images(
+            checkpoint, inputs, output, overlay=overlay, threshold=threshold, tta=tta,
+            tta_scales=parse_tta_scales(tta_scales), batch_size=batch_size, num_workers=num_workers,
+            device=device, img_size=img_size, precision=precision, recursive=recursive,
+            progress=not no_progress, log=click.echo,
+        )
+    except (CheckpointError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if summary.failed:
+        lines = "\n  ".join(msg for _, msg in summary.failed)
+        raise click.ClickException(
+            f"{len(summary.failed)} image(s) could not be read and got no mask:\n  {lines}"
+        )
