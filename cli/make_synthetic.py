@@ -35,7 +35,8 @@ def make_synthetic(out: str, n_train: Optional[int], n_test: Optional[int], img_
     img_size = defaults["img_size"] if img_size is None else img_size
     seed = defaults["seed"] if seed is None else seed
     try:
-        root = write_synthetic_dataset(out, n_train=n_train, n_test=n_test, img_size=img_size, seed=seed)
+        root = write_synthetic_dataset(out, n_train=n_train, n_test=n_test, img_size=img_size, seed=seed,
+                                       noncam_fraction=defaults["noncam_fraction"])
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Wrote {n_train} training and {n_test} test scenes ({img_size}px) to {root}")

@@ -95,6 +95,7 @@ def resolve_dataset_paths(data_cfg: Mapping[str, Any], progress: bool = True) ->
         n_test=syn["n_test"],
         img_size=syn["img_size"],
         seed=syn["seed"],
+        noncam_fraction=syn["noncam_fraction"],
         progress=progress,
     )
     return [Path(root)]
@@ -134,8 +135,11 @@ def build_train_data(
     splits = combine([discover_dataset(p) for p in paths])
     log(f"Data: {splits.summary()}")
     n_found = len(splits.train)
+    # Only the training samples are checked (a damaged test image must not stop training).
     # Raises DatasetValidationError (listing every problem) unless skip_bad_samples.
-    splits, report = check_splits(splits, skip_bad_samples=bool(data_cfg.get("skip_bad_samples")), progress=progress)
+    splits, report = check_splits(
+        splits, skip_bad_samples=bool(data_cfg.get("skip_bad_samples")), part="train", progress=progress
+    )
     samples = list(splits.train)
     n_skipped = n_found - len(samples)
     if not report.ok:
