@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -288,6 +289,9 @@ class Trainer:
         self.raw_model.backbone.requires_grad_(stage == 2)
         self.stage = stage
         if self.ctx.distributed:
+            # Depthwise conv weights (C, 1, k, k) get gradients whose stride on the size-1 dim
+            # differs from DDP's bucket view; same memory layout, so the warning is noise.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             # DDP registers the parameters that require grad when it is built, so a new stage
             # needs a new wrapper; the old one's hooks go with it.
             self.model = None
