@@ -6,7 +6,9 @@ import click
 from cli.benchmark import benchmark
 from cli.evaluate import evaluate
 from cli.info import info
+from cli.make_synthetic import make_synthetic
 from cli.predict import predict
+from cli.train import train
 from models.attention import attention_backend_from_env
 
 
@@ -20,9 +22,11 @@ def main() -> None:
 
 
 main.add_command(info)
+main.add_command(train)
 main.add_command(evaluate)
 main.add_command(predict)
 main.add_command(benchmark)
+main.add_command(make_synthetic)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,197 @@
+"""``train_ultimate.py train``: train a CamoXpert (single process or torchrun DDP).
+
+Defaults come from ``configs/default.yaml``; ``--config FILE.yaml``, the flags below and
+``--set section.key=value`` override them, in that order. Without ``--dataset-path`` the run
+uses the built-in synthetic set (a few minutes on 2 CPU cores).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import click
+
+__all__ = ["FLAG_TO_CONFIG", "train"]
+
+# CLI flag (click parameter name) -> dotted config key. A flag left out is None and does not
+# override the config.
+FLAG_TO_CONFIG: Dict[str, str] = {
+    "dataset_path": "data.dataset_paths",
+    "checkpoint_dir": "train.checkpoint_dir",
+    "backbone": "model.backbone",
+    "num_experts": "model.num_experts",
+    "top_k": "model.top_k",
+    "batch_size": "train.batch_size",
+    "accumulation_steps": "train.accumulation_steps",
+    "img_size": "data.img_size",
+    "epochs": "train.epochs",
+    "stage1_epochs": "train.stage1_epochs",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "deep_supervision": "model.deep_supervision",
+    "use_ema": "train.use_ema",
+    "compile": "train.compile",
+    "device": "train.device",
+    "num_workers": "data.num_workers",
+    "seed": "train.seed",
+    "use_flash_attn": "model.use_flash_attn",
+    "pretrained": "model.pretrained",
+    "pretrained_weights": "model.pretrained_weights",
+    "skip_bad_samples": "data.skip_bad_samples",
+    "precision": "train.precision",
+}
+
+# Model fields that can change between a checkpoint and the resumed run without touching weights.
+_RESUME_FREE_MODEL_KEYS = {"use_flash_attn", "pretrained", "pretrained_weights"}
+
+
+def _load_defaults() -> Optional[Dict[str, Any]]:
+    try:
+        from engine.config import load_default_config
+
+        return load_default_config()
+    except Exception:  # a broken defaults file is reported when the command runs, not at import
+        return None
+
+
+_DEFAULTS = _load_defaults()
+
+
+def _default(dotted: str) -> str:
+    """``[value]`` of a key of configs/default.yaml for --help, so the YAML stays the one source."""
+    node: Any = _DEFAULTS
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return ""
+        node = node[part]
+    if isinstance(node, bool):
+        return "[on]" if node else "[off]"
+    return f"[{node}]"
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _resolve(config_file, flags, set_items, base=None) -> Dict[str, Any]:
+    from engine.config import ConfigError, resolve_config
+
+    try:
+        return resolve_config(config_file, flags, set_items, base=base)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _check_resume_model(config: Dict[str, Any], ckpt: Dict[str, Any], path) -> None:
+    saved = ckpt.get("model_config") or {}
+    diffs = [
+        f"model.{k}: checkpoint {saved[k]!r}, now {config['model'].get(k)!r}"
+        for k in sorted(saved)
+        if k not in _RESUME_FREE_MODEL_KEYS and k in config["model"] and config["model"][k] != saved[k]
+    ]
+    if diffs:
+        raise click.UsageError(
+            f"--resume {path}: the model settings differ from the checkpoint's, so its weights cannot be "
+            f"loaded:\n  " + "\n  ".join(diffs) + "\nDrop these overrides, or start a new run in another "
+            f"--checkpoint-dir."
+        )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dataset-path", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder (COD10K-v3, SINet-V2, CAMO, image/mask pairs...); repeat to combine. "
+                   "Default: the built-in synthetic set.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Where runs write " + _default("train.checkpoint_dir") + ".")
+@click.option("--backbone", type=str, help="timm EdgeNeXt variant " + _default("model.backbone") + ".")
+@click.option("--num-experts", type=int, help="Experts per MoE layer " + _default("model.num_experts") + ".")
+@click.option("--top-k", type=int, help="Experts chosen per image " + _default("model.top_k") + ".")
+@click.option("--batch-size", type=int, help="Images per process and step " + _default("train.batch_size") + ".")
+@click.option("--accumulation-steps", type=int, help="Micro-batches per optimizer step " + _default("train.accumulation_steps") + ".")
+@click.option("--img-size", type=int, help="Training resolution, a multiple of 32 " + _default("data.img_size") + ".")
+@click.option("--epochs", type=int, help="Total epochs " + _default("train.epochs") + ".")
+@click.option("--stage1-epochs", type=int, help="Epochs with the backbone frozen " + _default("train.stage1_epochs") + ".")
+@click.option("--lr", type=float, help="Peak learning rate " + _default("train.lr") + ".")
+@click.option("--weight-decay", type=float, help="AdamW weight decay " + _default("train.weight_decay") + ".")
+@click.option("--deep-supervision/--no-deep-supervision", default=None, help="Side-output losses " + _default("model.deep_supervision") + ".")
+@click.option("--use-ema/--no-ema", default=None, help="Keep EMA weights, validate and save them " + _default("train.use_ema") + ".")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model " + _default("train.compile") + ".")
+@click.option("--device", type=str, help="auto, cpu, cuda, cuda:N " + _default("train.device") + ".")
+@click.option("--num-workers", type=int, help="DataLoader workers per process " + _default("data.num_workers") + ".")
+@click.option("--seed", type=int, help="Random seed " + _default("train.seed") + ".")
+@click.option("--resume", type=str, default=None,
+              help="Checkpoint to continue from, or 'auto' (last.pt in --checkpoint-dir if there is one).")
+@click.option("--use-flash-attn/--no-flash-attn", default=None, help="Fused SDPA attention or explicit math " + _default("model.use_flash_attn") + ".")
+@click.option("--pretrained/--no-pretrained", default=None, help="ImageNet backbone weights via timm " + _default("model.pretrained") + ".")
+@click.option("--pretrained-weights", type=click.Path(exists=True, dir_okay=False),
+              help="Local backbone weight file (.safetensors/.pth); implies --pretrained.")
+@click.option("--skip-bad-samples", is_flag=True, default=None,
+              help="Train without unreadable/unpaired/mismatched samples instead of stopping (exit code 2).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None,
+              help="Mixed precision [auto: bf16 or fp16 on GPU, fp32 on CPU].")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML merged over configs/default.yaml.")
+@click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
+              help="Dotted override applied last, e.g. --set train.lr=0.001 (repeatable).")
+def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Optional[str], **flags: Any) -> None:
+    """Train CamoXpert; writes last.pt, best.pt, config.yaml, metrics.jsonl and curves.png.
+
+    \b
+    Examples:
+      python train_ultimate.py train                       # synthetic demo, CPU-friendly
+      python train_ultimate.py train --dataset-path data/COD10K-v3 --dataset-path data/CAMO \\
+          --config configs/cod10k.yaml --pretrained
+      python train_ultimate.py train --resume auto         # continue a stopped run
+      torchrun --nproc_per_node 2 train_ultimate.py train --config configs/cod10k.yaml ...
+    """
+    from engine.checkpoint import CheckpointError, load_checkpoint
+    from engine.trainer import Trainer, TrainingDiverged, find_resume_checkpoint
+
+    flags["compile"] = flags.pop("compile_")
+    flags["dataset_path"] = list(flags["dataset_path"]) or None
+    dotted = {FLAG_TO_CONFIG[name]: value for name, value in flags.items()}
+    config = _resolve(config_file, dotted, set_items)
+
+    ckpt = None
+    try:
+        resume_path = find_resume_checkpoint(resume, config["train"]["checkpoint_dir"])
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if resume == "auto" and resume_path is None and _is_main_process():
+        click.echo(f"--resume auto: no last.pt in {config['train']['checkpoint_dir']}; starting a new run.")
+    if resume_path is not None:
+        try:
+            ckpt = load_checkpoint(resume_path)
+        except CheckpointError as exc:
+            raise click.ClickException(str(exc)) from exc
+        # The checkpoint's settings replace the defaults; the file, flags and --set still win.
+        config = _resolve(config_file, dotted, set_items, base=ckpt.get("config") or {})
+        _check_resume_model(config, ckpt, resume_path)
+
+    try:
+        result = _fit(Trainer(config, resume=ckpt))
+    except TrainingDiverged as exc:
+        raise click.ClickException(str(exc)) from exc
+    if result.status == "interrupted":
+        sys.exit(0)
+
+
+def _fit(trainer):
+    """Run the trainer, turning user-facing errors into messages and exit codes."""
+    from datasets import DatasetLayoutError, DatasetValidationError
+    from engine.checkpoint import CheckpointError
+    from engine.config import ConfigError
+    from engine.data import DataError
+    from models import PretrainedWeightsError
+
+    try:
+        return trainer.fit()
+    except DatasetValidationError as exc:
+        if _is_main_process():
+            click.echo(str(exc), err=True)
+            click.echo("Training not started: fix the files above or pass --skip-bad-samples.", err=True)
+        sys.exit(2)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except (DataError, DatasetLayoutError, CheckpointError, PretrainedWeightsError) as exc:
+        raise click.ClickException(str(exc)) from exc

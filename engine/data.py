@@ -1,0 +1,162 @@
+"""Training data for ``train``: find the images, check them, hold out validation, build datasets.
+
+Validation images are held out from the TRAINING split of the given datasets (test sets are
+never read here), so the checkpoint picked as ``best.pt`` has not seen a test image.
+
+Augmentations are re-seeded per sample from ``(seed, epoch, index)``: what a sample looks like
+in an epoch does not depend on which DataLoader worker loads it or on where a resumed run
+restarted, which makes resumed runs reproduce uninterrupted ones.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from engine.train_state import derive_seed
+
+__all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "resolve_dataset_paths"]
+
+
+class DataError(ValueError):
+    """The training data cannot be used as given (missing path, too few samples)."""
+
+
+class SeededAugmentDataset(Dataset):
+    """Wraps a dataset whose ``transform`` is an albumentations pipeline; seeds it per sample.
+
+    Args:
+        dataset: a :class:`datasets.CODDataset` (anything with ``transform`` and ``__getitem__``).
+        seed: run seed.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (call before creating the epoch's iterator)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            s = derive_seed(self.seed, self.epoch, index)
+            # One generator pair shared by all ops (per-op equal seeds would correlate them).
+            transform.set_random_state(np.random.default_rng(s), random.Random(s))
+        return self.dataset[index]
+
+
+@dataclass
+class TrainData:
+    """Datasets of one training run.
+
+    Attributes:
+        train_set: augmented training images (a :class:`SeededAugmentDataset`).
+        val_set: held-out validation images at the eval transform.
+        sources: dataset roots used (the synthetic set's cache folder when none was given).
+        n_skipped: samples dropped by ``skip_bad_samples``.
+        report: the validation report text ("" when there was nothing to report).
+    """
+
+    train_set: SeededAugmentDataset
+    val_set: Dataset
+    sources: List[Path]
+    n_skipped: int = 0
+    report: str = ""
+
+
+def resolve_dataset_paths(data_cfg: Mapping[str, Any], progress: bool = True) -> List[Path]:
+    """The ``data.dataset_paths``, or the built-in synthetic set (generated and cached on first use).
+
+    Raises:
+        DataError: a given path does not exist.
+    """
+    paths = [Path(p).expanduser() for p in data_cfg.get("dataset_paths") or []]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise DataError(f"--dataset-path not found: {', '.join(missing)}")
+    if paths:
+        return paths
+    from datasets import ensure_synthetic_dataset
+
+    syn = data_cfg["synthetic"]
+    root = ensure_synthetic_dataset(
+        cache_dir=syn.get("cache_dir"),
+        n_train=syn["n_train"],
+        n_test=syn["n_test"],
+        img_size=syn["img_size"],
+        seed=syn["seed"],
+        noncam_fraction=syn["noncam_fraction"],
+        progress=progress,
+    )
+    return [Path(root)]
+
+
+def build_train_data(
+    data_cfg: Mapping[str, Any],
+    seed: int,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> TrainData:
+    """Discover, check, split and wrap the training data.
+
+    Args:
+        data_cfg: the ``data`` section of the run config.
+        seed: run seed (augmentation draws).
+        log: where to report what was found and skipped.
+        progress: show progress bars (synthetic generation, checks).
+
+    Raises:
+        datasets.DatasetValidationError: unusable samples and ``skip_bad_samples`` is off; its
+            message lists every problem.
+        datasets.DatasetLayoutError: a path holds no understood layout.
+        DataError: too few usable samples.
+    """
+    from datasets import (
+        CODDataset,
+        build_eval_transform,
+        build_train_transform,
+        check_splits,
+        combine,
+        discover_dataset,
+        split_train_val,
+    )
+
+    paths = resolve_dataset_paths(data_cfg, progress=progress)
+    splits = combine([discover_dataset(p) for p in paths])
+    log(f"Data: {splits.summary()}")
+    n_found = len(splits.train)
+    # Only the training samples are checked (a damaged test image must not stop training).
+    # Raises DatasetValidationError (listing every problem) unless skip_bad_samples.
+    splits, report = check_splits(
+        splits, skip_bad_samples=bool(data_cfg.get("skip_bad_samples")), part="train", progress=progress
+    )
+    samples = list(splits.train)
+    n_skipped = n_found - len(samples)
+    if not report.ok:
+        log(report.format())
+    if n_skipped:
+        log(f"--skip-bad-samples: skipped {n_skipped} bad training sample(s); training on {len(samples)}.")
+    if len(samples) < 2:
+        raise DataError(
+            f"Only {len(samples)} usable training sample(s) in {', '.join(map(str, paths))}: need at least 2 "
+            f"(one for training, one held out for validation)."
+        )
+    train, val = split_train_val(samples, val_fraction=data_cfg["val_fraction"], seed=data_cfg["split_seed"])
+    img_size = data_cfg["img_size"]
+    cache = img_size if data_cfg.get("cache") else None
+    train_ds = CODDataset(train, build_train_transform(img_size, data_cfg.get("augment") or None), cache_size=cache)
+    val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache)
+    log(f"Data: {len(train)} training and {len(val)} validation images (held out from training data).")
+    return TrainData(
+        SeededAugmentDataset(train_ds, seed), val_ds, paths, n_skipped, "" if report.ok else report.format()
+    )

@@ -1,0 +1,72 @@
+"""Shared pieces of the training tests: tiny synthetic data sets and running the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small and fast: 64 px, batch 4, no worker processes (bit-exact runs on CPU).
+TINY_ARGS: List[str] = [
+    "--backbone", "edgenext_xx_small",
+    "--img-size", "64",
+    "--batch-size", "4",
+    "--epochs", "2",
+    "--stage1-epochs", "1",
+    "--num-workers", "0",
+    "--device", "cpu",
+    "--set", "data.val_fraction=0.25",
+    "--set", "eval.batch_size=4",
+    "--set", "train.warmup_steps=2",
+    "--set", "train.log_every_steps=1",
+]
+
+
+def make_dataset(root: Path, n_train: int = 12, n_test: int = 2, img_size: int = 64, seed: int = 0) -> Path:
+    """A COD10K-v3-layout synthetic set at ``root`` (written once per path)."""
+    from datasets import write_synthetic_dataset
+
+    if not (root / "Train").is_dir():
+        write_synthetic_dataset(root, n_train=n_train, n_test=n_test, img_size=img_size, seed=seed, progress=False)
+    return root
+
+
+def run_cli(args: Sequence[str]):
+    """Invoke ``train_ultimate.py`` in this process; returns click's Result."""
+    from train_ultimate import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def subprocess_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for child processes: repo importable, one thread, no progress bars."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["TQDM_DISABLE"] = "1"
+    env["HF_HUB_OFFLINE"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def train_cmd(args: Sequence[str]) -> List[str]:
+    """``python train_ultimate.py train ARGS``."""
+    return [sys.executable, str(REPO / "train_ultimate.py"), "train", *args]
+
+
+def run_subprocess(cmd: Sequence[str], timeout: float = 240, env=None) -> subprocess.CompletedProcess:
+    """Run a command, capturing text output."""
+    return subprocess.run(list(cmd), cwd=REPO, env=env or subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load_ckpt(path: Path) -> dict:
+    """Exactly how evaluate/predict load: ``torch.load(weights_only=True)``."""
+    return torch.load(path, map_location="cpu", weights_only=True)

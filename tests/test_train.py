@@ -1,0 +1,182 @@
+"""End-to-end ``train`` runs on a tiny synthetic set (CPU, 64 px, edgenext_xx_small)."""
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint, model_from_checkpoint
+from engine.trainer import Trainer
+from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli
+
+CHECKPOINT_KEYS = {
+    "model_config", "model", "ema", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config",
+    "metrics", "best_Sm",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    # 6 training and 2 validation images
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train=8, n_test=2)
+
+
+def _args(data, out, *extra):
+    return ["train", "--dataset-path", str(data), "--checkpoint-dir", str(out), *TINY_ARGS, *extra]
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(_args(tiny_data, out, "--use-ema"))
+    assert result.exit_code == 0, result.output
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["stage"] for r in records] == [1, 2]  # backbone frozen in epoch 1, then fine-tuned
+    for r in records:
+        assert 0.0 <= r["val_Sm"] <= 1.0 and 0.0 <= r["val_MAE"] <= 1.0 and math.isfinite(r["train_loss"])
+        assert r["val_n"] == 2  # 25% of the 8 training images, never the test split
+        assert r["val_source"] == "ema"
+
+    last = load_ckpt(out / "last.pt")  # plain torch.load(weights_only=True)
+    assert CHECKPOINT_KEYS <= set(last)
+    assert last["epoch"] == 2 and last["step"] == 2 and last["batch_in_epoch"] == 0
+    assert last["config"]["data"]["img_size"] == 64
+    assert last["model_config"]["backbone"] == "edgenext_xx_small"
+    assert last["ema"] is not None and last["ema"].keys() == last["model"].keys()
+    assert last["optimizer"]["state"], "optimizer moments are saved"
+    best = load_ckpt(out / "best.pt")
+    assert best["best_Sm"] == pytest.approx(max(r["val_Sm"] for r in records))
+
+    # evaluate/predict rebuild the model from the checkpoint alone
+    model = model_from_checkpoint(out / "best.pt")
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    assert "Epoch 2/2" in result.output and "S-measure" in result.output
+
+
+def _stop_after(monkeypatch, step):
+    """Deliver a real SIGTERM to this process right after optimizer step ``step``."""
+    original = Trainer._train_step
+
+    def train_step(self, batches, stop):
+        out = original(self, batches, stop)
+        if self.step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_step", train_step)
+
+
+@pytest.mark.parametrize("accumulation, where", [(1, "mid-epoch"), (2, "epoch boundary")])
+def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, monkeypatch, accumulation, where):
+    # 6 training images, batch 2: 3 batches per epoch, i.e. 3 steps (accumulation 1) or 2 (accumulation 2,
+    # the second with a single micro-batch).
+    extra = ["--batch-size", "2", "--accumulation-steps", str(accumulation), "--use-ema", "--seed", "7"]
+    stop_step = 1
+    ref = tmp_path / "ref"
+    assert run_cli(_args(tiny_data, ref, *extra)).exit_code == 0
+
+    run = tmp_path / "run"
+    _stop_after(monkeypatch, stop_step)
+    first = run_cli(_args(tiny_data, run, *extra))
+    monkeypatch.undo()
+    assert first.exit_code == 0, first.output
+    assert "Stopped by SIGTERM" in first.output
+    saved = load_checkpoint(run / "last.pt")
+    # the signal is acted on at the next update: position saved is one step later
+    assert saved["step"] == stop_step + 1
+    if where == "mid-epoch":
+        assert saved["epoch"] == 0 and saved["batch_in_epoch"] == 2
+    else:
+        assert saved["epoch"] == 1 and saved["batch_in_epoch"] == 0
+
+    second = run_cli(["train", "--checkpoint-dir", str(run), "--resume", "auto"])  # settings from the checkpoint
+    assert second.exit_code == 0, second.output
+    assert "Resumed at epoch" in second.output
+
+    a, b = load_ckpt(ref / "last.pt"), load_ckpt(run / "last.pt")
+    assert a["step"] == b["step"] == {1: 6, 2: 4}[accumulation]
+    _assert_same_weights(a["model"], b["model"])
+    _assert_same_weights(a["ema"], b["ema"])
+    ra = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rb] == [1, 2]  # no duplicated epochs after resuming
+    for x, y in zip(ra, rb):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-6)
+        assert x["val_Sm"] == pytest.approx(y["val_Sm"], abs=1e-9)
+
+
+def test_resume_refuses_a_different_model(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0")).exit_code == 0
+    result = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--num-experts", "3"])
+    assert result.exit_code == 2
+    assert "model.num_experts: checkpoint 7, now 3" in result.output
+    # resuming a finished run with more epochs continues it
+    result = run_cli(["train", "--checkpoint-dir", str(out), "--resume", str(out / "last.pt"), "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert load_ckpt(out / "last.pt")["epoch"] == 2
+
+
+def test_resume_path_errors(tmp_path):
+    result = run_cli(["train", "--checkpoint-dir", str(tmp_path), "--resume", str(tmp_path / "nope.pt")])
+    assert result.exit_code == 2 and "no such checkpoint" in result.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = run_cli(["train", "--checkpoint-dir", str(tmp_path), "--resume", str(bad)])
+    assert result.exit_code == 1 and "Refused to load" in result.output and "Traceback" not in result.output
+
+
+def _nan_on(calls_to_poison):
+    """A _forward_loss that returns NaN on the given (0-based) calls."""
+    original = Trainer._forward_loss
+    counter = {"n": 0}
+
+    def forward_loss(self, batch):
+        terms = original(self, batch)
+        i = counter["n"]
+        counter["n"] += 1
+        if calls_to_poison is None or i in calls_to_poison:
+            terms = dict(terms, loss=terms["loss"] * float("nan"))
+        return terms
+
+    return forward_loss
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tiny_data, tmp_path, monkeypatch):
+    # batch 2: 3 steps per epoch; poison the second step of epoch 1 and the first of epoch 2
+    monkeypatch.setattr(Trainer, "_forward_loss", _nan_on({1, 3}))
+    out = tmp_path / "run"
+    result = run_cli(_args(tiny_data, out, "--batch-size", "2"))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["nonfinite_steps"] == 2
+    assert [r["skipped_steps_epoch"] for r in records] == [1, 1]
+    assert all(math.isfinite(r["train_loss"]) for r in records)
+    last = load_ckpt(out / "last.pt")
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+    assert last["nonfinite_steps"] == 2
+
+
+def test_repeated_nonfinite_steps_stop_with_checkpoint(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "_forward_loss", _nan_on(None))
+    out = tmp_path / "run"
+    result = run_cli(_args(tiny_data, out, "--batch-size", "2", "--set", "train.max_nonfinite_steps=3"))
+    assert result.exit_code == 1
+    assert "3 optimizer steps in a row had a non-finite loss" in result.output
+    assert "Traceback" not in result.output
+    last = load_ckpt(out / "last.pt")
+    assert last["step"] == 3 and last["nonfinite_steps"] == 3
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())

@@ -1,0 +1,158 @@
+"""Loss, schedule, EMA, RNG capture and the resumable sampler, on their own."""
+import io
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.ema import ModelEma
+from engine.losses import CODLoss, boundary_weight, structure_loss
+from engine.sampling import ResumableDistributedSampler
+from engine.schedule import TwoStageSchedule, build_optimizer, param_groups
+from engine.train_state import capture_rng_state, derive_seed, restore_rng_state
+
+
+def _masks(b=2, size=64):
+    m = torch.zeros(b, 1, size, size)
+    m[:, :, size // 4: 3 * size // 4, size // 3: 2 * size // 3] = 1.0
+    return m
+
+
+def test_boundary_weight_matches_f3net_definition():
+    mask = (torch.rand(2, 1, 48, 64) > 0.6).float()
+    reference = 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
+    assert torch.allclose(boundary_weight(mask), reference, atol=1e-5)
+    assert boundary_weight(torch.zeros(1, 1, 32, 32)).eq(1).all()
+
+
+def test_structure_loss_matches_sinet_v2_reference():
+    mask = _masks()
+    logits = torch.randn_like(mask) * 3
+    # SINet-V2 / F3Net structure_loss, written out as published
+    weit = 1 + 5 * torch.abs(F.avg_pool2d(mask, kernel_size=31, stride=1, padding=15) - mask)
+    wbce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    wbce = (weit * wbce).sum(dim=(2, 3)) / weit.sum(dim=(2, 3))
+    pred = torch.sigmoid(logits)
+    inter = ((pred * mask) * weit).sum(dim=(2, 3))
+    union = ((pred + mask) * weit).sum(dim=(2, 3))
+    wiou = 1 - (inter + 1) / (union - inter + 1)
+    reference = (wbce + wiou).mean()
+    assert torch.allclose(structure_loss(logits, mask), reference, atol=1e-5)
+
+
+def test_structure_loss_prefers_the_right_answer():
+    mask = _masks()
+    good = (mask * 2 - 1) * 8  # confident and right
+    bad = -good
+    assert structure_loss(good, mask) < 0.05 < structure_loss(bad, mask)
+
+
+def test_cod_loss_terms_and_gradients():
+    mask = _masks()
+    logits = torch.zeros_like(mask, requires_grad=True)
+    sides = [torch.zeros_like(mask, requires_grad=True) for _ in range(3)]
+    aux = torch.tensor(1.5, requires_grad=True)
+    loss_fn = CODLoss(side_weight=0.5, aux_weight=0.1)
+    terms = loss_fn(logits, mask, sides, aux)
+    expected = terms["main"] + 0.5 * terms["side"] + 0.1 * 1.5
+    assert torch.allclose(terms["loss"], expected)
+    terms["loss"].backward()
+    assert logits.grad.abs().sum() > 0
+    assert all(s.grad.abs().sum() > 0 for s in sides)  # deep supervision reaches every side output
+    assert aux.grad.item() == pytest.approx(0.1)
+    # no side outputs, no aux loss: just the main term
+    only = loss_fn(logits.detach(), mask)
+    assert torch.allclose(only["loss"], only["main"])
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.head = nn.Linear(4, 1)
+
+
+def test_param_groups_split_backbone_and_decay():
+    groups = {g["name"]: g for g in param_groups(_Tiny(), weight_decay=0.05)}
+    assert set(groups) == {"backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay"}
+    assert groups["backbone_no_decay"]["weight_decay"] == 0.0  # biases and norm weights
+    assert groups["head_decay"]["weight_decay"] == 0.05
+    assert groups["backbone_decay"]["is_backbone"] and not groups["head_decay"]["is_backbone"]
+
+
+def test_two_stage_schedule():
+    opt = build_optimizer(_Tiny(), lr=1.0, weight_decay=0.0)
+    sched = TwoStageSchedule(opt, base_lr=1.0, total_steps=20, stage1_steps=10, warmup_steps=2,
+                             min_lr_ratio=0.0, stage2_lr_scale=0.5, backbone_lr_scale=0.1)
+    lr = sched.lr_at
+    assert lr(0) == pytest.approx(0.5) and lr(1) == pytest.approx(1.0)  # warmup
+    assert lr(0, is_backbone=True) == 0.0  # frozen in stage 1
+    assert lr(5) < lr(2) and lr(9) < lr(5)  # cosine decay
+    assert lr(10) == pytest.approx(0.25) and lr(11) == pytest.approx(0.5)  # stage 2 warms up to 0.5
+    assert lr(11, is_backbone=True) == pytest.approx(0.05)
+    assert lr(19) < 0.05
+    assert sched.stage(9) == 1 and sched.stage(10) == 2
+    for _ in range(12):
+        sched.step()
+    state = sched.state_dict()
+    other = TwoStageSchedule(opt, base_lr=1.0, total_steps=20, stage1_steps=10, warmup_steps=2, min_lr_ratio=0.0)
+    other.load_state_dict(state)
+    assert other.step_count == 12
+    head = [g["lr"] for g in opt.param_groups if not g["is_backbone"]]
+    assert head[0] == pytest.approx(lr(12))
+    # single stage: full lr, no stage-2 scaling
+    single = TwoStageSchedule(opt, base_lr=1.0, total_steps=10, stage1_steps=0, warmup_steps=0, min_lr_ratio=0.0)
+    assert single.lr_at(0) == pytest.approx(1.0) and single.stage(0) == 2
+
+
+def test_ema_tracks_weights():
+    model = nn.Linear(2, 1)
+    ema = ModelEma(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(1.0)
+    start = ema.module.weight.clone()
+    d = ema.current_decay()
+    ema.update(model)
+    assert torch.allclose(ema.module.weight, d * start + (1 - d) * 1.0)
+    for _ in range(50):
+        ema.update(model)
+    assert torch.allclose(ema.module.weight, torch.ones_like(start), atol=1e-6)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_rng_state_round_trips_through_weights_only_load():
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    state = capture_rng_state()
+    buf = io.BytesIO()
+    torch.save({"rng": state}, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)["rng"]
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng_state(loaded)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_derive_seed_is_stable_and_spread():
+    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
+    seeds = {derive_seed(42, epoch, i) for epoch in range(3) for i in range(100)}
+    assert len(seeds) == 300
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_resumable_sampler_continues_the_same_order():
+    data = list(range(10))
+    full = ResumableDistributedSampler(data, num_replicas=2, rank=1, seed=5)
+    full.set_epoch(3)
+    order = list(full)
+    part = ResumableDistributedSampler(data, num_replicas=2, rank=1, seed=5)
+    part.set_epoch(3)
+    part.set_start_index(2)
+    assert list(part) == order[2:] and len(part) == len(order) - 2
+    full.set_epoch(4)
+    assert list(full) != order  # reshuffled each epoch
