@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from engine.checkpoint import load_checkpoint, save_checkpoint, strip_state_dict_prefixes
+from engine.compile import compile_model
 from engine.config import ConfigError, save_config
 from engine.distributed import (
     DistContext,
@@ -278,7 +279,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         lcfg = self.config["loss"]
         self.loss_fn = CODLoss(lcfg["side_weight"], lcfg["aux_weight"], lcfg["edge_kernel"], lcfg["edge_weight"])
-        self.compiled = torch.compile(self.raw_model) if self.tcfg["compile"] else self.raw_model
+        self.compiled = compile_model(self.raw_model) if self.tcfg["compile"] else self.raw_model
         self.model: nn.Module = self.compiled
         self.stage = 0
 
