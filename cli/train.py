@@ -115,7 +115,7 @@ def _check_resume_model(config: Dict[str, Any], ckpt: Dict[str, Any], path) -> N
 @click.option("--weight-decay", type=float, help="AdamW weight decay " + _default("train.weight_decay") + ".")
 @click.option("--deep-supervision/--no-deep-supervision", default=None, help="Side-output losses " + _default("model.deep_supervision") + ".")
 @click.option("--use-ema/--no-ema", default=None, help="Keep EMA weights, validate and save them " + _default("train.use_ema") + ".")
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model " + _default("train.compile") + ".")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model (for GPUs: compiling takes minutes, much longer on CPU) " + _default("train.compile") + ".")
 @click.option("--device", type=str, help="auto, cpu, cuda, cuda:N " + _default("train.device") + ".")
 @click.option("--num-workers", type=int, help="DataLoader workers per process " + _default("data.num_workers") + ".")
 @click.option("--seed", type=int, help="Random seed " + _default("train.seed") + ".")
