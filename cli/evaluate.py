@@ -5,6 +5,8 @@ from typing import Optional, Tuple
 
 import click
 
+from cli.options import inference_options
+
 __all__ = ["evaluate"]
 
 
@@ -19,17 +21,7 @@ __all__ = ["evaluate"]
               help="Write 8-bit PNG probability maps at GT size to DIR/<test set>/<stem>.png.")
 @click.option("--curves", "curves_path", type=click.Path(dir_okay=False),
               help="PNG of PR and F-threshold curves (default: next to --output-json, else in --save-predictions).")
-@click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image.")
-@click.option("--tta-scales", default="1.0", show_default=True,
-              help="Comma-separated input scales to average over, e.g. 0.75,1,1.25.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--num-workers", default=None, type=click.IntRange(min=0),
-              help="Data-loading workers [default: up to 4].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--img-size", default=None,
-              help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384].")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
-              help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
+@inference_options
 @click.option("--metric-workers", default=None, type=click.IntRange(min=0),
               help="Processes computing the metrics (0: in the main process) [default: several for sets of 100+ images].")
 @click.option("--skip-bad-samples", is_flag=True,

@@ -5,6 +5,8 @@ from typing import Optional, Tuple
 
 import click
 
+from cli.options import inference_options
+
 __all__ = ["predict"]
 
 
@@ -18,17 +20,7 @@ __all__ = ["predict"]
 @click.option("--overlay", is_flag=True, help="Also write the mask tinted on the image to OUTPUT/overlay/<stem>.jpg.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Write binary 0/255 masks (probability >= T) instead of 8-bit probability maps.")
-@click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image.")
-@click.option("--tta-scales", default="1.0", show_default=True,
-              help="Comma-separated input scales to average over, e.g. 0.75,1,1.25.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--num-workers", default=None, type=click.IntRange(min=0),
-              help="Data-loading workers [default: up to 4].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--img-size", default=None,
-              help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384].")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
-              help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
+@inference_options
 @click.option("--recursive", is_flag=True, help="Also take images in sub-folders of folder inputs.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool, threshold: Optional[float],

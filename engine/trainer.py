@@ -256,9 +256,6 @@ class Trainer:
         if ckpt is not None:
             mcfg.update(pretrained=False, pretrained_weights=None)  # the weights come from the checkpoint
         self.raw_model = build_model(CamoXpertConfig.from_dict(mcfg)).to(self.device)
-        if not self.raw_model.config.deep_supervision:
-            # Unused side heads would make DDP wait for gradients that never come.
-            self.raw_model.decoder.side_heads.requires_grad_(False)
         self.ema = ModelEma(self.raw_model, self.tcfg["ema_decay"]) if self.tcfg["use_ema"] else None
         self.optimizer = build_optimizer(
             self.raw_model, self.tcfg["lr"], self.tcfg["weight_decay"], self.tcfg["betas"], self.device.type

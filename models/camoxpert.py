@@ -132,7 +132,9 @@ class CamoXpert(nn.Module):
             self.moe[str(level)] = MoELayer(
                 experts, dim, config.top_k, config.capacity_factor, config.router_noise
             )
-        self.decoder = FPNDecoder(dim, num_levels=len(self.backbone.out_channels))
+        self.decoder = FPNDecoder(
+            dim, num_levels=len(self.backbone.out_channels), side_outputs=config.deep_supervision
+        )
 
     def forward(self, images: torch.Tensor):
         B, _, H, W = images.shape

@@ -31,13 +31,16 @@ class FPNDecoder(nn.Module):
     Args:
         dim: channels of every input level (the model projects the backbone to this width).
         num_levels: number of pyramid levels, finest first.
+        side_outputs: build the deep-supervision side heads. Without them no parameter sits
+            unused in training (DDP would wait for its gradient).
     """
 
-    def __init__(self, dim: int, num_levels: int = 4):
+    def __init__(self, dim: int, num_levels: int = 4, side_outputs: bool = True):
         super().__init__()
         self.fuse = nn.ModuleList(ConvBNAct(dim, dim) for _ in range(num_levels - 1))
         self.head = nn.Sequential(ConvBNAct(dim, dim), nn.Conv2d(dim, 1, 1))
-        self.side_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(num_levels))
+        n_sides = num_levels if side_outputs else 0
+        self.side_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(n_sides))
 
     def forward(
         self, feats: Sequence[torch.Tensor], out_size: Tuple[int, int], with_sides: bool = False
@@ -55,7 +58,7 @@ class FPNDecoder(nn.Module):
             levels.append(y)
         logits = _resize(self.head(y), out_size)
         sides: List[torch.Tensor] = []
-        if with_sides:
+        if with_sides and len(self.side_heads):
             # levels[i] is coarsest-first; side head j belongs to pyramid level j (finest first).
             n = len(levels)
             sides = [_resize(self.side_heads[n - 1 - i](lvl), out_size) for i, lvl in enumerate(levels)]

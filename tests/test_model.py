@@ -36,7 +36,11 @@ def test_contract_call_signature():
 
 def test_no_deep_supervision_returns_no_sides():
     model = build_model(backbone="edgenext_xx_small", dim=32, deep_supervision=False).train()
-    assert model(torch.randn(2, 3, 64, 64)).side_logits == []
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.side_logits == []
+    (out.logits.mean() + out.aux_loss).backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert unused == []  # nothing for DDP to wait on
 
 
 def test_input_not_divisible_by_32_says_the_fix():

@@ -1,0 +1,29 @@
+"""Click options shared by the commands that run a trained checkpoint (evaluate, predict)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+__all__ = ["inference_options"]
+
+_INFERENCE_OPTIONS = (
+    click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image."),
+    click.option("--tta-scales", default="1.0", show_default=True,
+                 help="Comma-separated input scales to average over, e.g. 0.75,1,1.25."),
+    click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1)),
+    click.option("--num-workers", default=None, type=click.IntRange(min=0),
+                 help="Data-loading workers [default: up to 4]."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+    click.option("--img-size", default=None,
+                 help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384]."),
+    click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+                 help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32."),
+)
+
+
+def inference_options(command: Callable) -> Callable:
+    """Add --tta, --tta-scales, --batch-size, --num-workers, --device, --img-size, --precision."""
+    for option in reversed(_INFERENCE_OPTIONS):
+        command = option(command)
+    return command
