@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import click
 
@@ -93,8 +93,8 @@ def _check_resume_model(config: Dict[str, Any], ckpt: Dict[str, Any], path) -> N
     if diffs:
         raise click.UsageError(
             f"--resume {path}: the model settings differ from the checkpoint's, so its weights cannot be "
-            f"loaded:\n  " + "\n  ".join(diffs) + "\nDrop these overrides, or start a new run in another "
-            f"--checkpoint-dir."
+            "loaded:\n  " + "\n  ".join(diffs) + "\nDrop these overrides, or start a new run in another "
+            "--checkpoint-dir."
         )
 
 

@@ -8,12 +8,12 @@ kernel that actually ran is read from the profiler.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from engine.runtime import autocast_context as _autocast
 from models import set_attention_backend
 from models.attention import attention_backend_from_env, math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
@@ -79,12 +79,6 @@ def backends_to_check(device: torch.device, dtype: torch.dtype) -> Tuple[List[st
         else:
             run.append(name)
     return run, skipped
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _sync(device: torch.device) -> None:

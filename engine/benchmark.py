@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -16,13 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.compile import compile_model
+from engine.cuda_graph import CudaGraphInference
+from engine.runtime import autocast_context as _autocast
 from models import build_backbone, build_model, count_parameters, set_attention_backend
 from models.attention import math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
     "benchmark_attention_unit",
-    "CudaGraphInference",
     "compare_workloads",
     "graph_break_count",
     "measure",
@@ -52,10 +52,6 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, ite
     return statistics.median(times)
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 def _loss_of(output) -> torch.Tensor:
     """A training loss over everything a forward returns (model output or backbone features)."""
     if isinstance(output, (list, tuple)) and not hasattr(output, "logits"):
@@ -69,31 +65,6 @@ def _loss_of(output) -> torch.Tensor:
 
 def _peak_mb(device: torch.device) -> Optional[float]:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-class CudaGraphInference:
-    """Fixed-shape inference replayed from a captured CUDA graph.
-
-    Removes per-kernel launch cost, which dominates at batch 1. Valid because the model has
-    static shapes and never syncs with the host. The output tensor is reused between calls.
-    """
-
-    def __init__(self, module: nn.Module, example: torch.Tensor, dtype: Optional[torch.dtype]):
-        self.static_input = example.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode(), _autocast(example.device, dtype):
-            for _ in range(3):  # warm-up outside capture: cuDNN autotuning, allocator pools
-                module(self.static_input)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.inference_mode(), _autocast(example.device, dtype):
-            self.static_output = module(self.static_input)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.static_input.copy_(x)
-        self.graph.replay()
-        return self.static_output
 
 
 class _Workload:

@@ -6,7 +6,6 @@ over horizontal flips and scales) and then into maps at each image's own size, s
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset, default_collate
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
 from engine.metrics import resize_probability
-from engine.runtime import autocast_dtype
+from engine.runtime import autocast_context, autocast_dtype
 
 __all__ = [
     "DEFAULT_IMG_SIZE",
@@ -190,13 +189,8 @@ class Predictor:
         """Forward passes per image (scales x flips)."""
         return len(self.scales) * (2 if self.hflip else 1)
 
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
     def _forward_probs(self, images: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        with autocast_context(self.device, self.amp_dtype):
             out = self.model(images)
         if isinstance(out, (tuple, list)):  # a model left in training mode returns (logits, sides, ...)
             out = out[0]

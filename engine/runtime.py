@@ -1,11 +1,12 @@
 """Device and precision choices shared by every command."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
 
-__all__ = ["autocast_dtype", "resolve_device"]
+__all__ = ["autocast_context", "autocast_dtype", "resolve_device"]
 
 
 def resolve_device(name: Optional[str] = "auto") -> torch.device:
@@ -38,3 +39,10 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
     if precision == "fp16":
         return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` for ``dtype``; a no-op for None or fp32."""
+    if dtype is None or dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

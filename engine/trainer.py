@@ -47,7 +47,7 @@ from engine.distributed import (
 from engine.ema import ModelEma
 from engine.losses import CODLoss
 from engine.reporting import RunReporter
-from engine.runtime import autocast_dtype, resolve_device
+from engine.runtime import autocast_context, autocast_dtype, resolve_device
 from engine.sampling import ResumableDistributedSampler
 from engine.schedule import TwoStageSchedule, build_optimizer
 from engine.signals import GracefulStop
@@ -379,12 +379,7 @@ class Trainer:
         """Forward one micro-batch and return the loss terms (``loss`` is back-propagated)."""
         images = batch["image"].to(self.device, non_blocking=True)
         masks = batch["mask"].to(self.device, non_blocking=True).float()
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast_context(self.device, self.amp_dtype):
             out = self.model(images)
         return self.loss_fn(out.logits, masks, out.side_logits, out.aux_loss)
 

@@ -5,7 +5,6 @@ all-reduced so every rank ends up with the same means over the whole split.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, Iterable, Optional
 
 import torch
@@ -14,6 +13,7 @@ import torch.nn as nn
 from engine.distributed import all_reduce_sum
 from engine.losses import structure_loss
 from engine.metrics import CODMetrics
+from engine.runtime import autocast_context
 
 __all__ = ["validate"]
 
@@ -44,9 +44,7 @@ def validate(
     model.eval()
     metrics = CODMetrics(measures=("Sm", "MAE"))
     loss_sum = 0.0
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-    )
+    autocast = autocast_context(device, amp_dtype)
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         masks = batch["mask"].to(device, non_blocking=True).float()

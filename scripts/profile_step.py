@@ -12,8 +12,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.benchmark import _autocast, _loss_of  # noqa: E402
-from engine.runtime import autocast_dtype, resolve_device  # noqa: E402
+from engine.benchmark import _loss_of  # noqa: E402
+from engine.runtime import autocast_context as _autocast, autocast_dtype, resolve_device  # noqa: E402
 from models import build_model  # noqa: E402
 
 

@@ -1,6 +1,5 @@
 """Loss, schedule, EMA, RNG capture and the resumable sampler, on their own."""
 import io
-import math
 import random
 
 import numpy as np
