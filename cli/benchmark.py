@@ -14,7 +14,7 @@ def _fmt(value, spec=".1f") -> str:
 
 
 def format_report(r: dict) -> str:
-    """A short human-readable table of a :func:`engine.benchmark.run_benchmark` result."""
+    """A short human-readable table of a :func:`engine.tools.benchmark.run_benchmark` result."""
     where = r["gpu"] or r["device"]
     lines = [
         f"CamoXpert benchmark on {where}: {r['backbone']}, batch {r['batch_size']}, "
@@ -77,7 +77,7 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
     """Measure training/inference speed and memory of CamoXpert against its backbone alone."""
     import yaml
 
-    from engine.benchmark import run_benchmark
+    from engine.tools.benchmark import run_benchmark
     from engine.runtime import autocast_dtype, resolve_device
 
     try:

@@ -40,8 +40,8 @@ def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optio
     # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
     # the data and metric stack.
     from engine.checkpoint import CheckpointError
-    from engine.evaluate import EvaluationError, evaluate_checkpoint
-    from engine.inference import parse_tta_scales
+    from engine.evaluation.evaluate import EvaluationError, evaluate_checkpoint
+    from engine.inference.predictor import parse_tta_scales
     from datasets import DatasetLayoutError
 
     try:

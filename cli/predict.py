@@ -30,8 +30,8 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
     # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
     # the data stack.
     from engine.checkpoint import CheckpointError
-    from engine.inference import parse_tta_scales
-    from engine.predict import predict_images
+    from engine.inference.predictor import parse_tta_scales
+    from engine.inference.predict import predict_images
 
     try:
         summary = predict_images(

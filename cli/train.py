@@ -145,7 +145,7 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
       torchrun --nproc_per_node 2 train_ultimate.py train --config configs/cod10k.yaml ...
     """
     from engine.checkpoint import CheckpointError, load_checkpoint
-    from engine.trainer import Trainer, TrainingDiverged, find_resume_checkpoint
+    from engine.training.trainer import Trainer, TrainingDiverged, find_resume_checkpoint
 
     flags["compile"] = flags.pop("compile_")
     flags["dataset_path"] = list(flags["dataset_path"]) or None
@@ -181,7 +181,7 @@ def _fit(trainer):
     from datasets import DatasetLayoutError, DatasetValidationError
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
-    from engine.data import DataError
+    from engine.training.data import DataError
     from models import PretrainedWeightsError
 
     try:

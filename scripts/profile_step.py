@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.benchmark import _loss_of  # noqa: E402
+from engine.tools.benchmark import _loss_of  # noqa: E402
 from engine.runtime import autocast_context as _autocast, autocast_dtype, resolve_device  # noqa: E402
 from models import build_model  # noqa: E402
 

@@ -26,7 +26,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 def _load_samples(dataset_path, run_config, num_samples):
     from datasets import discover_dataset
-    from engine.evaluate import synthetic_test_root
+    from engine.evaluation.evaluate import synthetic_test_root
 
     root = dataset_path or synthetic_test_root(run_config)
     splits = discover_dataset(root)
@@ -103,9 +103,9 @@ def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, 
     """Compare every usable SDPA backend with explicit math attention on a trained checkpoint."""
     import torch
 
-    from engine.attention_check import compare_backends, unit_check
+    from engine.tools.attention_check import compare_backends, unit_check
     from engine.checkpoint import CheckpointError
-    from engine.inference import load_inference_model
+    from engine.inference.predictor import load_inference_model
     from engine.runtime import resolve_device
     from models.attention import attention_backend_from_env
 

@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from _inference_fixtures import COD10K_TEST, make_tiny_checkpoint, write_cod10k_layout, write_scene
-from engine.inference import Predictor, checkpoint_img_size, parse_img_size, parse_tta_scales
-from engine.metrics import RESULT_KEYS
+from engine.inference.predictor import Predictor, checkpoint_img_size, parse_img_size, parse_tta_scales
+from engine.evaluation.metrics import RESULT_KEYS
 from train_ultimate import main
 
 
@@ -203,7 +203,7 @@ def test_size_and_scale_parsing():
 
 
 def test_metric_worker_processes_give_identical_scores(ckpt, cod10k, tmp_path):
-    from engine.evaluate import evaluate_checkpoint
+    from engine.evaluation.evaluate import evaluate_checkpoint
 
     kwargs = dict(device="cpu", num_workers=0, progress=False, log=lambda *_: None)
     inline = evaluate_checkpoint(ckpt, [cod10k], metric_workers=0, **kwargs)["COD10K"].metrics

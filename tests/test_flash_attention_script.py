@@ -1,4 +1,4 @@
-"""scripts/test_flash_attention.py and engine.attention_check on a tiny checkpoint."""
+"""scripts/test_flash_attention.py and engine.tools.attention_check on a tiny checkpoint."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from datasets import write_synthetic_dataset
-from engine.attention_check import compare_backends, kernel_from_profile, unit_check
+from engine.tools.attention_check import compare_backends, kernel_from_profile, unit_check
 from engine.checkpoint import save_checkpoint
 from models import build_model
 

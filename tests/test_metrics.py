@@ -1,10 +1,10 @@
-"""engine.metrics: scores equal PySODMetrics run directly; categories, cheap mode, partial sums."""
+"""engine.evaluation.metrics: scores equal PySODMetrics run directly; categories, cheap mode, partial sums."""
 import numpy as np
 import py_sod_metrics
 import pytest
 import torch
 
-from engine.metrics import CODMetrics, RESULT_KEYS, resize_prediction, to_uint8_gt, to_uint8_pred
+from engine.evaluation.metrics import CODMetrics, RESULT_KEYS, resize_prediction, to_uint8_gt, to_uint8_pred
 
 
 def _pairs(n=6, seed=0):

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from _inference_fixtures import make_tiny_checkpoint, write_cod10k_layout, write_scene
-from engine.predict import make_overlay, output_names
+from engine.inference.predict import make_overlay, output_names
 from train_ultimate import main
 
 SIZES = {"wide": (50, 70), "square": (64, 64), "thin": (33, 100), "tall": (90, 41)}

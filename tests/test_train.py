@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
-from engine.trainer import Trainer
+from engine.training.trainer import Trainer
 from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli
 
 CHECKPOINT_KEYS = {

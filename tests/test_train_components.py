@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.ema import ModelEma
-from engine.losses import CODLoss, boundary_weight, structure_loss
-from engine.sampling import ResumableDistributedSampler
-from engine.schedule import TwoStageSchedule, build_optimizer, param_groups
-from engine.train_state import capture_rng_state, derive_seed, restore_rng_state
+from engine.training.ema import ModelEma
+from engine.training.losses import CODLoss, boundary_weight, structure_loss
+from engine.training.sampling import ResumableDistributedSampler
+from engine.training.schedule import TwoStageSchedule, build_optimizer, param_groups
+from engine.training.rng import capture_rng_state, derive_seed, restore_rng_state
 
 
 def _masks(b=2, size=64):

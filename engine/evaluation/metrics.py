@@ -56,7 +56,7 @@ _KEYS_OF = {
 _GROUP_OF = {key: group for group, keys in _KEYS_OF.items() for key in keys}
 ArrayLike = Union[np.ndarray, "torch.Tensor"]
 # torch is imported only where tensors are handled: worker processes that score images
-# (engine.evaluate.metric_pool) then start without paying for it.
+# (engine.evaluation.evaluate.metric_pool) then start without paying for it.
 
 
 def _is_tensor(x: Any) -> bool:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
-from engine.metrics import resize_probability
+from engine.evaluation.metrics import resize_probability
 from engine.runtime import autocast_context, autocast_dtype
 
 __all__ = [

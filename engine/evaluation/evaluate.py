@@ -35,14 +35,14 @@ from datasets import (
     validate_samples,
 )
 from datasets.validation import SIZE_MISMATCH, TRUNCATED, UNREADABLE
-from engine.inference import (
+from engine.inference.predictor import (
     GuardedDataset,
     Predictor,
     collate_guarded,
     default_num_workers,
     load_inference_model,
 )
-from engine.metrics import RESULT_KEYS, CODMetrics, quantize_probability, score_image, to_uint8_gt
+from engine.evaluation.metrics import RESULT_KEYS, CODMetrics, quantize_probability, score_image, to_uint8_gt
 from engine.runtime import resolve_device
 
 __all__ = [
@@ -78,8 +78,8 @@ class TestSetResult:
 
     Attributes:
         name: test-set name (``COD10K``, ``CAMO``, ...).
-        metrics: :meth:`engine.metrics.CODMetrics.compute` output.
-        curves: :meth:`engine.metrics.CODMetrics.curves` output (empty when no image scored).
+        metrics: :meth:`engine.evaluation.metrics.CODMetrics.compute` output.
+        curves: :meth:`engine.evaluation.metrics.CODMetrics.curves` output (empty when no image scored).
         skipped_no_mask: images of the set that have no ground-truth mask (not scored).
         prediction_dir: where its predictions were saved, if they were.
     """
@@ -202,7 +202,7 @@ def default_metric_workers(num_images: int) -> int:
 
 
 def metric_pool(workers: int) -> Optional[Executor]:
-    """A process pool for :func:`engine.metrics.score_image`, or None for ``workers <= 0``.
+    """A process pool for :func:`engine.evaluation.metrics.score_image`, or None for ``workers <= 0``.
 
     ``spawn`` rather than ``fork``: the parent holds CUDA and OpenMP threads, which a forked
     child must not inherit.

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.compile import compile_model
-from engine.cuda_graph import CudaGraphInference
+from engine.inference.cuda_graph import CudaGraphInference
 from engine.runtime import autocast_context as _autocast
 from models import build_backbone, build_model, count_parameters, set_attention_backend
 from models.attention import math_attention, sdpa_kernel_context

@@ -44,15 +44,15 @@ from engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from engine.ema import ModelEma
-from engine.losses import CODLoss
-from engine.reporting import RunReporter
+from engine.training.ema import ModelEma
+from engine.training.losses import CODLoss
+from engine.training.reporting import RunReporter
 from engine.runtime import autocast_context, autocast_dtype, resolve_device
-from engine.sampling import ResumableDistributedSampler
-from engine.schedule import TwoStageSchedule, build_optimizer
-from engine.signals import GracefulStop
-from engine.train_state import capture_rng_state, derive_seed, restore_rng_state, seed_everything
-from engine.validation import validate
+from engine.training.sampling import ResumableDistributedSampler
+from engine.training.schedule import TwoStageSchedule, build_optimizer
+from engine.training.signals import GracefulStop
+from engine.training.rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from engine.training.validation_pass import validate
 from models import CamoXpertConfig, build_model, count_parameters
 
 __all__ = ["FitResult", "Trainer", "TrainingDiverged", "find_resume_checkpoint"]
@@ -179,7 +179,7 @@ class Trainer:
             if self.val_set is None:
                 raise ValueError("val_set is required when train_set is given.")
             return
-        from engine.data import build_train_data, resolve_dataset_paths
+        from engine.training.data import build_train_data, resolve_dataset_paths
 
         show = self.progress and self.ctx.is_main
         if self.ctx.distributed:

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 from engine.distributed import all_reduce_sum
-from engine.losses import structure_loss
-from engine.metrics import CODMetrics
+from engine.training.losses import structure_loss
+from engine.evaluation.metrics import CODMetrics
 from engine.runtime import autocast_context
 
 __all__ = ["validate"]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping
 import numpy as np
 from torch.utils.data import Dataset
 
-from engine.train_state import derive_seed
+from engine.training.rng import derive_seed
 
 __all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "resolve_dataset_paths"]
 

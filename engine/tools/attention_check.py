@@ -177,7 +177,7 @@ def _scores(probs, gts, orig_sizes) -> Dict[str, Optional[float]]:
     """Mean S-measure and MAE of probability maps against their ground truths."""
     if not gts:
         return {"Sm": None, "MAE": None}
-    from engine.metrics import CODMetrics
+    from engine.evaluation.metrics import CODMetrics
 
     metrics = CODMetrics(measures=("Sm", "MAE"))
     for i, (prob, gt) in enumerate(zip(probs, gts)):

@@ -19,14 +19,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import ImageFolderDataset, build_eval_transform, expand_inputs, read_image
-from engine.inference import (
+from engine.inference.predictor import (
     GuardedDataset,
     Predictor,
     collate_guarded,
     default_num_workers,
     load_inference_model,
 )
-from engine.metrics import quantize_probability
+from engine.evaluation.metrics import quantize_probability
 from engine.runtime import resolve_device
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Evaluation: COD metrics (PySODMetrics) and scoring checkpoints on test sets."""

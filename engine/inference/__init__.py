@@ -1,0 +1,1 @@
+"""Inference: loading trained models, batched prediction, mask files, CUDA-graph replay."""

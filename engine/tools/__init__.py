@@ -1,0 +1,1 @@
+"""Tools: speed/memory benchmark, learning-quality benchmark, attention-backend check."""
