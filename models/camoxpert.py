@@ -92,13 +92,16 @@ class CamoXpertOutput(NamedTuple):
         logits: (B, 1, H, W) main prediction at the input size.
         side_logits: deep-supervision logits, each (B, 1, H, W); empty when disabled.
         aux_loss: scalar MoE load-balancing loss (mean over MoE layers).
-        expert_load: (num_moe_layers, E) fraction of images routed to each expert.
+        expert_load: (num_moe_layers, E) fraction of images routed to each expert (each row
+            sums to top_k); rows follow ``CamoXpert.moe_layer_names``.
+        layer_aux_loss: (num_moe_layers,) balance loss of each MoE layer (no gradient; for logs).
     """
 
     logits: torch.Tensor
     side_logits: List[torch.Tensor]
     aux_loss: torch.Tensor
     expert_load: torch.Tensor
+    layer_aux_loss: torch.Tensor
 
 
 class CamoXpert(nn.Module):
@@ -155,12 +158,24 @@ class CamoXpert(nn.Module):
         if not self.training:
             return logits
         if aux_losses:
-            aux_loss = torch.stack(aux_losses).mean()
+            layer_aux = torch.stack(aux_losses)  # (L,)
+            aux_loss = layer_aux.mean()
             expert_load = torch.stack(loads)  # (L, E)
         else:
+            layer_aux = logits.new_zeros((0,))
             aux_loss = logits.new_zeros(())
             expert_load = logits.new_zeros((0, self.config.num_experts))
-        return CamoXpertOutput(logits, sides, aux_loss, expert_load)
+        return CamoXpertOutput(logits, sides, aux_loss, expert_load, layer_aux.detach())
+
+    @property
+    def moe_layer_names(self) -> List[str]:
+        """Names of the MoE layers (``stride16`` ...), in the order of ``expert_load`` rows."""
+        return [f"stride{self.backbone.strides[int(k)]}" for k in self.moe]
+
+    @property
+    def expert_names(self) -> List[str]:
+        """Expert names, in the order of ``expert_load`` columns."""
+        return list(self.config.experts[: self.config.num_experts])
 
 
 def build_model(config: Optional[CamoXpertConfig] = None, **overrides) -> CamoXpert:
