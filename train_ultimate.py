@@ -8,6 +8,7 @@ from cli.evaluate import evaluate
 from cli.info import info
 from cli.make_synthetic import make_synthetic
 from cli.predict import predict
+from cli.quality import quality_benchmark
 from cli.train import train
 from models.attention import attention_backend_from_env
 
@@ -27,6 +28,7 @@ main.add_command(evaluate)
 main.add_command(predict)
 main.add_command(benchmark)
 main.add_command(make_synthetic)
+main.add_command(quality_benchmark)
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 
 from .backbone import build_backbone
-from .decoder import FPNDecoder
+from .decoder import DECODERS, build_decoder
 from .experts import EXPERT_TYPES, build_experts
-from .moe import MoELayer
+from .moe import ROUTING_MODES, MoELayer
 
 __all__ = ["CamoXpert", "CamoXpertConfig", "CamoXpertOutput", "build_model", "count_parameters"]
 
@@ -28,15 +28,18 @@ class CamoXpertConfig:
         pretrained: load ImageNet weights through timm (HF cache/hub).
         pretrained_weights: local weight file for the backbone (implies pretrained).
         dim: width of every pyramid level after projection (multiple of 8).
-        num_experts: experts per MoE layer, taken in order from ``experts``.
+        num_experts: experts per MoE layer, taken in order from ``experts``; 0 builds no MoE
+            (the decoder alone on the backbone: the reference the experts must beat).
         experts: expert names (see ``models.experts.EXPERT_TYPES``).
-        top_k: experts chosen per image.
+        top_k: experts chosen per token (or per image).
+        routing: ``"token"`` (each pixel picks its experts) or ``"image"``.
         moe_levels: pyramid levels (0 = stride 4 ... 3 = stride 32) that get an MoE layer.
-        capacity_factor: training-time expert capacity; <= 0 runs every expert on every sample.
         router_noise: router logit noise std in training.
         num_heads: requested attention heads (reduced so head_dim % 8 == 0).
         use_flash_attn: fused SDPA attention (True) or explicit math (False).
         deep_supervision: return side outputs in training mode.
+        decoder: ``"refine"`` (top-down sum refined by a 3x3 conv at every level) or ``"fpn"``
+            (plain FPN: top-down sum only, 3x3 conv head).
     """
 
     backbone: str = "edgenext_small"
@@ -46,25 +49,30 @@ class CamoXpertConfig:
     num_experts: int = 7
     experts: Tuple[str, ...] = tuple(EXPERT_TYPES)
     top_k: int = 2
+    routing: str = "token"
     # MoE on the stride-16 and stride-32 maps by default: measured on an H200 (bf16, 384 px,
     # batch 16), every extra finer level costs ~10% of training throughput in eager mode.
     moe_levels: Tuple[int, ...] = (2, 3)
-    capacity_factor: float = 1.25
     router_noise: float = 0.5
     num_heads: int = 8
     use_flash_attn: bool = True
     deep_supervision: bool = True
+    decoder: str = "refine"
 
     def __post_init__(self):
         self.experts = tuple(self.experts)
         self.moe_levels = tuple(int(i) for i in self.moe_levels)
-        if not 1 <= self.num_experts <= len(self.experts):
+        if not 0 <= self.num_experts <= len(self.experts):
             raise ValueError(
-                f"num_experts must be between 1 and {len(self.experts)} (the experts listed: "
+                f"num_experts must be between 0 (no MoE) and {len(self.experts)} (the experts listed: "
                 f"{', '.join(self.experts)}), got {self.num_experts}."
             )
-        if not 1 <= self.top_k <= self.num_experts:
+        if self.num_experts and not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k must be between 1 and num_experts ({self.num_experts}), got {self.top_k}.")
+        if self.routing not in ROUTING_MODES:
+            raise ValueError(f"routing must be one of {', '.join(ROUTING_MODES)}, got {self.routing!r}.")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
         bad = [i for i in self.moe_levels if not 0 <= i <= 3]
         if bad:
             raise ValueError(f"moe_levels must be pyramid levels 0..3 (strides 4..32), got {bad}.")
@@ -123,7 +131,7 @@ class CamoXpert(nn.Module):
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in self.backbone.out_channels)
         names = config.experts[: config.num_experts]
         self.moe = nn.ModuleDict()
-        for level in config.moe_levels:
+        for level in config.moe_levels if config.num_experts else ():
             stride = self.backbone.strides[level]
             experts = build_experts(
                 names,
@@ -132,11 +140,9 @@ class CamoXpert(nn.Module):
                 use_flash_attn=config.use_flash_attn,
                 pool=max(1, ATTENTION_MIN_STRIDE // stride),
             )
-            self.moe[str(level)] = MoELayer(
-                experts, dim, config.top_k, config.capacity_factor, config.router_noise
-            )
-        self.decoder = FPNDecoder(
-            dim, num_levels=len(self.backbone.out_channels), side_outputs=config.deep_supervision
+            self.moe[str(level)] = MoELayer(experts, dim, config.top_k, config.routing, config.router_noise)
+        self.decoder = build_decoder(
+            config.decoder, dim, num_levels=len(self.backbone.out_channels), side_outputs=config.deep_supervision
         )
 
     def forward(self, images: torch.Tensor):

@@ -1,8 +1,10 @@
 """The seven expert types of the mixture-of-experts layers.
 
 Every expert maps a (B, C, H, W) map to an update of the same shape; the MoE layer adds the
-gate-weighted sum of updates to its input (so a sample that skips an expert keeps its features).
-Experts are light on purpose: all of them run on every routed sample, at every level.
+gate-weighted sum of updates to its input (so a token that skips an expert keeps its features).
+Experts are light on purpose: all of them run on every token, at every MoE level. Each expert's
+last layer starts at zero (:func:`zero_init_`), so a new expert's update is zero and the model
+starts as its plain decoder (as ResNets zero the last norm of each residual branch).
 """
 from __future__ import annotations
 
@@ -24,7 +26,16 @@ __all__ = [
     "SemanticContextExpert",
     "TextureExpert",
     "build_experts",
+    "zero_init_",
 ]
+
+
+def zero_init_(layer: nn.Module) -> nn.Module:
+    """Zero a layer's weight and bias in place (the last layer of a residual branch)."""
+    nn.init.zeros_(layer.weight)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
 
 
 def _dw(dim: int, k: int = 3, dilation: int = 1) -> nn.Conv2d:
@@ -46,7 +57,7 @@ class TextureExpert(nn.Module):
     def __init__(self, dim: int, dilations: Sequence[int] = (1, 2, 3), **_):
         super().__init__()
         self.branches = nn.ModuleList(_dw(dim, 3, d) for d in dilations)
-        self.fuse = _pw(dim * len(dilations), dim)
+        self.fuse = zero_init_(_pw(dim * len(dilations), dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(F.gelu(torch.cat([b(x) for b in self.branches], dim=1)))
@@ -65,6 +76,8 @@ class AttentionExpert(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, use_flash_attn: bool = True, pool: int = 1, **_):
         super().__init__()
         self.encoder = SDTAEncoder(dim, num_heads=num_heads, use_flash_attn=use_flash_attn, pool=pool)
+        zero_init_(self.encoder.proj)
+        zero_init_(self.encoder.mlp[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The encoder is a residual block; the expert contributes only its update.
@@ -76,7 +89,7 @@ class HybridExpert(nn.Module):
 
     def __init__(self, dim: int, **_):
         super().__init__()
-        self.local = nn.Sequential(_dw(dim, 7), nn.GELU(), _pw(dim, dim))
+        self.local = nn.Sequential(_dw(dim, 7), nn.GELU(), zero_init_(_pw(dim, dim)))
         hidden = max(8, dim // 4)
         self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), _pw(dim, hidden), nn.GELU(), _pw(hidden, dim))
 
@@ -97,7 +110,7 @@ class FrequencyExpert(nn.Module):
         self.blur = blur
         self.low = _dw(dim, 3)
         self.high = _dw(dim, 3)
-        self.fuse = _pw(2 * dim, dim)
+        self.fuse = zero_init_(_pw(2 * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         low = F.avg_pool2d(x, self.blur, stride=1, padding=self.blur // 2, count_include_pad=False)
@@ -116,7 +129,7 @@ class EdgeExpert(nn.Module):
         # (3*dim, 1, 3, 3): with groups=dim each channel yields its three edge responses.
         self.register_buffer("kernels", kernels.repeat(dim, 1, 1).unsqueeze(1), persistent=False)
         self.dim = dim
-        self.fuse = nn.Sequential(_pw(3 * dim, dim), nn.GELU(), _pw(dim, dim))
+        self.fuse = nn.Sequential(_pw(3 * dim, dim), nn.GELU(), zero_init_(_pw(dim, dim)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         edges = F.conv2d(x, self.kernels.to(x.dtype), padding=1, groups=self.dim)  # (B, 3C, H, W)
@@ -135,7 +148,7 @@ class SemanticContextExpert(nn.Module):
         self.bins = tuple(bins)
         reduced = max(8, dim // 4)
         self.reduce = _pw(dim, reduced)
-        self.fuse = _pw(dim + reduced, dim)
+        self.fuse = zero_init_(_pw(dim + reduced, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -153,7 +166,7 @@ class ContrastExpert(nn.Module):
     def __init__(self, dim: int, windows: Sequence[int] = (3, 7), **_):
         super().__init__()
         self.windows = tuple(windows)
-        self.fuse = nn.Sequential(_pw(dim * len(self.windows), dim), nn.GELU(), _dw(dim, 3))
+        self.fuse = nn.Sequential(_pw(dim * len(self.windows), dim), nn.GELU(), zero_init_(_dw(dim, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         contrasts = [x - F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False) for k in self.windows]

@@ -1,26 +1,28 @@
-"""Mixture of experts over feature maps: per-image top-k routing with static shapes.
+"""Mixture of experts over feature maps: top-k routing per token (pixel) or per image.
 
-No host-device sync and no per-sample Python loop: the router's top-k picks are turned into a
-dense (B, E) gate matrix, and each expert runs on a fixed number of samples, so the whole
-layer is one static graph (``torch.compile`` captures it without breaks, DDP sees every
-parameter used every step).
+Every expert runs on the whole (normalised) map and the router's top-k choice becomes a dense
+gate map, so the layer is one static graph: no host-device sync, no per-sample Python loop, no
+capacity drops, ``torch.compile`` captures it without breaks, DDP sees every parameter used
+every step, and a sample's output never depends on the other samples of its batch.
 
-* Evaluation (and training with ``capacity_factor <= 0``): every expert runs on the whole batch
-  and outputs are combined with the gates. Exact, and a sample's output never depends on the
-  other samples of its batch.
-* Training with ``capacity_factor > 0``: each expert runs on its ``C = ceil(B * k / E * cf)``
-  highest-gated samples only (Switch-Transformer capacity). Assignments over capacity are
-  dropped for that step, which the balance loss discourages.
+At the stride-16 and stride-32 maps the layer sits on (576 and 144 tokens at 384 px), running
+every expert densely costs few FLOPs; what it saves is the gather/scatter of a sparse dispatch
+and the samples a capacity limit would drop.
+
+* ``routing="token"`` (default): each pixel picks its own top-k experts, so object, boundary
+  and background can use different experts within one image.
+* ``routing="image"``: the router sees the pooled map and one top-k choice holds for the image.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 
-__all__ = ["MoEOutput", "MoELayer", "Router", "switch_balance_loss"]
+__all__ = ["ROUTING_MODES", "MoEOutput", "MoELayer", "Router", "switch_balance_loss"]
+
+ROUTING_MODES = ("token", "image")
 
 
 class MoEOutput(NamedTuple):
@@ -29,7 +31,8 @@ class MoEOutput(NamedTuple):
     Attributes:
         features: (B, C, H, W) input plus the gated expert updates.
         aux_loss: scalar load-balancing loss (differentiable w.r.t. the router).
-        load: (E,) fraction of samples routed to each expert (for logging; no gradient).
+        load: (E,) fraction of routing choices per expert, times top_k (sums to top_k; no
+            gradient): the share of tokens (or images) that picked each expert.
     """
 
     features: torch.Tensor
@@ -38,48 +41,62 @@ class MoEOutput(NamedTuple):
 
 
 class Router(nn.Module):
-    """Image-level router: global average pool, LayerNorm, linear to expert logits."""
+    """Expert logits per token (1x1 conv) or per image (the same conv on the pooled map).
 
-    def __init__(self, dim: int, num_experts: int):
+    Args:
+        dim: input channels.
+        num_experts: experts to choose from.
+        routing: ``"token"`` or ``"image"``.
+    """
+
+    def __init__(self, dim: int, num_experts: int, routing: str = "token"):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.gate = nn.Linear(dim, num_experts)
+        if routing not in ROUTING_MODES:
+            raise ValueError(f"Unknown routing {routing!r}. Valid: {', '.join(ROUTING_MODES)}.")
+        self.routing = routing
+        self.gate = nn.Conv2d(dim, num_experts, 1)
         # Zero init: every expert starts equally likely, so routing noise spreads the first
         # steps over all experts instead of a random few (which would never train the others).
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = x.mean(dim=(2, 3))  # (B, C)
-        return self.gate(self.norm(pooled))  # (B, E)
+        if self.routing == "image":
+            x = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+        return self.gate(x)  # (B, E, H, W) or (B, E, 1, 1)
 
 
 def switch_balance_loss(probs: torch.Tensor, dispatch: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Switch-Transformer load-balancing loss ``E * sum_e f_e * P_e``.
+    """Switch-Transformer load-balancing loss ``E * sum_e f_e * P_e`` over all routed tokens.
 
     ``f_e`` (fraction of routing slots sent to expert e) carries no gradient; ``P_e`` (mean router
     probability) does, so minimising the loss pushes probability away from overloaded experts.
     Equals 1.0 at perfect balance.
 
     Args:
-        probs: (B, E) router softmax.
-        dispatch: (B, E) 1 where a sample is routed to an expert.
-        top_k: experts per sample.
+        probs: (B, E, ...) router softmax over dim 1.
+        dispatch: (B, E, ...) 1 where a token is routed to an expert.
+        top_k: experts per token.
     """
-    num_experts = probs.shape[-1]
-    fraction = dispatch.float().mean(dim=0) / top_k  # (E,) sums to 1
-    importance = probs.float().mean(dim=0)  # (E,) sums to 1
+    num_experts = probs.shape[1]
+    reduce_dims = [d for d in range(probs.dim()) if d != 1]
+    fraction = dispatch.float().mean(dim=reduce_dims) / top_k  # (E,) sums to 1
+    importance = probs.float().mean(dim=reduce_dims)  # (E,) sums to 1
     return num_experts * (fraction.detach() * importance).sum()
 
 
 class MoELayer(nn.Module):
-    """Residual mixture of experts: ``x + sum_e gate_e(x) * expert_e(x)``.
+    """Residual mixture of experts: ``x + sum_e gate_e * expert_e(norm(x))``.
+
+    The experts see a batch-normalised copy of the map (backbone features differ in scale from
+    level to level) and each expert's last layer starts at zero, so at initialisation the layer
+    is the identity and the model starts as its plain decoder; the experts grow in from there.
 
     Args:
         experts: the expert modules, each (B, C, H, W) -> (B, C, H, W).
-        dim: channels C (router input).
-        top_k: experts chosen per image.
-        capacity_factor: training-time expert capacity (see module docstring); <= 0 runs dense.
+        dim: channels C.
+        top_k: experts chosen per token (or image).
+        routing: ``"token"`` or ``"image"`` (see the module docstring).
         router_noise: std of Gaussian noise added to router logits in training, which keeps
             all experts explored early on.
     """
@@ -89,7 +106,7 @@ class MoELayer(nn.Module):
         experts: Sequence[nn.Module],
         dim: int,
         top_k: int = 2,
-        capacity_factor: float = 1.25,
+        routing: str = "token",
         router_noise: float = 0.5,
     ):
         super().__init__()
@@ -98,44 +115,30 @@ class MoELayer(nn.Module):
         self.experts = nn.ModuleList(experts)
         self.num_experts = len(experts)
         self.top_k = top_k
-        self.capacity_factor = float(capacity_factor)
         self.router_noise = float(router_noise)
-        self.router = Router(dim, self.num_experts)
-
-    def capacity(self, batch: int) -> int:
-        """Samples each expert processes for a batch of ``batch`` (``batch`` means dense)."""
-        if not self.training or self.capacity_factor <= 0:
-            return batch
-        return min(batch, max(1, math.ceil(batch * self.top_k / self.num_experts * self.capacity_factor)))
+        self.norm = nn.BatchNorm2d(dim)
+        self.router = Router(dim, self.num_experts, routing)
 
     def route(self, x: torch.Tensor):
-        """Router probabilities (B, E), gates (B, E) and dispatch mask (B, E)."""
-        logits = self.router(x)
+        """Router probabilities, gates and dispatch mask, each (B, E, h, w) (h = w = 1 per image)."""
+        logits = self.router(x).float()
         if self.training and self.router_noise > 0:
             logits = logits + torch.randn_like(logits) * self.router_noise
-        probs = logits.float().softmax(dim=-1)  # (B, E)
-        top_p, top_i = probs.topk(self.top_k, dim=-1)  # (B, k)
+        probs = logits.softmax(dim=1)  # (B, E, h, w)
+        top_p, top_i = probs.topk(self.top_k, dim=1)  # (B, k, h, w)
         if self.top_k > 1:
-            top_p = top_p / top_p.sum(dim=-1, keepdim=True)
+            top_p = top_p / top_p.sum(dim=1, keepdim=True)
         # With k == 1 the raw probability is the gate (as in Switch); renormalising it to 1
         # would cut the router off from the task gradient.
         gates = torch.zeros_like(probs).scatter(1, top_i, top_p)
         return probs, gates, gates > 0
 
     def forward(self, x: torch.Tensor) -> MoEOutput:
-        B, E = x.shape[0], self.num_experts
-        probs, gates, dispatch = self.route(x)
-        cap = self.capacity(B)
-        # Few, batched ops on purpose: at these map sizes the layer's cost is kernel launches,
-        # not arithmetic, so the combine is one stack + one weighted reduction.
-        if cap >= B:
-            ys = torch.stack([expert(x) for expert in self.experts], dim=1)  # (B, E, C, H, W)
-            out = (ys * gates.view(B, E, 1, 1, 1).to(ys.dtype)).sum(dim=1)  # (B, C, H, W)
-        else:
-            w, idx = gates.t().topk(cap, dim=1)  # (E, cap): each expert's highest-gated samples
-            ys = torch.stack([expert(x.index_select(0, idx[e])) for e, expert in enumerate(self.experts)])
-            ys = ys * w.view(E, cap, 1, 1, 1).to(ys.dtype)  # (E, cap, C, H, W); zero gates fill spare slots
-            out = torch.zeros_like(x).index_add(0, idx.flatten(), ys.flatten(0, 1).to(x.dtype))
+        h = self.norm(x)
+        probs, gates, dispatch = self.route(h)
+        # One stack + one weighted reduction: at these map sizes the cost is kernel launches.
+        ys = torch.stack([expert(h) for expert in self.experts], dim=1)  # (B, E, C, H, W)
+        out = (ys * gates.unsqueeze(2).to(ys.dtype)).sum(dim=1)  # (B, C, H, W)
         aux = switch_balance_loss(probs, dispatch, self.top_k)
-        load = dispatch.float().mean(dim=0).detach()  # (E,)
+        load = dispatch.float().mean(dim=[d for d in range(dispatch.dim()) if d != 1]).detach()  # (E,)
         return MoEOutput(x + out.to(x.dtype), aux, load)

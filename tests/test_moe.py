@@ -7,19 +7,57 @@ from models.experts import EXPERT_TYPES, build_experts
 from models.moe import MoELayer
 
 
-def _moe(dim=32, capacity_factor=1.25, top_k=2):
+def _moe(dim=32, top_k=2, routing="token", trained=True):
     torch.manual_seed(0)
-    return MoELayer(build_experts(list(EXPERT_TYPES), dim, pool=2), dim, top_k=top_k, capacity_factor=capacity_factor)
+    moe = MoELayer(build_experts(list(EXPERT_TYPES), dim, pool=2), dim, top_k=top_k, routing=routing)
+    if trained:  # leave the zero init behind, as after a few optimiser steps
+        with torch.no_grad():
+            for p in moe.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    return moe
+
+
+def _randomise_(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    return module
+
+
+@pytest.mark.parametrize("name", list(EXPERT_TYPES))
+def test_each_expert_starts_at_zero_update(name):
+    expert = build_experts([name], 32, pool=2)[0]
+    y = expert(torch.randn(2, 32, 8, 12))
+    assert y.shape == (2, 32, 8, 12) and torch.count_nonzero(y) == 0
 
 
 @pytest.mark.parametrize("name", list(EXPERT_TYPES))
 def test_each_expert_keeps_shape_and_backprops(name):
-    expert = build_experts([name], 32, pool=2)[0]
+    expert = _randomise_(build_experts([name], 32, pool=2)[0])
     x = torch.randn(2, 32, 8, 12, requires_grad=True)
     y = expert(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     y.square().mean().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_new_moe_layer_is_identity():
+    moe = _moe(trained=False).eval()
+    x = torch.randn(3, 32, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(moe(x).features, x)
+
+
+def test_token_routing_differs_across_pixels_image_routing_does_not():
+    x = torch.randn(2, 32, 8, 8)
+    for routing, per_pixel in (("token", True), ("image", False)):
+        moe = _moe(routing=routing).eval()
+        with torch.no_grad():
+            _, gates, dispatch = moe.route(moe.norm(x))
+        assert dispatch.sum(dim=1).eq(2).all()  # top-2 everywhere
+        varies = not torch.equal(gates.amax(dim=(2, 3)), gates.amin(dim=(2, 3)))
+        assert varies == per_pixel
+        assert gates.shape[2:] == ((8, 8) if per_pixel else (1, 1))
 
 
 def test_every_expert_and_router_get_gradients_over_steps():
@@ -72,20 +110,6 @@ def test_eval_output_does_not_depend_on_batch():
         batched = moe(x).features
         single = torch.cat([moe(x[i : i + 1]).features for i in range(5)])
     assert torch.allclose(batched, single, atol=1e-5)
-
-
-def test_training_capacity_limits_samples_per_expert():
-    moe = _moe(capacity_factor=1.0).train()
-    seen = []
-    for expert in moe.experts:
-        expert.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
-    moe(torch.randn(14, 32, 8, 8))
-    assert seen == [4] * 7  # ceil(14 * 2 / 7 * 1.0)
-    moe.eval()
-    seen.clear()
-    with torch.no_grad():
-        moe(torch.randn(14, 32, 8, 8))
-    assert seen == [14] * 7
 
 
 @pytest.mark.parametrize("training", [True, False])
