@@ -24,6 +24,8 @@ def _int_list(text: str) -> Tuple[int, ...]:
 @click.option("--seconds", type=float, default=240.0, show_default=True,
               help="Device seconds of training per variant and seed (0: steps only).")
 @click.option("--steps", "max_steps", type=int, default=0, show_default=True, help="Also stop at this many steps (0: none).")
+@click.option("--equal-steps", type=int, default=None,
+              help="Also score every variant at this step count (default: the first variant's steps).")
 @click.option("--seeds", default="0,1", show_default=True, help="Comma-separated seeds; each runs every variant.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Run config whose model and loss sections the variants start from.")
@@ -42,7 +44,7 @@ def _int_list(text: str) -> Tuple[int, ...]:
 @click.option("--max-train", type=int, default=None, help="Use only the first N training images.")
 @click.option("--max-test", type=int, default=None, help="Use only the first N test images.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full result here.")
-def quality_benchmark(dataset_paths, variants, seconds, max_steps, seeds, config_file, set_items, backbone, img_size,
+def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, seeds, config_file, set_items, backbone, img_size,
                       batch_size, lr, warmup_steps, precision, device, n_train, n_test, synthetic_size, max_train,
                       max_test, json_path: Optional[str]) -> None:
     """Train model variants from scratch for the same device time; score them with PySODMetrics.
@@ -82,7 +84,7 @@ def quality_benchmark(dataset_paths, variants, seconds, max_steps, seeds, config
     click.echo(f"data: {data.name}: train {data.train_images.shape[0]}, test {data.test_images.shape[0]} "
                f"at {img_size}px on {dev}")
     result = run_quality_benchmark(data, config["model"], names, _int_list(seeds), settings,
-                                   loss_section=config["loss"], log=click.echo)
+                                   loss_section=config["loss"], log=click.echo, equal_steps=equal_steps)
     click.echo(format_quality_table(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

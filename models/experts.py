@@ -76,6 +76,9 @@ class AttentionExpert(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, use_flash_attn: bool = True, pool: int = 1, **_):
         super().__init__()
         self.encoder = SDTAEncoder(dim, num_heads=num_heads, use_flash_attn=use_flash_attn, pool=pool)
+        # The positional conv adds to the token stream itself, so it is zeroed too: with the two
+        # branch outputs it is all the update holds when no pooling is involved.
+        zero_init_(self.encoder.pos)
         zero_init_(self.encoder.proj)
         zero_init_(self.encoder.mlp[-1])
 

@@ -8,8 +8,11 @@ Runs the same images through every attention backend usable here (SDPA auto and 
 forced: flash, efficient, cudnn) and through explicit math attention, then reports per backend
 the max/mean probability difference against math, the change in S-measure and MAE, forward
 time, peak memory and the kernel that actually ran (read from the profiler). Also checks SDPA
-against math on random Q/K/V at several shapes. Exits 1 when a difference exceeds the
-tolerance, so it can gate CI. ``TORCH_SDPA_BACKEND`` is honoured.
+against math on random Q/K/V at several shapes, and how many checked images (and tokens) the
+router sent to the attention expert at each MoE layer. Exit codes: 0 passed, 1 a difference
+exceeds the tolerance (so it can gate CI), 3 inconclusive: no checked image reached the
+attention expert, so the comparison said nothing about attention (never reported as passed).
+``TORCH_SDPA_BACKEND`` is honoured.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import sys
 import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: Exit code when the router sent no checked image to the attention expert (nothing compared).
+EXIT_VACUOUS = 3
 # The profiler (used to read which kernel ran) is chatty on stderr by default.
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
@@ -78,6 +83,16 @@ def _print_report(report: dict, unit: list) -> None:
         shapes = sorted({tuple(r["shape"]) for r in unit})
         click.echo(f"  unit check, random Q/K/V at {len(shapes)} shapes incl. (16, 8, 576, 64): "
                    + ", ".join(f"{k} max diff {v:.1e}" for k, v in worst.items()))
+    routing = report.get("attention_routing", {})
+    for layer, r in routing.items():
+        gate = "-" if r["mean_gate"] is None else f"{r['mean_gate']:.3f}"
+        click.echo(f"  attention expert at {layer}: {r['samples']} of {report['num_samples']} images routed to it, "
+                   f"{100 * r['token_share']:.1f}% of tokens, mean gate {gate}")
+    if report.get("vacuous"):
+        click.echo("⚠️  INCONCLUSIVE: the router sent no checked image to the attention expert, so the backends "
+                   "were never compared on attention output; check more or other images (--num-samples, "
+                   f"--dataset-path). Exit code {EXIT_VACUOUS}.")
+        return
     if not report["backends"]:
         verdict = "PASSED: nothing to compare, no fused backend runs under this policy"
     elif report["passed"]:
@@ -103,7 +118,7 @@ def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, 
     """Compare every usable SDPA backend with explicit math attention on a trained checkpoint."""
     import torch
 
-    from engine.tools.attention_check import compare_backends, unit_check
+    from engine.tools.attention_check import DTYPES, attention_routing, compare_backends, unit_check
     from engine.checkpoint import CheckpointError
     from engine.inference.predictor import load_inference_model
     from engine.runtime import resolve_device
@@ -124,15 +139,20 @@ def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, 
     batches, gts = _batches(samples, loaded.img_size, batch_size)
     torch.manual_seed(0)
     report = compare_backends(loaded.model, batches, gts, device=dev, dtype_name=dtype_name, tolerance=tolerance)
+    routing = attention_routing(loaded.model, batches, dev, DTYPES[dtype_name])
+    report["attention_routing"] = routing
+    report["vacuous"] = sum(r["samples"] for r in routing.values()) == 0
     unit = unit_check(dev, dtype_name)
     report["unit_check"] = unit
-    report["passed"] = bool(report["passed"] and all(r["passed"] for r in unit))
+    report["passed"] = bool(report["passed"] and all(r["passed"] for r in unit) and not report["vacuous"])
     report["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     _print_report(report, unit)
     if json_out:
         with open(json_out, "w") as fh:
             json.dump(report, fh, indent=2)
         click.echo(f"wrote {json_out}")
+    if report["vacuous"] and all(b["passed"] for b in report["backends"].values()):
+        sys.exit(EXIT_VACUOUS)
     sys.exit(0 if report["passed"] else 1)
 
 

@@ -17,11 +17,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "test_flash_attention.py")
 
 
+def _as_if_trained(model, never_attention=False):
+    """Leave the zero init of the experts and router behind, as training does."""
+    with torch.no_grad():
+        for name, p in model.moe.named_parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        if never_attention:  # a router that can never pick the attention expert
+            for moe in model.moe.values():
+                moe.router.gate.bias[1] = -1e4  # expert 1 is "attention"
+    return model
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("flash")
     torch.manual_seed(0)
     model = build_model(backbone="edgenext_xx_small", dim=32, moe_levels=(1, 3))
+    _as_if_trained(model)
     ckpt = save_checkpoint(
         {"model_config": model.config.to_dict(), "model": model.state_dict(), "ema": None, "epoch": 3,
          "config": {"data": {"img_size": 64}}},
@@ -52,6 +64,31 @@ def test_script_passes_and_reports_kernels(tiny_run, tmp_path):
     assert auto["kernel"] == "flash"  # PyTorch's CPU flash kernel, read from the profiler
     assert auto["max_abs_diff"] <= 1e-4
     assert any(r["shape"] == [16, 8, 576, 64] for r in report["unit_check"])
+    routing = report["attention_routing"]
+    assert set(routing) == {"stride8", "stride32"} and report["vacuous"] is False
+    assert all(0 <= r["samples"] <= 4 and 0 <= r["token_share"] <= 1 for r in routing.values())
+    assert any(r["samples"] > 0 and 0 < r["mean_gate"] <= 1 for r in routing.values())
+    assert "attention expert at stride8" in proc.stdout and "attention expert at stride32" in proc.stdout
+
+
+def test_script_reports_vacuous_check(tiny_run, tmp_path):
+    _, data, _ = tiny_run
+    torch.manual_seed(1)
+    model = _as_if_trained(build_model(backbone="edgenext_xx_small", dim=32, moe_levels=(2,)), never_attention=True)
+    assert model.expert_names[1] == "attention"
+    ckpt = save_checkpoint(
+        {"model_config": model.config.to_dict(), "model": model.state_dict(), "ema": None, "epoch": 1,
+         "config": {"data": {"img_size": 64}}},
+        tmp_path / "never.pt",
+    )
+    out_json = tmp_path / "report.json"
+    proc = _run(["--checkpoint", str(ckpt), "--dataset-path", str(data), "--num-samples", "4",
+                 "--batch-size", "2", "--device", "cpu", "--json", str(out_json)])
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "PASSED" not in proc.stdout and "INCONCLUSIVE" in proc.stdout
+    report = json.loads(out_json.read_text())
+    assert report["vacuous"] is True and report["passed"] is False
+    assert report["attention_routing"]["stride16"]["samples"] == 0
 
 
 def test_script_honours_math_policy(tiny_run):
@@ -81,7 +118,7 @@ def test_script_refuses_pickled_checkpoint(tmp_path):
 
 def test_a_diverging_backend_fails(monkeypatch):
     # Two experts, both always used: the attention expert's output always reaches the logits.
-    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=2, top_k=2, moe_levels=(2,)).eval()
+    model = _as_if_trained(build_model(backbone="edgenext_xx_small", dim=32, num_experts=2, top_k=2, moe_levels=(2,))).eval()
     real = F.scaled_dot_product_attention
 
     def off_by_a_bit(q, k, v, *args, **kwargs):

@@ -24,9 +24,10 @@ def _randomise_(module):
     return module
 
 
+@pytest.mark.parametrize("pool", [1, 2])
 @pytest.mark.parametrize("name", list(EXPERT_TYPES))
-def test_each_expert_starts_at_zero_update(name):
-    expert = build_experts([name], 32, pool=2)[0]
+def test_each_expert_starts_at_zero_update(name, pool):
+    expert = build_experts([name], 32, pool=pool)[0]
     y = expert(torch.randn(2, 32, 8, 12))
     assert y.shape == (2, 32, 8, 12) and torch.count_nonzero(y) == 0
 

@@ -37,7 +37,7 @@ def test_cli_writes_every_variant(tmp_path, monkeypatch):
         assert all(0.0 <= v <= 1.0 for v in run["equal_time"].values())
     by_name = {r["variant"]: r for r in report["runs"]}
     assert by_name["fpn"]["moe_params_m"] == 0 and by_name["fpn"]["routing"] == {}
-    assert set(by_name["camoxpert"]["routing"]) == {"stride16", "stride32"}
+    assert set(by_name["camoxpert"]["routing"]) == {"stride16"}
     assert "attention" not in by_name["no-attention"]["routing"]["stride16"]
     shares = by_name["camoxpert"]["routing"]["stride16"]
     assert len(shares) == 7 and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)

@@ -20,6 +20,7 @@ from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "attention_routing",
     "SDPA_BACKENDS",
     "UNIT_SHAPES",
     "backends_to_check",
@@ -208,3 +209,55 @@ def unit_check(
             err = float((out - ref).abs().max())
             rows.append({"shape": list(shape), "backend": name, "max_abs_diff": err, "passed": err <= tolerance})
     return rows
+
+
+@torch.no_grad()
+def attention_routing(model, batches: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> Dict[str, dict]:
+    """How much of the checked data the router sent to the attention expert, per MoE layer.
+
+    A comparison of attention backends says nothing about attention when no checked token was
+    routed to the attention expert: its output was multiplied by zero everywhere.
+
+    Returns:
+        ``{layer: {"samples": images with at least one token routed to attention, "token_share":
+        fraction of tokens routed there, "mean_gate": mean gate where routed}}`` (empty when the
+        model has no attention expert in any MoE layer).
+    """
+    from models.experts import AttentionExpert
+    from models.moe import MoELayer
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, MoELayer)]
+    names = dict(zip([n for n, _ in layers], getattr(model, "moe_layer_names", [n for n, _ in layers])))
+    stats: Dict[str, dict] = {}
+    hooks = []
+    for name, moe in layers:
+        idx = [i for i, e in enumerate(moe.experts) if isinstance(e, AttentionExpert)]
+        if not idx:
+            continue
+        acc = stats.setdefault(names[name], {"samples": 0, "tokens": 0, "routed": 0, "gate_sum": 0.0})
+
+        def hook(module, inputs, acc=acc, e=idx[0]):
+            _, gates, dispatch = module.route(module.norm(inputs[0]))
+            routed = dispatch[:, e]  # (B, h, w)
+            acc["samples"] += int(routed.flatten(1).any(dim=1).sum())
+            acc["tokens"] += routed.numel()
+            acc["routed"] += int(routed.sum())
+            acc["gate_sum"] += float(gates[:, e][routed].float().sum())
+
+        hooks.append(moe.register_forward_pre_hook(hook))
+    try:
+        model.eval()
+        with _autocast(device, dtype):
+            for images in batches:
+                model(images.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {
+        layer: {
+            "samples": a["samples"],
+            "token_share": a["routed"] / max(a["tokens"], 1),
+            "mean_gate": a["gate_sum"] / a["routed"] if a["routed"] else None,
+        }
+        for layer, a in stats.items()
+    }

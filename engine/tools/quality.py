@@ -11,8 +11,9 @@ Two comparisons per seed:
 
 * **equal time**: every variant trains for ``seconds`` of measured device time;
 * **equal steps**: every variant is also scored at the number of steps the *first* variant
-  reached in its time budget (its weights are copied when it passes that step; with a constant
-  learning rate this equals a run stopped there). List the slowest variant first.
+  reached in its time budget, or at ``equal_steps`` when given (its weights are copied when it
+  passes that step; with a constant learning rate this equals a run stopped there). List the
+  slowest variant first.
 """
 from __future__ import annotations
 
@@ -312,6 +313,7 @@ def run_quality_benchmark(
     settings: QualitySettings,
     loss_section: Optional[Mapping[str, Any]] = None,
     log: Callable[[str], None] = print,
+    equal_steps: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Train and score every variant for every seed; the first variant sets the equal-steps point.
 
@@ -323,6 +325,8 @@ def run_quality_benchmark(
         settings: the shared loop settings.
         loss_section: the run config's ``loss`` section (structure-loss and balance weights).
         log: where progress lines go.
+        equal_steps: the step count every variant is also scored at (default: the first
+            variant's steps in each seed), e.g. to compare with a variant run in another call.
 
     Returns:
         A JSON-safe dict: settings, per-run records, and per-variant means over seeds.
@@ -333,17 +337,17 @@ def run_quality_benchmark(
     device = data.train_images.device
     runs: List[Dict[str, Any]] = []
     for seed in seeds:
-        equal_steps: Optional[int] = None
+        target = equal_steps
         for name in variants:
             seed_everything(seed)
             model = build_model(configs[name]).to(device)
             loss_fn = CODLoss(**loss_kwargs)
-            record = train_bare(model, data, settings, loss_fn, seed, snapshot_at=equal_steps)
-            if equal_steps is None:
-                equal_steps = record.steps
+            record = train_bare(model, data, settings, loss_fn, seed, snapshot_at=target)
+            if target is None:
+                target = record.steps
             final = score_model(model, data, settings)
             at_steps = None
-            if record.steps == equal_steps:
+            if record.steps == target:
                 at_steps = final
             elif record.snapshot is not None:
                 model.load_state_dict(record.snapshot)
@@ -359,7 +363,7 @@ def run_quality_benchmark(
                 "final_loss": round(record.final_loss, 4),
                 "equal_time": final,
                 "equal_steps": at_steps,
-                "equal_steps_at": equal_steps,
+                "equal_steps_at": target,
                 "routing": record.routing,
                 "min_routing_share": min((s for layer in record.routing.values() for s in layer.values()), default=None),
             }
@@ -367,7 +371,7 @@ def run_quality_benchmark(
             log(
                 f"seed {seed} {name:<20} {run['steps']:>6} steps {run['img_per_s']:>7.1f} img/s  "
                 f"S {final['Sm']:.4f}  E {final['Em_mean']:.4f}  wF {final['wFm']:.4f}  MAE {final['MAE']:.4f}"
-                + (f"  | at {equal_steps} steps S {at_steps['Sm']:.4f}" if at_steps else "")
+                + (f"  | at {target} steps S {at_steps['Sm']:.4f}" if at_steps else "")
             )
             del model
             if device.type == "cuda":
