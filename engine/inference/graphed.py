@@ -57,5 +57,6 @@ class GraphedForward:
             self._seen[key] += 1
             if self._seen[key] <= self.capture_after or len(self.graphs) >= self.max_graphs:
                 return self.model(x)
-            graph = self.graphs[key] = CudaGraphInference(self.model, x, self.dtype)
+            with torch.cuda.device(x.device):  # capture streams must live on the input's GPU (cuda:N)
+                graph = self.graphs[key] = CudaGraphInference(self.model, x, self.dtype)
         return graph(x)
