@@ -5,6 +5,7 @@ import click
 
 from cli.benchmark import benchmark
 from cli.evaluate import evaluate
+from cli.export import export
 from cli.info import info
 from cli.make_synthetic import make_synthetic
 from cli.predict import predict
@@ -15,7 +16,7 @@ from models.attention import attention_backend_from_env
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """CamoXpert: camouflaged object detection (train, evaluate, predict, benchmark, info)."""
+    """CamoXpert: camouflaged object detection (train, evaluate, predict, export, benchmark, info)."""
     try:
         attention_backend_from_env()  # a bad TORCH_SDPA_BACKEND fails here, before any work
     except ValueError as exc:
@@ -27,6 +28,7 @@ main.add_command(train)
 main.add_command(evaluate)
 main.add_command(predict)
 main.add_command(benchmark)
+main.add_command(export)
 main.add_command(make_synthetic)
 main.add_command(quality_benchmark)
 

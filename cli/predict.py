@@ -14,7 +14,8 @@ __all__ = ["predict"]
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="best.pt / last.pt written by `train`.")
 @click.option("--input", "inputs", required=True, multiple=True,
-              help="Image file, folder or glob pattern (quote it: 'shots/*.jpg'). Repeat for several.")
+              help="Image file, folder or glob pattern (quote it: 'shots/*.jpg'), or video files "
+                   "(.mp4, .avi, .mov...: OUTPUT/<stem>_mask.mp4). Repeat for several.")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Folder for <stem>.png masks at each input's own size.")
 @click.option("--overlay", is_flag=True, help="Also write the mask tinted on the image to OUTPUT/overlay/<stem>.jpg.")
@@ -33,6 +34,15 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
     from engine.inference.predictor import parse_tta_scales
     from engine.inference.predict import predict_images
 
+    from engine.inference.video import is_video_file
+
+    videos = [i for i in inputs if is_video_file(i)]
+    if videos:
+        if len(videos) != len(inputs):
+            raise click.UsageError("Give either videos or images as --input, not both in one call.")
+        _predict_videos(checkpoint, videos, output, overlay, threshold, tta, parse_tta_scales(tta_scales),
+                        batch_size, device, img_size, precision, not no_progress)
+        return
     try:
         summary = predict_images(
             checkpoint, inputs, output, overlay=overlay, threshold=threshold, tta=tta,
@@ -47,3 +57,19 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
         raise click.ClickException(
             f"{len(summary.failed)} image(s) could not be read and got no mask:\n  {lines}"
         )
+
+
+def _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
+                    precision, progress) -> None:
+    from engine.checkpoint import CheckpointError
+    from engine.inference.api import Segmenter
+    from engine.inference.video import predict_video
+
+    try:
+        segmenter = Segmenter(checkpoint, device=device, precision=precision, img_size=img_size,
+                              batch_size=batch_size, tta=tta, tta_scales=scales)
+        for video in videos:
+            predict_video(segmenter, video, output, overlay=overlay, threshold=threshold, progress=progress,
+                          log=click.echo)
+    except (CheckpointError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -27,6 +27,7 @@ from engine.inference.predictor import (
     load_inference_model,
 )
 from engine.evaluation.metrics import quantize_probability
+from engine.inference.writer import ImageWriter
 from engine.runtime import resolve_device
 
 __all__ = [
@@ -178,34 +179,33 @@ def predict_images(
 
     dataset = GuardedDataset(ImageFolderDataset(paths, build_eval_transform(loaded.img_size)),
                              describe=functools.partial(_describe, paths))
-    workers = default_num_workers() if num_workers is None else int(num_workers)
+    workers = default_num_workers(dev) if num_workers is None else int(num_workers)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=dev.type == "cuda", collate_fn=collate_guarded)
+                        pin_memory=dev.type == "cuda", collate_fn=collate_guarded,
+                        prefetch_factor=4 if workers else None, persistent_workers=False)
     summary = PredictionSummary()
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
     try:
-        for batch in loader:
-            for index, message in batch["errors"]:
-                summary.failed.append((paths[index], message))
-            if batch["size"]:
-                sizes = batch["orig_size"].tolist()
-                probs = predictor.predict_sizes(batch["image"], sizes)
-                for i, prob in enumerate(probs):
-                    index = int(batch["index"][i])
-                    mask = probability_to_mask(prob, threshold)
-                    target = out_dir / f"{names[index]}.png"
-                    if not cv2.imwrite(str(target), mask):
-                        raise OSError(f"Could not write {target}.")
-                    summary.masks.append(target)
-                    if overlay:
-                        image = read_image(paths[index])
-                        ov = make_overlay(image, mask)
-                        ov_path = overlay_dir / f"{names[index]}.jpg"
-                        if not cv2.imwrite(str(ov_path), cv2.cvtColor(ov, cv2.COLOR_RGB2BGR),
-                                           [cv2.IMWRITE_JPEG_QUALITY, 92]):
-                            raise OSError(f"Could not write {ov_path}.")
-                        summary.overlays.append(ov_path)
-            bar.update(batch["size"] + len(batch["errors"]))
+        with ImageWriter() as writer:  # PNG/JPEG encoding off the main thread: the GPU never waits on it
+            for batch in loader:
+                for index, message in batch["errors"]:
+                    summary.failed.append((paths[index], message))
+                if batch["size"]:
+                    sizes = batch["orig_size"].tolist()
+                    probs = predictor.predict_sizes(batch["image"], sizes)
+                    for i, prob in enumerate(probs):
+                        index = int(batch["index"][i])
+                        mask = probability_to_mask(prob, threshold)
+                        target = out_dir / f"{names[index]}.png"
+                        writer.submit(target, mask)
+                        summary.masks.append(target)
+                        if overlay:
+                            image = read_image(paths[index])
+                            ov = make_overlay(image, mask)
+                            ov_path = overlay_dir / f"{names[index]}.jpg"
+                            writer.submit(ov_path, cv2.cvtColor(ov, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+                            summary.overlays.append(ov_path)
+                bar.update(batch["size"] + len(batch["errors"]))
     finally:
         bar.close()
     kind = "binary masks" if threshold is not None else "probability maps"
