@@ -58,16 +58,18 @@ class TimeBudget:
         used_s: seconds already spent by earlier sessions of the same budget (resume).
         margin_s: safety margin (``None``: :func:`default_margin`).
         clock: monotonic clock in seconds (tests pass a fake one).
+        started: ``clock()`` when the session started (process start, so start-up counts);
+            default: now.
     """
 
     def __init__(self, seconds: Optional[float], used_s: float = 0.0, margin_s: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, started: Optional[float] = None):
         self.seconds = None if seconds is None else float(seconds)
         self.used_before_s = float(used_s)
         self.margin_s = 0.0 if self.seconds is None else float(
             default_margin(self.seconds) if margin_s is None else margin_s)
         self.clock = clock
-        self.started = clock()
+        self.started = clock() if started is None else started
 
     @property
     def enabled(self) -> bool:
@@ -96,18 +98,22 @@ class StepTimeProbe:
     """Measures the wall time per optimizer step, data loading included, after a warm-up.
 
     The first ``warmup`` steps (cuDNN autotuning, compilation, worker start-up) are ignored; the
-    mean over the next ``measure`` steps is the estimate.
+    mean over the next ``measure`` steps is the estimate, or over fewer (at least 3) once they
+    span ``enough_s`` seconds (slow steps, short budgets).
 
     Args:
         warmup: steps to ignore.
         measure: steps to average.
         clock: monotonic clock in seconds.
+        enough_s: measured seconds that suffice.
     """
 
-    def __init__(self, warmup: int = 5, measure: int = 20, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, warmup: int = 5, measure: int = 20, clock: Callable[[], float] = time.monotonic,
+                 enough_s: float = math.inf):
         self.warmup = int(warmup)
         self.measure = max(1, int(measure))
         self.clock = clock
+        self.enough_s = float(enough_s)
         self.marks: List[float] = []
 
     def mark(self) -> None:
@@ -118,7 +124,10 @@ class StepTimeProbe:
     @property
     def ready(self) -> bool:
         """Enough steps measured."""
-        return len(self.marks) >= self.warmup + self.measure + 1
+        measured = len(self.marks) - self.warmup - 1
+        if measured >= self.measure:
+            return True
+        return measured >= 3 and self.marks[-1] - self.marks[self.warmup] >= self.enough_s
 
     def seconds_per_step(self) -> float:
         """Mean wall seconds per step over the measured steps."""

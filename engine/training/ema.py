@@ -70,7 +70,11 @@ class ModelEma:
         if dst:
             if any(s.dtype != d.dtype for s, d in zip(src, dst)):
                 src = [s.to(d.dtype) for s, d in zip(src, dst)]
-            torch._foreach_lerp_(dst, src, weight)
+            try:
+                torch._foreach_lerp_(dst, src, weight)
+            except (RuntimeError, TypeError):  # torch builds without the 0-dim tensor weight overload
+                diffs = torch._foreach_sub(src, dst)
+                torch._foreach_add_(dst, torch._foreach_mul(diffs, weight))
         for target, value in ints:
             target.copy_(value)
         self.num_updates += 1

@@ -25,7 +25,6 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_state_dict_prefixes
 from engine.config import ConfigError
 from engine.distributed import all_gather_objects
-from engine.training.ema import ModelEma
 from engine.training.rng import capture_rng_state, restore_rng_state
 from engine.training.state import RunState
 

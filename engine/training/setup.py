@@ -108,7 +108,7 @@ def build_data(config: Mapping[str, Any], rt: Runtime, train_set: Optional[Datas
 
 
 def _budget(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], new_budget: bool,
-            clock: Callable[[], float]) -> Tuple[TimeBudget, bool]:
+            clock: Callable[[], float], started_at: Optional[float]) -> Tuple[TimeBudget, bool]:
     """The time budget of this session and whether it continues a checkpoint's sized schedule."""
     raw = tcfg.get("time_budget")
     try:
@@ -119,7 +119,7 @@ def _budget(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], new_budg
     saved = (ckpt or {}).get("budget") or {}
     continuing = seconds is not None and not new_budget and saved.get("seconds") == seconds
     used = float(saved.get("used_s", 0.0)) if continuing else 0.0
-    return TimeBudget(seconds, used, None if margin is None else float(margin), clock), continuing and bool(
+    return TimeBudget(seconds, used, None if margin is None else float(margin), clock, started_at), continuing and bool(
         saved.get("planned"))
 
 
@@ -148,7 +148,7 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         stage1_epochs = 0
         log("No pretrained backbone: training everything from the start (stage 1 with a frozen random backbone "
             "learns nothing); turn off with --set train.adapt_to_budget=false.")
-    budget, continuing = _budget(tcfg, ckpt, new_budget, clock)
+    budget, continuing = _budget(tcfg, ckpt, new_budget, clock, started_at)
     schedule = TwoStageSchedule(
         optimizer, base_lr=tcfg["lr"], total_steps=epochs * steps_per_epoch,
         stage1_steps=stage1_epochs * steps_per_epoch, warmup_steps=tcfg["warmup_steps"],

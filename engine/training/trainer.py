@@ -27,7 +27,6 @@ from engine.training.loaders import RunLoaders
 from engine.training.reporting import RunReporter
 from engine.training.resume import (
     check_model_matches,
-    find_resume_checkpoint,
     load_resume_checkpoint,
     prepare_run_folder,
     restore_run,
@@ -40,7 +39,7 @@ from engine.training.state import RunState
 from engine.training.step import train_step
 from engine.training.validation_pass import validate
 
-__all__ = ["FitResult", "Trainer", "TrainingDiverged", "find_resume_checkpoint"]
+__all__ = ["FitResult", "Trainer", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,7 +51,7 @@ class FitResult:
     """Outcome of :meth:`Trainer.fit`.
 
     Attributes:
-        status: ``"completed"``, ``"budget"`` (time budget used up, checkpoints written) or
+        status: ``"completed"``, ``"nothing"`` (the checkpoint had already finished), ``"budget"`` (time budget used up, checkpoints written) or
             ``"interrupted"`` (signal received, ``last.pt`` saved).
         epoch: epochs completed.
         step: optimizer steps taken (skipped non-finite steps included).
@@ -153,9 +152,10 @@ class Trainer:
         if run.step >= run.schedule.total_steps:
             self.log(f"Nothing to do: the checkpoint already took {run.step} of {run.schedule.total_steps} steps "
                      f"(raise --epochs, or give a --time-budget, to train longer).")
-            return "completed"
+            return "nothing"
         cadence = Cadence(self.tcfg, run.runtime.ctx.distributed, self.clock)
-        probe = StepTimeProbe(clock=self.clock)
+        # Short budgets cannot wait for 25 steps: 2% of the budget measured is enough.
+        probe = StepTimeProbe(clock=self.clock, enough_s=0.02 * run.budget.seconds if run.budget.enabled else math.inf)
         run.last_val_at = run.last_save_at = self.clock()
         images_per_batch = run.batch_size * run.runtime.ctx.world_size
         bar = self.reporter.progress_bar(run, self.progress)
@@ -233,8 +233,12 @@ class Trainer:
         tcfg = self.tcfg
         epochs = max(1, int(tcfg["epochs"]))
         stage1_fraction = run.schedule.stage1_steps / max(1, epochs * run.steps_per_epoch)
+        # Validations happen at epoch ends once val_every_seconds passed, or every val_every_steps.
+        val_every = max(float(tcfg["val_every_seconds"]), run.steps_per_epoch * run.step_s)
+        if int(tcfg["val_every_steps"]) > 0:
+            val_every = min(val_every, int(tcfg["val_every_steps"]) * run.step_s)
         plan = plan_steps(run.budget.left(), run.step_s, run.step, stage1_fraction, int(tcfg["warmup_steps"]),
-                          run.val_s, float(tcfg["val_every_seconds"]), max(run.save_s, 1.0),
+                          run.val_s, val_every, max(run.save_s, 1.0),
                           float(tcfg["save_every_seconds"]), run.budget.margin_s)
         stage1 = max(plan.stage1_steps, run.step) if run.schedule.stage1_steps > run.step else plan.stage1_steps
         run.schedule.resize(plan.total_steps, min(stage1, plan.total_steps), plan.warmup_steps)
@@ -311,7 +315,7 @@ class Trainer:
         if status == "interrupted":
             self.log(f"Stopped by {stop.signal_name or 'a signal'}: saved {self.out_dir / 'last.pt'} (step {run.step}). "
                      f"Continue with --resume auto --checkpoint-dir {self.out_dir}.")
-        elif run.step > 0:
+        elif status != "nothing":
             best = f"{run.best_sm:.4f}" if math.isfinite(run.best_sm) else "n/a"
             self.log(f"Done: {run.epoch_progress:.4g} epochs, {run.step} steps, best validation S-measure {best}"
                      f"{' (time budget reached)' if status == 'budget' else ''}. Checkpoints in {self.out_dir}.")
