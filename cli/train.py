@@ -40,10 +40,8 @@ FLAG_TO_CONFIG: Dict[str, str] = {
     "pretrained_weights": "model.pretrained_weights",
     "skip_bad_samples": "data.skip_bad_samples",
     "precision": "train.precision",
+    "time_budget": "train.time_budget",
 }
-
-# Model fields that can change between a checkpoint and the resumed run without touching weights.
-_RESUME_FREE_MODEL_KEYS = {"use_flash_attn", "pretrained", "pretrained_weights"}
 
 
 def _load_defaults() -> Optional[Dict[str, Any]]:
@@ -83,21 +81,6 @@ def _resolve(config_file, flags, set_items, base=None) -> Dict[str, Any]:
         raise click.UsageError(str(exc)) from exc
 
 
-def _check_resume_model(config: Dict[str, Any], ckpt: Dict[str, Any], path) -> None:
-    saved = ckpt.get("model_config") or {}
-    diffs = [
-        f"model.{k}: checkpoint {saved[k]!r}, now {config['model'].get(k)!r}"
-        for k in sorted(saved)
-        if k not in _RESUME_FREE_MODEL_KEYS and k in config["model"] and config["model"][k] != saved[k]
-    ]
-    if diffs:
-        raise click.UsageError(
-            f"--resume {path}: the model settings differ from the checkpoint's, so its weights cannot be "
-            "loaded:\n  " + "\n  ".join(diffs) + "\nDrop these overrides, or start a new run in another "
-            "--checkpoint-dir."
-        )
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--dataset-path", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset folder (COD10K-v3, SINet-V2, CAMO, image/mask pairs...); repeat to combine. "
@@ -115,7 +98,13 @@ def _check_resume_model(config: Dict[str, Any], ckpt: Dict[str, Any], path) -> N
 @click.option("--weight-decay", type=float, help="AdamW weight decay " + _default("train.weight_decay") + ".")
 @click.option("--deep-supervision/--no-deep-supervision", default=None, help="Side-output losses " + _default("model.deep_supervision") + ".")
 @click.option("--use-ema/--no-ema", default=None, help="Keep EMA weights, validate and save them " + _default("train.use_ema") + ".")
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model (for GPUs: compiling takes minutes, much longer on CPU) " + _default("train.compile") + ".")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the model [default: on for CUDA devices, off on CPU; a failed compile falls back to eager].")
+@click.option("--time-budget", type=str, default=None,
+              help="Wall-time budget such as 8h30m, 90m or 240s: the schedule is sized to end, checkpoints written, "
+                   "inside it. With --resume: a new budget for this session (without it, the rest of the saved one).")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace an earlier run in --checkpoint-dir (otherwise a folder holding a run is refused).")
 @click.option("--device", type=str, help="auto, cpu, cuda, cuda:N " + _default("train.device") + ".")
 @click.option("--num-workers", type=int, help="DataLoader workers per process " + _default("data.num_workers") + ".")
 @click.option("--seed", type=int, help="Random seed " + _default("train.seed") + ".")
@@ -133,7 +122,8 @@ def _check_resume_model(config: Dict[str, Any], ckpt: Dict[str, Any], path) -> N
               help="YAML merged over configs/default.yaml.")
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
               help="Dotted override applied last, e.g. --set train.lr=0.001 (repeatable).")
-def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Optional[str], **flags: Any) -> None:
+def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Optional[str], overwrite: bool,
+          **flags: Any) -> None:
     """Train CamoXpert; writes last.pt, best.pt, config.yaml, metrics.jsonl and curves.png.
 
     \b
@@ -142,10 +132,16 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
       python train_ultimate.py train --dataset-path data/COD10K-v3 --dataset-path data/CAMO \\
           --config configs/cod10k.yaml --pretrained
       python train_ultimate.py train --resume auto         # continue a stopped run
+      python train_ultimate.py train --time-budget 8h30m   # sized to end inside a Kaggle session
       torchrun --nproc_per_node 2 train_ultimate.py train --config configs/cod10k.yaml ...
     """
-    from engine.checkpoint import CheckpointError, load_checkpoint
-    from engine.training.trainer import Trainer, TrainingDiverged, find_resume_checkpoint
+    import time
+
+    started = time.perf_counter()
+    from engine.checkpoint import CheckpointError
+    from engine.config import ConfigError
+    from engine.training.resume import find_resume_checkpoint, load_resume_checkpoint
+    from engine.training.trainer import Trainer, TrainingDiverged
 
     flags["compile"] = flags.pop("compile_")
     flags["dataset_path"] = list(flags["dataset_path"]) or None
@@ -161,15 +157,18 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
         click.echo(f"--resume auto: no last.pt in {config['train']['checkpoint_dir']}; starting a new run.")
     if resume_path is not None:
         try:
-            ckpt = load_checkpoint(resume_path)
+            ckpt = load_resume_checkpoint(resume_path)
         except CheckpointError as exc:
             raise click.ClickException(str(exc)) from exc
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
         # The checkpoint's settings replace the defaults; the file, flags and --set still win.
         config = _resolve(config_file, dotted, set_items, base=ckpt.get("config") or {})
-        _check_resume_model(config, ckpt, resume_path)
 
+    new_budget = flags.get("time_budget") is not None or any(i.startswith("train.time_budget=") for i in set_items)
+    trainer = Trainer(config, resume=ckpt, overwrite=overwrite, new_budget=new_budget, started_at=started)
     try:
-        result = _fit(Trainer(config, resume=ckpt))
+        result = _fit(trainer)
     except TrainingDiverged as exc:
         raise click.ClickException(str(exc)) from exc
     if result.status == "interrupted":

@@ -25,6 +25,8 @@ TINY_ARGS: List[str] = [
     "--set", "eval.batch_size=4",
     "--set", "train.warmup_steps=2",
     "--set", "train.log_every_steps=1",
+    "--set", "train.val_every_seconds=0",
+    "--set", "train.adapt_to_budget=false",  # keep stage 1 and the full augmentation (tested on their own)  # validate every epoch (tiny epochs would otherwise skip)
 ]
 
 

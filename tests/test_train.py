@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
+import engine.training.step as step_module
 from engine.training.trainer import Trainer
 from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli
 
@@ -41,7 +42,15 @@ def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
         assert (out / name).is_file(), name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in lines if "summary" not in r]
+    summary = lines[-1]["summary"]  # where the wall time went
+    assert summary["status"] == "completed" and summary["step"] == 2
+    parts = ("startup_s", "data_wait_s", "steps_s", "validation_s", "checkpoints_s", "other_s")
+    assert sum(summary[k] for k in parts) == pytest.approx(summary["total_s"], abs=0.01)
+    assert summary["images_trained"] == 2 * 4 and summary["images_per_wall_s"] > 0
+    assert json.loads((out / "run_summary.json").read_text())["total_s"] == summary["total_s"]
+    assert "Wall time" in result.output
     assert [r["epoch"] for r in records] == [1, 2]
     assert [r["stage"] for r in records] == [1, 2]  # backbone frozen in epoch 1, then fine-tuned
     for r in records:
@@ -50,7 +59,7 @@ def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
         assert r["val_source"] == "ema"
 
     last = load_ckpt(out / "last.pt")  # plain torch.load(weights_only=True)
-    assert CHECKPOINT_KEYS <= set(last)
+    assert CHECKPOINT_KEYS <= set(last) and last["kind"] == "training"
     assert last["epoch"] == 2 and last["step"] == 2 and last["batch_in_epoch"] == 0
     assert last["config"]["data"]["img_size"] == 64
     assert last["model_config"]["backbone"] == "edgenext_xx_small"
@@ -58,25 +67,37 @@ def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
     assert last["optimizer"]["state"], "optimizer moments are saved"
     best = load_ckpt(out / "best.pt")
     assert best["best_Sm"] == pytest.approx(max(r["val_Sm"] for r in records))
+    # best.pt: inference only (the EMA weights under "model"), no optimizer state
+    assert best["kind"] == "inference" and "optimizer" not in best and best["weights"] == "ema"
+    assert (out / "best.pt").stat().st_size < 0.6 * (out / "last.pt").stat().st_size
+    best_record = next(r for r in records if r["is_best"] and r["val_Sm"] == best["best_Sm"])
+    assert best["step"] == best_record["step"]
 
     # evaluate/predict rebuild the model from the checkpoint alone
     model = model_from_checkpoint(out / "best.pt")
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1, 64, 64)
-    assert "Epoch 2/2" in result.output and "S-measure" in result.output
+    assert "Epoch 2 step 2/2" in result.output and "S-measure" in result.output
+    assert "structure loss (main output) train" in result.output
+    # router health per MoE layer, shares of routing slots summing to 1
+    for r in records:
+        assert set(r["router"]) == {"stride16", "stride32"}
+        for stats in r["router"].values():
+            assert len(stats["share"]) == 7 and sum(stats["share"].values()) == pytest.approx(1.0, abs=1e-6)
+            assert stats["balance_loss"] >= 0
+    assert "Router stride16:" in (out / "train.log").read_text()
 
 
 def _stop_after(monkeypatch, step):
     """Deliver a real SIGTERM to this process right after optimizer step ``step``."""
-    original = Trainer._train_step
+    original = step_module.train_step
 
-    def train_step(self, batches, stop):
-        out = original(self, batches, stop)
-        if self.step == step:
+    def train_step(run, batches):
+        original(run, batches)
+        if run.step == step:
             os.kill(os.getpid(), signal.SIGTERM)
-        return out
 
-    monkeypatch.setattr(Trainer, "_train_step", train_step)
+    monkeypatch.setattr("engine.training.trainer.train_step", train_step)
 
 
 @pytest.mark.parametrize("accumulation, where", [(1, "mid-epoch"), (2, "epoch boundary")])
@@ -95,12 +116,12 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, 
     assert first.exit_code == 0, first.output
     assert "Stopped by SIGTERM" in first.output
     saved = load_checkpoint(run / "last.pt")
-    # the signal is acted on at the next update: position saved is one step later
-    assert saved["step"] == stop_step + 1
+    # a single process acts on the signal right after the update it arrived in
+    assert saved["step"] == stop_step
     if where == "mid-epoch":
-        assert saved["epoch"] == 0 and saved["batch_in_epoch"] == 2
+        assert saved["epoch"] == 0 and saved["batch_in_epoch"] == 1
     else:
-        assert saved["epoch"] == 1 and saved["batch_in_epoch"] == 0
+        assert saved["epoch"] == 0 and saved["batch_in_epoch"] == 2
 
     second = run_cli(["train", "--checkpoint-dir", str(run), "--resume", "auto"])  # settings from the checkpoint
     assert second.exit_code == 0, second.output
@@ -112,6 +133,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, 
     _assert_same_weights(a["ema"], b["ema"])
     ra = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
     rb = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ra, rb = ([r for r in rs if "summary" not in r] for rs in (ra, rb))
     assert [r["epoch"] for r in rb] == [1, 2]  # no duplicated epochs after resuming
     for x, y in zip(ra, rb):
         assert x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-6)
@@ -141,29 +163,29 @@ def test_resume_path_errors(tmp_path):
 
 def _nan_on(calls_to_poison):
     """A _forward_loss that returns NaN on the given (0-based) calls."""
-    original = Trainer._forward_loss
+    original = step_module.forward_loss
     counter = {"n": 0}
 
-    def forward_loss(self, batch):
-        terms = original(self, batch)
+    def forward_loss(*args):
+        terms, out = original(*args)
         i = counter["n"]
         counter["n"] += 1
         if calls_to_poison is None or i in calls_to_poison:
             terms = dict(terms, loss=terms["loss"] * float("nan"))
-        return terms
+        return terms, out
 
     return forward_loss
 
 
 def test_nonfinite_steps_are_skipped_and_counted(tiny_data, tmp_path, monkeypatch):
     # batch 2: 3 steps per epoch; poison the second step of epoch 1 and the first of epoch 2
-    monkeypatch.setattr(Trainer, "_forward_loss", _nan_on({1, 3}))
+    monkeypatch.setattr(step_module, "forward_loss", _nan_on({1, 3}))
     out = tmp_path / "run"
     result = run_cli(_args(tiny_data, out, "--batch-size", "2"))
     assert result.exit_code == 0, result.output
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][:-1]
     assert records[-1]["nonfinite_steps"] == 2
-    assert [r["skipped_steps_epoch"] for r in records] == [1, 1]
+    assert [r["skipped_steps"] for r in records] == [1, 1]
     assert all(math.isfinite(r["train_loss"]) for r in records)
     last = load_ckpt(out / "last.pt")
     assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
@@ -171,7 +193,7 @@ def test_nonfinite_steps_are_skipped_and_counted(tiny_data, tmp_path, monkeypatc
 
 
 def test_repeated_nonfinite_steps_stop_with_checkpoint(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(Trainer, "_forward_loss", _nan_on(None))
+    monkeypatch.setattr(step_module, "forward_loss", _nan_on(None))
     out = tmp_path / "run"
     result = run_cli(_args(tiny_data, out, "--batch-size", "2", "--set", "train.max_nonfinite_steps=3"))
     assert result.exit_code == 1

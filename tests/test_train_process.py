@@ -101,6 +101,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert log.count("Done: 2 epochs") == 1  # rank 0 alone logs
     assert "Grad strides" not in log
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "summary" in records.pop()
     assert [r["stage"] for r in records] == [1, 2]
     # 9 training images over 2 ranks (5 each after DistributedSampler padding), batch 2: 2 steps per epoch
     assert [r["step"] for r in records] == [2, 4]

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from engine.training.rng import derive_seed
 
-__all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "resolve_dataset_paths"]
+__all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "light_augment", "resolve_dataset_paths"]
 
 
 class DataError(ValueError):
@@ -29,15 +29,23 @@ class DataError(ValueError):
 class SeededAugmentDataset(Dataset):
     """Wraps a dataset whose ``transform`` is an albumentations pipeline; seeds it per sample.
 
+    Items are looked up by plain index (the epoch set with :meth:`set_epoch`) or by an
+    ``(epoch, index, light)`` key from :class:`~engine.training.loaders.RunBatchSampler`, which
+    reaches persistent worker processes where :meth:`set_epoch` would not.
+
     Args:
         dataset: a :class:`datasets.CODDataset` (anything with ``transform`` and ``__getitem__``).
         seed: run seed.
+        light_transform: the pipeline used for keys with ``light`` set (short runs); None: the
+            full one.
     """
 
-    def __init__(self, dataset: Dataset, seed: int):
+    def __init__(self, dataset: Dataset, seed: int, light_transform: Any = None):
         self.dataset = dataset
         self.seed = int(seed)
         self.epoch = 0
+        self.full_transform = getattr(dataset, "transform", None)
+        self.light_transform = light_transform
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (call before creating the epoch's iterator)."""
@@ -46,10 +54,15 @@ class SeededAugmentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        transform = getattr(self.dataset, "transform", None)
+    def __getitem__(self, key) -> Dict[str, Any]:
+        if isinstance(key, (tuple, list)):
+            epoch, index, light = int(key[0]), int(key[1]), bool(key[2])
+        else:
+            epoch, index, light = self.epoch, int(key), False
+        transform = self.light_transform if light and self.light_transform is not None else self.full_transform
+        self.dataset.transform = transform
         if transform is not None and hasattr(transform, "set_random_state"):
-            s = derive_seed(self.seed, self.epoch, index)
+            s = derive_seed(self.seed, epoch, index)
             # One generator pair shared by all ops (per-op equal seeds would correlate them).
             transform.set_random_state(np.random.default_rng(s), random.Random(s))
         return self.dataset[index]
@@ -72,6 +85,12 @@ class TrainData:
     sources: List[Path]
     n_skipped: int = 0
     report: str = ""
+
+
+def light_augment(augment: Mapping[str, Any]) -> Dict[str, Any]:
+    """The augmentation of short runs: the configured flips only (crops, rotations and colour
+    changes off), which a run of a few thousand steps learns from faster."""
+    return {**augment, "crop_p": 0.0, "rotate_p": 0.0, "color_p": 0.0}
 
 
 def resolve_dataset_paths(data_cfg: Mapping[str, Any], progress: bool = True) -> List[Path]:
@@ -154,9 +173,11 @@ def build_train_data(
     train, val = split_train_val(samples, val_fraction=data_cfg["val_fraction"], seed=data_cfg["split_seed"])
     img_size = data_cfg["img_size"]
     cache = img_size if data_cfg.get("cache") else None
-    train_ds = CODDataset(train, build_train_transform(img_size, data_cfg.get("augment") or None), cache_size=cache)
+    augment = dict(data_cfg.get("augment") or {})
+    train_ds = CODDataset(train, build_train_transform(img_size, augment or None), cache_size=cache)
+    light = build_train_transform(img_size, light_augment(augment))
     val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache)
     log(f"Data: {len(train)} training and {len(val)} validation images (held out from training data).")
     return TrainData(
-        SeededAugmentDataset(train_ds, seed), val_ds, paths, n_skipped, "" if report.ok else report.format()
+        SeededAugmentDataset(train_ds, seed, light), val_ds, paths, n_skipped, "" if report.ok else report.format()
     )

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -13,9 +13,12 @@ __all__ = ["ModelEma"]
 class ModelEma:
     """EMA copy of a model: ``ema = d * ema + (1 - d) * weights`` after every optimizer step.
 
-    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` so that the average is not
-    dominated by the random initial weights in short runs. Floating-point buffers (BatchNorm
-    running statistics) are averaged too; integer buffers are copied.
+    The update is one fused ``torch._foreach_lerp_`` over all floating-point tensors (as in
+    timm's ``ModelEmaV3``) instead of one kernel per tensor. The decay warms up as
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that short runs are not dominated
+    by the random initial weights: 0.5 after 8 updates, 0.99 after about 900, 0.999 after
+    about 9000. Floating-point buffers (BatchNorm running statistics) are averaged too;
+    integer buffers are copied.
 
     Args:
         model: the (unwrapped, uncompiled) model to track.
@@ -28,22 +31,52 @@ class ModelEma:
             p.requires_grad_(False)
         self.decay = float(decay)
         self.num_updates = 0
+        self._pairs: Optional[Tuple[int, List[torch.Tensor], List[torch.Tensor], List[Tuple[torch.Tensor, torch.Tensor]]]] = None
 
     def current_decay(self) -> float:
         """Decay used by the next update."""
         return min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
 
+    def _tensors(self, model: nn.Module):
+        # The tensor lists are built once per source model: parameters and buffers are updated
+        # in place by the optimizer and BatchNorm, so the same tensors stay valid.
+        if self._pairs is None or self._pairs[0] != id(model):
+            ema_state = self.module.state_dict(keep_vars=True)
+            dst, src, ints = [], [], []
+            for name, value in model.state_dict(keep_vars=True).items():
+                target = ema_state[name].data
+                value = value.data
+                if target.dtype.is_floating_point:
+                    dst.append(target)
+                    src.append(value)
+                else:
+                    ints.append((target, value))
+            self._pairs = (id(model), dst, src, ints)
+        return self._pairs[1:]
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Fold the current weights of ``model`` into the average."""
-        d = self.current_decay()
-        ema_state = self.module.state_dict()
-        for name, value in model.state_dict().items():
-            target = ema_state[name]
-            if target.dtype.is_floating_point:
-                target.lerp_(value.to(target.dtype), 1.0 - d)
-            else:
-                target.copy_(value)
+    def update(self, model: nn.Module, apply: Optional[torch.Tensor] = None) -> None:
+        """Fold the current weights of ``model`` into the average.
+
+        Args:
+            model: the model whose weights to fold in (same architecture).
+            apply: optional 0-dim float tensor, 1 to update and 0 to leave the average as it is
+                (a skipped optimizer step), decided on the device without a host sync.
+        """
+        dst, src, ints = self._tensors(model)
+        weight = 1.0 - self.current_decay()
+        if apply is not None:
+            weight = apply.to(dst[0].device, torch.float32) * weight if dst else weight
+        if dst:
+            if any(s.dtype != d.dtype for s, d in zip(src, dst)):
+                src = [s.to(d.dtype) for s, d in zip(src, dst)]
+            try:
+                torch._foreach_lerp_(dst, src, weight)
+            except (RuntimeError, TypeError):  # torch builds without the 0-dim tensor weight overload
+                diffs = torch._foreach_sub(src, dst)
+                torch._foreach_add_(dst, torch._foreach_mul(diffs, weight))
+        for target, value in ints:
+            target.copy_(value)
         self.num_updates += 1
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
@@ -54,7 +87,3 @@ class ModelEma:
         """Restore averaged weights and the update count."""
         self.module.load_state_dict(state)
         self.num_updates = int(num_updates)
-
-    def extra_state(self) -> Dict[str, Any]:
-        """Counters to save next to the weights."""
-        return {"num_updates": self.num_updates, "decay": self.decay}

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-__all__ = ["RunReporter", "plot_curves", "read_metrics"]
+__all__ = ["RunReporter", "fmt_loss", "plot_curves", "read_metrics", "router_line"]
 
 
 def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
@@ -32,9 +32,37 @@ def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
     return records
 
 
+def fmt_loss(value: Optional[float]) -> str:
+    """A loss for a log line (``n/a`` when every step of the interval was skipped)."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def router_line(router: Mapping[str, Any]) -> str:
+    """One log line of router health: each MoE layer's expert shares and balance loss."""
+    parts = []
+    for layer, stats in router.items():
+        shares = " ".join(f"{name} {100 * v:.0f}%" for name, v in stats["share"].items() if v is not None)
+        bal = stats.get("balance_loss")
+        parts.append(f"{layer}: {shares}" + (f" (balance loss {bal:.4f})" if bal is not None else ""))
+    return "Router " + "; ".join(parts)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _series(records, key):
     xs, ys = [], []
     for r in records:
+        if "epoch" not in r:
+            continue
         v = r.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
             xs.append(r["epoch"])
@@ -93,15 +121,15 @@ class RunReporter:
     Args:
         out_dir: the checkpoint directory.
         enabled: False on ranks other than 0 (every method becomes a no-op).
-        completed_epochs: on resume, records of later epochs (1-based) are dropped from
-            ``metrics.jsonl``: they are about to be produced again.
+        resume_step: on resume, records of later optimizer steps (and summaries of earlier
+            sessions) are dropped from ``metrics.jsonl``: they are about to be produced again.
         tensorboard: write TensorBoard scalars when ``torch.utils.tensorboard`` imports.
         plot_interval_s: redraw ``curves.png`` after an epoch only when the last drawing is at
             least this old (drawing takes about a second on a small CPU); :meth:`close` always
             draws what is pending.
     """
 
-    def __init__(self, out_dir: os.PathLike, enabled: bool = True, completed_epochs: int = 0,
+    def __init__(self, out_dir: os.PathLike, enabled: bool = True, resume_step: int = 0,
                  tensorboard: bool = True, plot_interval_s: float = 30.0):
         self.out_dir = Path(out_dir)
         self.enabled = enabled
@@ -113,10 +141,11 @@ class RunReporter:
         self.plot_interval_s = float(plot_interval_s)
         self._last_plot = time.monotonic()
         self._plot_pending = False
+        self._bar: Any = _NoBar()
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.records = [r for r in read_metrics(self.metrics_path) if r.get("epoch", 0) <= completed_epochs]
+        self.records = [r for r in read_metrics(self.metrics_path) if "summary" not in r and r.get("step", 0) <= resume_step]
         self._rewrite()
         if tensorboard:
             try:
@@ -146,14 +175,32 @@ class RunReporter:
         with open(self.log_path, "a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
-    def scalars(self, values: Mapping[str, float], step: int) -> None:
-        """Per-step scalars (TensorBoard only)."""
-        if self.enabled and self._tb is not None:
-            for key, value in values.items():
-                self._tb.add_scalar(key, value, step)
+    def progress_bar(self, run: Any, show: bool) -> Any:
+        """A tqdm bar over the run's optimizer steps (a do-nothing bar when hidden)."""
+        if self.enabled and show:
+            from tqdm.auto import tqdm
 
-    def epoch_end(self, record: Mapping[str, Any]) -> None:
-        """Append one epoch's record to ``metrics.jsonl`` and redraw ``curves.png``."""
+            self._bar = tqdm(total=run.schedule.total_steps, initial=run.step, desc="train", unit="step",
+                             dynamic_ncols=True, mininterval=1.0, file=sys.stdout, leave=True)
+        return self._bar
+
+    def step_scalars(self, run: Any, window: Mapping[str, Any], bar: Any) -> None:
+        """Every ``log_every_steps``: the mean losses since the last call to the bar and TensorBoard."""
+        if not self.enabled:
+            return
+        if self._bar.__class__ is not _NoBar:
+            self._bar.total = run.schedule.total_steps  # a time budget may have resized the run
+            elapsed = run.clock.seconds["steps"] + run.clock.seconds["data_wait"]
+            bar.set_postfix(loss=fmt_loss(window.get("main")), lr=f"{run.head_lr():.2e}",
+                            img_s=f"{run.images_trained / max(elapsed, 1e-9):.1f}", refresh=False)
+        if self._tb is not None:
+            for key in ("loss", "main"):
+                if window.get(key) is not None:
+                    self._tb.add_scalar(f"train/{'loss' if key == 'loss' else 'main_loss'}", window[key], run.step)
+            self._tb.add_scalar("train/lr", run.last_lr, run.step)
+
+    def validation(self, record: Mapping[str, Any], run: Any) -> None:
+        """Append a validation record to ``metrics.jsonl``, log it, draw curves, TensorBoard."""
         if not self.enabled:
             return
         record = dict(record)
@@ -164,11 +211,47 @@ class RunReporter:
         self._plot_pending = True
         if time.monotonic() - self._last_plot >= self.plot_interval_s:
             self.plot()
+        img_s = run.images_trained / max(run.clock.seconds["steps"] + run.clock.seconds["data_wait"], 1e-9)
+        self.log(
+            f"Epoch {record['epoch']} step {record['step']}/{run.schedule.total_steps}: structure loss (main output) "
+            f"train {fmt_loss(record['train_main_loss'])} val {fmt_loss(record['val_loss'])} | total train loss "
+            f"{fmt_loss(record['train_loss'])} | S-measure {record['val_Sm']:.4f}  MAE {record['val_MAE']:.4f} "
+            f"(n={record['val_n']}){'  * best' if record['is_best'] else ''} | {img_s:.1f} img/s"
+        )
+        if record.get("val_nonfinite"):
+            self.log(f"Warning: {record['val_nonfinite']} validation image(s) had NaN/inf predictions (scored as 0.5).")
+        if record.get("router"):
+            self.log(router_line(record["router"]))
         if self._tb is not None:
+            step = record["step"]
             for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
-                    self._tb.add_scalar(f"epoch/{key}", value, record["epoch"])
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                    self._tb.add_scalar(f"val/{key}" if key.startswith("val_") else f"interval/{key}", value, step)
+            for layer, stats in (record.get("router") or {}).items():
+                for expert, share in stats["share"].items():
+                    if share is not None:
+                        self._tb.add_scalar(f"router/{layer}/{expert}", share, step)
+                if stats.get("balance_loss") is not None:
+                    self._tb.add_scalar(f"router/{layer}/balance_loss", stats["balance_loss"], step)
             self._tb.flush()
+
+    def summary(self, summary: Mapping[str, Any], status: str, step: int) -> None:
+        """Where the wall time went: printed, appended to ``metrics.jsonl`` and written to
+        ``run_summary.json``."""
+        if not self.enabled:
+            return
+        self._bar.close()
+        payload = {"status": status, "step": step, **summary}
+        with open(self.metrics_path, "a") as fh:
+            fh.write(json.dumps({"summary": payload}) + "\n")
+        tmp = self.out_dir / ".run_summary.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, self.out_dir / "run_summary.json")
+        total = max(summary["total_s"], 1e-9)
+        parts = ", ".join(f"{k[:-2].replace('_', ' ')} {summary[k]:.1f} s ({100 * summary[k] / total:.0f}%)"
+                          for k in ("startup_s", "data_wait_s", "steps_s", "validation_s", "checkpoints_s", "other_s"))
+        self.log(f"Wall time {summary['total_s']:.1f} s: {parts}. {summary['images_trained']} images trained, "
+                 f"{summary['images_per_wall_s']:.1f} img per wall second.")
 
     def plot(self) -> None:
         """Redraw ``curves.png`` now."""
@@ -179,6 +262,7 @@ class RunReporter:
 
     def close(self) -> None:
         """Draw pending curves and flush TensorBoard."""
+        self._bar.close()
         if self._plot_pending:
             self.plot()
         if self._tb is not None:

@@ -46,9 +46,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999),
                     device_type: str = "cpu") -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` (fused kernel on CUDA)."""
-    extra = {"fused": True} if device_type == "cuda" else {}
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), **extra)
+    """AdamW over :func:`param_groups`, the fused kernel where torch has it (CUDA, and CPU since
+    torch 2.4): one kernel for all parameters, and it can skip a non-finite step on the device."""
+    try:
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
 
 
 class TwoStageSchedule:
@@ -123,9 +126,17 @@ class TwoStageSchedule:
         """Current learning rate of each group."""
         return [g["lr"] for g in self.optimizer.param_groups]
 
+    def resize(self, total_steps: int, stage1_steps: int, warmup_steps: int) -> None:
+        """Change the run's length (a time budget sized it) and re-apply the current rates."""
+        self.total_steps = max(1, int(total_steps))
+        self.stage1_steps = max(0, min(int(stage1_steps), self.total_steps))
+        self.warmup_steps = max(0, int(warmup_steps))
+        self._apply()
+
     def state_dict(self) -> Dict[str, int]:
-        """Plain state (the schedule itself is rebuilt from the config)."""
-        return {"step_count": self.step_count}
+        """Plain state: the step, and the sizes (restored by a run that continues a time budget)."""
+        return {"step_count": self.step_count, "total_steps": self.total_steps, "stage1_steps": self.stage1_steps,
+                "warmup_steps": self.warmup_steps}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         """Restore the step and re-apply its learning rates."""

@@ -38,12 +38,16 @@ def validate(
         edge_weight: structure-loss boundary emphasis.
 
     Returns:
-        ``{"n", "Sm", "MAE", "loss"}`` over all ranks (NaN when the split is empty).
+        ``{"n", "Sm", "MAE", "loss", "nonfinite"}`` over all ranks (NaN when the split is
+        empty). Images whose prediction holds NaN/inf (a diverging model) are scored with those
+        values replaced (NaN by 0.5 probability, inf by a saturated logit) and counted in
+        ``nonfinite``, so validation never crashes on them.
     """
     was_training = model.training
     model.eval()
     metrics = CODMetrics(measures=("Sm", "MAE"))
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    nonfinite = torch.zeros((), dtype=torch.float64, device=device)
     autocast = autocast_context(device, amp_dtype)
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
@@ -51,18 +55,19 @@ def validate(
         with autocast:
             logits = model(images)
         logits = logits.float()
-        loss_sum += structure_loss(logits, masks, edge_kernel, edge_weight).item() * images.shape[0]
+        nonfinite += (~torch.isfinite(logits)).flatten(1).any(dim=1).sum()
+        logits = torch.nan_to_num(logits, nan=0.0, posinf=30.0, neginf=-30.0)
+        loss_sum += structure_loss(logits, masks, edge_kernel, edge_weight).double() * images.shape[0]
         probs = torch.sigmoid(logits).cpu()  # (B, 1, H, W)
         for prob, gt in zip(probs, masks.cpu()):
             metrics.update(prob[0], gt[0])
     sums = metrics.partial_sums()
-    reduced = torch.tensor([sums["n"], sums["Sm"], sums["MAE"], loss_sum], dtype=torch.float64)
-    if device.type == "cuda":
-        reduced = reduced.to(device)  # NCCL reduces GPU tensors only
+    reduced = torch.tensor([sums["n"], sums["Sm"], sums["MAE"], 0.0, 0.0], dtype=torch.float64, device=device)
+    reduced[3:] = torch.stack([loss_sum, nonfinite])  # NCCL reduces GPU tensors only: all on the device
     all_reduce_sum(reduced)
-    n, sm, mae, loss = reduced.tolist()
+    n, sm, mae, loss, bad = reduced.tolist()
     model.train(was_training)
     if n == 0:
         nan = float("nan")
-        return {"n": 0, "Sm": nan, "MAE": nan, "loss": nan}
-    return {"n": int(n), "Sm": sm / n, "MAE": mae / n, "loss": loss / n}
+        return {"n": 0, "Sm": nan, "MAE": nan, "loss": nan, "nonfinite": 0}
+    return {"n": int(n), "Sm": sm / n, "MAE": mae / n, "loss": loss / n, "nonfinite": int(bad)}

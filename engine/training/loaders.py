@@ -1,0 +1,119 @@
+"""DataLoaders of a run: one persistent training loader for the whole run, one for validation.
+
+The training loader is created once. Its batch sampler walks through the epochs itself and
+yields ``(epoch, index, light)`` keys, so worker processes stay alive across epochs, prefetch
+across epoch boundaries, and still know which epoch's augmentation draws to make (a
+:class:`~engine.training.data.SeededAugmentDataset` seeds each sample from its key). Starting
+at ``(epoch, batch)`` gives exactly the batches an uninterrupted run would see next.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from engine.training.sampling import ResumableDistributedSampler
+
+__all__ = ["RunBatchSampler", "RunLoaders", "build_loaders"]
+
+
+class RunBatchSampler(Sampler[List[Tuple[int, int, bool]]]):
+    """Batches of ``(epoch, index, light)`` keys over every epoch of a run, endlessly.
+
+    Each epoch is shuffled as :class:`ResumableDistributedSampler` shuffles it (seed + epoch,
+    this rank's share) and cut into ``batch_size`` batches, the incomplete last one dropped.
+
+    Args:
+        sampler: the per-epoch index sampler of this rank.
+        batch_size: images per batch.
+        start_epoch: first epoch to yield.
+        start_batch: batches of ``start_epoch`` to skip.
+
+    Attributes:
+        light: set to True to ask for the light augmentation from the next batch drawn on.
+    """
+
+    def __init__(self, sampler: ResumableDistributedSampler, batch_size: int, start_epoch: int = 0,
+                 start_batch: int = 0):
+        self.sampler = sampler
+        self.batch_size = int(batch_size)
+        self.start_epoch = int(start_epoch)
+        self.start_batch = int(start_batch)
+        self.light = False
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full batches per epoch on this rank."""
+        return self.sampler.num_samples // self.batch_size
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int, bool]]]:
+        epoch, skip = self.start_epoch, self.start_batch
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.sampler.set_start_index(0)
+            order = list(self.sampler)
+            for b in range(skip, self.batches_per_epoch):
+                chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
+                yield [(epoch, i, self.light) for i in chunk]
+            epoch, skip = epoch + 1, 0
+
+    def __len__(self) -> int:  # endless; DataLoader only needs a number for its own len()
+        return 2**62
+
+
+@dataclass
+class RunLoaders:
+    """Loaders of one run.
+
+    Attributes:
+        train: endless training loader (iterate once for the whole run).
+        batch_sampler: its batch sampler (epoch bookkeeping, light augmentation switch).
+        val: validation loader over this rank's share of the held-out images.
+        batches_per_epoch: training batches per epoch and rank.
+    """
+
+    train: DataLoader
+    batch_sampler: RunBatchSampler
+    val: DataLoader
+    batches_per_epoch: int
+
+
+def _worker_init_fn() -> Optional[Callable[[int], None]]:
+    try:
+        from datasets import worker_init_fn
+
+        return worker_init_fn  # one OpenCV thread per worker
+    except ImportError:
+        return None
+
+
+def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, eval_batch_size: int, num_workers: int,
+                  seed: int, rank: int, world_size: int, pin_memory: bool, start_epoch: int = 0,
+                  start_batch: int = 0, prefetch_factor: int = 4) -> RunLoaders:
+    """Build the run's loaders (see the module docstring).
+
+    Raises:
+        ValueError: fewer training images per process than one batch.
+    """
+    sampler = ResumableDistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    batches = RunBatchSampler(sampler, batch_size, start_epoch, start_batch)
+    if batches.batches_per_epoch < 1:
+        raise ValueError(
+            f"train.batch_size={batch_size} is larger than the {sampler.num_samples} training images per process "
+            f"({len(train_set)} in all, {world_size} process(es)): lower --batch-size."
+        )
+    workers = int(num_workers)
+    extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if workers > 0 else {}
+    # The generator keeps the loader from drawing its worker seed from the global torch RNG,
+    # whose state (router noise) is saved and restored on resume.
+    gen = torch.Generator().manual_seed(seed + 7919 * rank)
+    train = DataLoader(train_set, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
+                       generator=gen, worker_init_fn=_worker_init_fn(), **extra)
+    val_idx = list(range(rank, len(val_set), world_size))  # each rank scores its own shard, no padding
+    val_workers = min(workers, 2)  # validation is short; two workers keep up without doubling the memory
+    val = DataLoader(Subset(val_set, val_idx), batch_size=eval_batch_size, shuffle=False, num_workers=val_workers,
+                     pin_memory=pin_memory, worker_init_fn=_worker_init_fn(),
+                     **(dict(persistent_workers=True) if val_workers > 0 else {}))
+    return RunLoaders(train, batches, val, batches.batches_per_epoch)

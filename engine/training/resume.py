@@ -1,0 +1,274 @@
+"""Saving a run, resuming it, and the checks that keep runs apart.
+
+The one place for:
+
+* ``last.pt`` (everything to continue exactly: weights, EMA, optimizer, schedule, scaler, RNG
+  states, position, budget) and ``best.pt`` (only what inference needs: the validated weights,
+  the model and run config, the record that made it best);
+* the order of writes: best.pt, then the metrics record, then last.pt, each atomic, so a kill
+  between two writes loses nothing a resumed run relies on;
+* resuming: finding the checkpoint, refusing a model that does not match it, restoring state;
+* run folders: a new run never writes into a folder that holds another run's files unless
+  told to (``overwrite``), and temporary files of killed writes are removed.
+
+Both ``train_ultimate.py train`` and Python callers of :class:`~engine.training.trainer.Trainer`
+go through these functions, so the same checks run for both.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_state_dict_prefixes
+from engine.config import ConfigError
+from engine.distributed import all_gather_objects
+from engine.training.rng import capture_rng_state, restore_rng_state
+from engine.training.state import RunState
+
+__all__ = [
+    "RUN_FILES",
+    "ResumeError",
+    "RunFolderError",
+    "check_model_matches",
+    "find_resume_checkpoint",
+    "load_resume_checkpoint",
+    "prepare_run_folder",
+    "restore_run",
+    "save_best",
+    "save_last",
+]
+
+PathLike = Union[str, os.PathLike]
+
+# Files and folders a run writes into its checkpoint folder (removed by ``overwrite``).
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "curves.png", "train.log", "run_summary.json",
+             "tensorboard")
+# Their presence means the folder holds a run.
+_RUN_MARKERS = ("last.pt", "best.pt", "metrics.jsonl")
+# Model fields that can change between a checkpoint and the resumed run without touching weights.
+RESUME_FREE_MODEL_KEYS = {"use_flash_attn", "pretrained", "pretrained_weights"}
+
+
+class ResumeError(ConfigError):
+    """The checkpoint cannot continue this run (different model, inference-only file)."""
+
+
+class RunFolderError(ConfigError):
+    """The checkpoint folder holds another run."""
+
+
+def find_resume_checkpoint(resume: Optional[str], checkpoint_dir: PathLike) -> Optional[Path]:
+    """Resolve ``--resume``: a path, ``auto`` (``last.pt`` of the checkpoint dir if present), or None.
+
+    Raises:
+        FileNotFoundError: an explicit path that does not exist.
+    """
+    if not resume:
+        return None
+    if resume == "auto":
+        last = Path(checkpoint_dir) / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file.")
+    return path
+
+
+def load_resume_checkpoint(resume: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
+    """Load a checkpoint to continue from (weights-only load; see :func:`engine.checkpoint.load_checkpoint`).
+
+    Raises:
+        CheckpointError: unreadable or unsafe file.
+        ResumeError: an inference-only file (best.pt), which holds no optimizer state.
+    """
+    ckpt = dict(resume) if isinstance(resume, Mapping) else load_checkpoint(resume)
+    if ckpt.get("kind") == "inference" or "optimizer" not in ckpt:
+        where = resume if not isinstance(resume, Mapping) else "the checkpoint"
+        raise ResumeError(
+            f"--resume {where}: this file holds inference weights only (best.pt), not the optimizer and "
+            f"schedule a run continues from. Resume from last.pt in the same folder (--resume auto)."
+        )
+    return ckpt
+
+
+def check_model_matches(config: Mapping[str, Any], ckpt: Mapping[str, Any], path: Any = "the checkpoint") -> None:
+    """Refuse to resume when the configured model differs from the checkpoint's.
+
+    Raises:
+        ResumeError: listing every differing ``model.*`` value and the fix.
+    """
+    saved = ckpt.get("model_config") or {}
+    diffs = [
+        f"model.{k}: checkpoint {saved[k]!r}, now {config['model'].get(k)!r}"
+        for k in sorted(saved)
+        if k not in RESUME_FREE_MODEL_KEYS and k in config["model"] and config["model"][k] != saved[k]
+    ]
+    if diffs:
+        raise ResumeError(
+            f"--resume {path}: the model settings differ from the checkpoint's, so its weights cannot be "
+            "loaded:\n  " + "\n  ".join(diffs) + "\nDrop these overrides, or start a new run in another "
+            "--checkpoint-dir."
+        )
+
+
+def prepare_run_folder(out_dir: PathLike, resuming: bool, overwrite: bool, is_main: bool = True,
+                       log: Callable[[str], None] = print) -> None:
+    """Make ``out_dir`` ready for a run.
+
+    Args:
+        out_dir: the checkpoint folder.
+        resuming: this run continues the folder's run (or another checkpoint).
+        overwrite: delete an earlier run's files first.
+        is_main: rank 0 (the only one that deletes).
+        log: where to say what was removed.
+
+    Raises:
+        RunFolderError: a new run into a folder holding a run, without ``overwrite``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--checkpoint-dir {out} is a file, not a folder: pass a folder path.")
+    found = [name for name in _RUN_MARKERS if (out / name).exists()]
+    if found and not resuming and not overwrite:
+        raise RunFolderError(
+            f"{out} already holds a run ({', '.join(found)}). Use --resume auto to continue it, --overwrite to "
+            f"replace it, or another --checkpoint-dir."
+        )
+    if not is_main or not out.is_dir():
+        return
+    if found and overwrite and not resuming:
+        for name in RUN_FILES:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        log(f"--overwrite: removed the earlier run's files from {out}.")
+    # Temporary files of writes that a kill interrupted (the real files are intact).
+    for tmp in list(out.glob(".last.pt.*.tmp")) + list(out.glob(".best.pt.*.tmp")):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _rng_states() -> list:
+    # Collective: every rank calls it at the same point.
+    return all_gather_objects(capture_rng_state())
+
+
+def save_last(run: RunState, out_dir: PathLike, config: Mapping[str, Any], is_main: bool) -> None:
+    """Write last.pt: the full state (collective: every rank calls it)."""
+    rng = _rng_states()
+    if not is_main:
+        return
+    state = {
+        "kind": "training",
+        "model_config": run.model.config.to_dict(),
+        "model": strip_state_dict_prefixes(run.model.state_dict()),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "ema_updates": run.ema.num_updates if run.ema is not None else 0,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "epoch": int(run.epoch),
+        "step": int(run.step),
+        "batch_in_epoch": int(run.batch_in_epoch),
+        "batch_size": run.batch_size,
+        "accumulation_steps": run.accumulation,
+        "world_size": run.runtime.ctx.world_size,
+        "rng": rng,
+        "config": dict(config),
+        "metrics": dict(run.history[-1]) if run.history else {},
+        "best_Sm": float(run.best_sm),
+        "nonfinite_steps": int(run.nonfinite_steps),
+        "meters": run.meters.state_dict(),
+        "light_augment": bool(run.light_augment),
+        "budget": {**run.budget.state_dict(), "planned": bool(run.planned)},
+    }
+    save_checkpoint(state, Path(out_dir) / "last.pt")
+
+
+def save_best(run: RunState, out_dir: PathLike, config: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+    """Write best.pt (rank 0): the validated weights (EMA when used), configs and the record."""
+    state = {
+        "kind": "inference",
+        "model_config": run.model.config.to_dict(),
+        "model": strip_state_dict_prefixes(run.eval_model().state_dict()),
+        "ema": None,
+        "weights": "ema" if run.ema is not None else "model",
+        "epoch": record.get("epoch"),
+        "step": int(run.step),
+        "config": dict(config),
+        "metrics": dict(record),
+        "best_Sm": float(record["val_Sm"]),
+    }
+    save_checkpoint(state, Path(out_dir) / "best.pt")
+
+
+def _best_on_disk(out_dir: Path) -> float:
+    """The S-measure best.pt in ``out_dir`` was saved for (-inf without a readable best.pt)."""
+    path = out_dir / "best.pt"
+    if not path.is_file():
+        return -math.inf
+    try:
+        return float(load_checkpoint(path).get("best_Sm", -math.inf))
+    except CheckpointError:
+        return -math.inf
+
+
+def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
+                log: Callable[[str], None]) -> Tuple[int, int]:
+    """Load a last.pt into ``run``.
+
+    The best score comes from the best.pt that exists in ``out_dir`` (not from last.pt), so a
+    kill between the two writes never leaves a score without its weights. Returns the
+    ``(epoch, batch)`` to continue from: the saved position when batch size, accumulation and
+    world size are unchanged, else the start of the interrupted epoch.
+    """
+    rt = run.runtime
+    run.model.load_state_dict(strip_state_dict_prefixes(ckpt["model"]))
+    if run.ema is not None:
+        if ckpt.get("ema") is not None:
+            run.ema.load_state_dict(strip_state_dict_prefixes(ckpt["ema"]), ckpt.get("ema_updates", 0))
+        else:  # EMA switched on at resume: start it from the current weights
+            run.ema.load_state_dict(run.model.state_dict(), 0)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scheduler") is not None:
+        run.schedule.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.step = int(ckpt.get("step", 0))
+    run.epoch = int(ckpt.get("epoch", 0))
+    run.nonfinite_steps = int(ckpt.get("nonfinite_steps", 0))
+    run.best_sm = _best_on_disk(Path(out_dir))
+    run.light_augment = bool(ckpt.get("light_augment", False))
+    changes = []
+    for key, now in (("world_size", rt.ctx.world_size), ("batch_size", run.batch_size),
+                     ("accumulation_steps", run.accumulation)):
+        before = ckpt.get(key, now)
+        if before != now:
+            changes.append(f"{key.replace('_', ' ')} {before} -> {now}")
+    batch = int(ckpt.get("batch_in_epoch", 0))
+    if changes and batch:
+        batch = 0
+        changes.append("the interrupted epoch restarts from its beginning")
+    if batch >= run.batches_per_epoch:
+        run.epoch, batch = run.epoch + 1, 0
+    run.batch_in_epoch = batch
+    if batch and ckpt.get("meters") is not None:
+        run.meters.load_state_dict(ckpt["meters"])
+    rng = ckpt.get("rng")
+    if isinstance(rng, list) and len(rng) == rt.ctx.world_size:
+        restore_rng_state(rng[rt.ctx.rank])
+    else:
+        changes.append("random streams re-seeded")
+    if changes:
+        log("Note: resumed with " + "; ".join(changes) + ".")
+    where = f"epoch {run.epoch + 1}" + (f", batch {batch}" if batch else "")
+    best = f"{run.best_sm:.4f}" if math.isfinite(run.best_sm) else "none yet"
+    log(f"Resumed at {where} (step {run.step}, best S-measure {best}).")
+    return run.epoch, batch

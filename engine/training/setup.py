@@ -1,0 +1,210 @@
+"""Building a run: runtime (device, processes, precision), data, model and optimizer state.
+
+Everything a :class:`~engine.training.state.RunState` holds is created here, up front.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import Dataset
+
+from engine.compile import compile_model
+from engine.config import ConfigError
+from engine.distributed import barrier, init_distributed
+from engine.runtime import autocast_dtype, resolve_device
+from engine.training.budget import TimeBudget, parse_duration
+from engine.training.ema import ModelEma
+from engine.training.loaders import RunLoaders, build_loaders
+from engine.training.losses import CODLoss
+from engine.training.meters import StepMeters
+from engine.training.rng import seed_everything
+from engine.training.schedule import TwoStageSchedule, build_optimizer
+from engine.training.state import Runtime, RunState
+from engine.training.timing import WallClock
+from models import CamoXpertConfig, build_model, count_parameters
+
+__all__ = ["RunData", "build_data", "build_run_state", "eager_model", "resolve_compile", "set_stage",
+           "setup_runtime"]
+
+
+def resolve_compile(value: Any, device: torch.device) -> bool:
+    """``train.compile``: ``auto``/null compiles on CUDA devices only; true/false force it.
+
+    Raises:
+        ConfigError: any other value.
+    """
+    if value is None or value == "auto":
+        return device.type == "cuda"
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"train.compile must be auto, true or false, got {value!r}.")
+
+
+def setup_runtime(tcfg: Mapping[str, Any]) -> Runtime:
+    """Pick the device, join torchrun's process group, choose precision, seed.
+
+    Raises:
+        ConfigError: an unusable device or precision.
+    """
+    try:
+        device = resolve_device(tcfg["device"])
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(str(exc)) from exc
+    ctx = init_distributed(device)
+    amp_dtype = autocast_dtype(ctx.device, tcfg["precision"])
+    if amp_dtype is not None and ctx.device.type != "cuda":
+        raise ConfigError(f"train.precision={tcfg['precision']} needs a CUDA device; use fp32 or auto on CPU.")
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (loss, router) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest conv kernels once
+    seed = int(tcfg["seed"])
+    seed_everything(seed + ctx.rank)  # different router noise per rank
+    return Runtime(ctx, amp_dtype, seed, resolve_compile(tcfg.get("compile"), ctx.device))
+
+
+@dataclass
+class RunData:
+    """The run's datasets.
+
+    Attributes:
+        train_set: augmented training images.
+        val_set: held-out validation images.
+    """
+
+    train_set: Dataset
+    val_set: Dataset
+
+
+def build_data(config: Mapping[str, Any], rt: Runtime, train_set: Optional[Dataset], val_set: Optional[Dataset],
+               log: Callable[[str], None], progress: bool) -> RunData:
+    """The given datasets, or those ``config["data"]`` describes (checked, split, cached)."""
+    if train_set is not None:
+        if val_set is None:
+            raise ValueError("val_set is required when train_set is given.")
+        return RunData(train_set, val_set)
+    from engine.training.data import build_train_data, resolve_dataset_paths
+
+    show = progress and rt.ctx.is_main
+    if rt.ctx.distributed:
+        # Rank 0 generates the synthetic set (if needed) before the others look for it.
+        if rt.ctx.is_main:
+            resolve_dataset_paths(config["data"], progress=show)
+        barrier()
+    data = build_train_data(config["data"], rt.seed, log=log, progress=show)
+    if config["data"].get("cache"):
+        # Fill the cache before workers fork so they share one copy.
+        for ds in (data.train_set.dataset, data.val_set):
+            if hasattr(ds, "preload"):
+                ds.preload(progress=show)
+    return RunData(data.train_set, data.val_set)
+
+
+def _budget(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], new_budget: bool,
+            clock: Callable[[], float], started_at: Optional[float]) -> Tuple[TimeBudget, bool]:
+    """The time budget of this session and whether it continues a checkpoint's sized schedule."""
+    raw = tcfg.get("time_budget")
+    try:
+        seconds = parse_duration(raw) if raw not in (None, "", 0) else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    margin = tcfg.get("budget_margin_seconds")
+    saved = (ckpt or {}).get("budget") or {}
+    continuing = seconds is not None and not new_budget and saved.get("seconds") == seconds
+    used = float(saved.get("used_s", 0.0)) if continuing else 0.0
+    return TimeBudget(seconds, used, None if margin is None else float(margin), clock, started_at), continuing and bool(
+        saved.get("planned"))
+
+
+def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt: Optional[Mapping[str, Any]],
+                    new_budget: bool, clock: Callable[[], float], started_at: Optional[float],
+                    log: Callable[[str], None]) -> Tuple[RunState, RunLoaders]:
+    """Create the model, EMA, optimizer, schedule, loaders and every counter of the run."""
+    tcfg, dcfg = config["train"], config["data"]
+    batch_size, accum = int(tcfg["batch_size"]), int(tcfg["accumulation_steps"])
+    try:
+        loaders = build_loaders(data.train_set, data.val_set, batch_size, int(config["eval"]["batch_size"]),
+                                int(dcfg["num_workers"]), rt.seed, rt.ctx.rank, rt.ctx.world_size,
+                                pin_memory=rt.device.type == "cuda")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    mcfg = dict(config["model"])
+    if ckpt is not None:
+        mcfg.update(pretrained=False, pretrained_weights=None)  # the weights come from the checkpoint
+    model = build_model(CamoXpertConfig.from_dict(mcfg)).to(rt.device)
+    ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["use_ema"] else None
+    optimizer = build_optimizer(model, tcfg["lr"], tcfg["weight_decay"], tcfg["betas"], rt.device.type)
+    steps_per_epoch = math.ceil(loaders.batches_per_epoch / accum)
+    epochs, stage1_epochs = int(tcfg["epochs"]), int(tcfg["stage1_epochs"])
+    scratch = not (config["model"].get("pretrained") or config["model"].get("pretrained_weights"))
+    if tcfg["adapt_to_budget"] and scratch and stage1_epochs > 0 and ckpt is None:
+        stage1_epochs = 0
+        log("No pretrained backbone: training everything from the start (stage 1 with a frozen random backbone "
+            "learns nothing); turn off with --set train.adapt_to_budget=false.")
+    budget, continuing = _budget(tcfg, ckpt, new_budget, clock, started_at)
+    schedule = TwoStageSchedule(
+        optimizer, base_lr=tcfg["lr"], total_steps=epochs * steps_per_epoch,
+        stage1_steps=stage1_epochs * steps_per_epoch, warmup_steps=tcfg["warmup_steps"],
+        min_lr_ratio=tcfg["min_lr_ratio"], stage2_lr_scale=tcfg["stage2_lr_scale"],
+        backbone_lr_scale=tcfg["backbone_lr_scale"],
+    )
+    if continuing:  # the rest of the budget: keep the schedule the first session sized
+        s = ckpt["scheduler"]
+        schedule.resize(s["total_steps"], s["stage1_steps"], s["warmup_steps"])
+    # GradScaler only for fp16: bf16 has fp32's range and needs no loss scaling.
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    lcfg = config["loss"]
+    loss_fn = CODLoss(lcfg["side_weight"], lcfg["aux_weight"], lcfg["edge_kernel"], lcfg["edge_weight"])
+    meters = StepMeters(rt.device, len(model.moe_layer_names), model.config.num_experts)
+    train_model = compile_model(model) if rt.compile else model
+    run = RunState(
+        runtime=rt, model=model, train_model=train_model, ema=ema, optimizer=optimizer, schedule=schedule,
+        scaler=scaler, loss_fn=loss_fn, meters=meters, budget=budget,
+        clock=WallClock(time.perf_counter if clock is None else clock, started_at), grad_clip=float(tcfg["grad_clip"]),
+        batch_size=batch_size, accumulation=accum, batches_per_epoch=loaders.batches_per_epoch,
+        compiled=rt.compile, planned=not budget.enabled or continuing,
+    )
+    if budget.enabled and run.planned and budget.left() <= 0:
+        log("Time budget already used up by the checkpoint's run; give a new --time-budget to train longer.")
+        schedule.resize(0, 0, 0)
+    return run, loaders
+
+
+def _wrap(run: RunState, module: nn.Module) -> nn.Module:
+    if not run.runtime.ctx.distributed:
+        return module
+    # Depthwise conv weights (C, 1, k, k) get gradients whose stride on the size-1 dim differs
+    # from DDP's bucket view; same memory layout, so the warning is noise.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    dev = run.runtime.device
+    return DDP(module, device_ids=[run.runtime.ctx.local_rank] if dev.type == "cuda" else None)
+
+
+def eager_model(run: RunState) -> nn.Module:
+    """The uncompiled model, wrapped for DDP when distributed (compile fallback)."""
+    run.train_model = None
+    return _wrap(run, run.model)
+
+
+def set_stage(run: RunState, stage: int, log: Callable[[str], None]) -> None:
+    """Freeze (stage 1) or unfreeze (stage 2) the backbone, then (re)wrap for DDP."""
+    if stage == run.stage:
+        return
+    run.model.backbone.requires_grad_(stage == 2)
+    run.stage = stage
+    if run.runtime.ctx.distributed:
+        # DDP registers the parameters that require grad when it is built, so a new stage needs
+        # a new wrapper; the old one's hooks go with it.
+        inner = run.train_model.module if isinstance(run.train_model, DDP) else run.train_model
+        run.train_model = None
+        run.train_model = _wrap(run, inner)
+    trainable = count_parameters(run.model, trainable_only=True)
+    log(f"Stage {stage}: backbone {'frozen' if stage == 1 else 'fine-tuned'}; "
+        f"{trainable / 1e6:.2f}M trainable parameters.")

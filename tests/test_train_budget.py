@@ -1,0 +1,176 @@
+"""Time budgets, wall-time summary, run-folder safety and divergence stops (CPU, tiny runs)."""
+import json
+import math
+
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint, model_from_checkpoint
+from engine.config import resolve_config
+from engine.training.budget import StepTimeProbe, TimeBudget, parse_duration, plan_steps
+from engine.training.resume import ResumeError, prepare_run_folder, RunFolderError
+from engine.training.trainer import Trainer
+from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train=8, n_test=2)
+
+
+def _args(data, out, *extra):
+    return ["train", "--dataset-path", str(data), "--checkpoint-dir", str(out), *TINY_ARGS, *extra]
+
+
+@pytest.mark.parametrize("text, seconds", [("8h30m", 30600), ("90m", 5400), ("240s", 240), ("1h", 3600),
+                                           ("1.5h", 5400), ("45", 45), ("1h2m3s", 3723)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "5x", "-3m", "0s", "1h foo"])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ValueError, match="240s|positive"):
+        parse_duration(text)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_schedule_sized_from_measured_step_time():
+    clock = FakeClock()
+    probe = StepTimeProbe(warmup=2, measure=4, clock=clock)
+    probe.mark()
+    for dt in (30.0, 5.0, 0.5, 0.5, 0.5, 0.5):  # compile and start-up, then 0.5 s steps
+        clock.t += dt
+        probe.mark()
+    assert probe.ready and probe.seconds_per_step() == pytest.approx(0.5)
+    budget = TimeBudget(1000.0, used_s=0.0, margin_s=50.0, clock=clock)
+    clock.t += 37.0
+    assert budget.left() == pytest.approx(963.0)
+    plan = plan_steps(budget.left(), 0.5, steps_done=6, stage1_fraction=0.25, warmup_steps=500, val_s=4.0,
+                      val_every_s=60.0, save_s=2.0, save_every_s=300.0, margin_s=budget.margin_s)
+    # (963 - 50 - 4 - 2) / (1 + 4/60 + 2/300) = 845.0 s of training = 1690 steps of 0.5 s
+    assert plan.total_steps == 6 + 1690
+    assert plan.stage1_steps == round(0.25 * plan.total_steps)
+    assert plan.warmup_steps == plan.total_steps // 10  # capped: 500 would eat a third of the run
+    train_time = (plan.total_steps - 6) * 0.5
+    validations = math.ceil(train_time / 60.0) + 1
+    assert train_time + validations * 4.0 + 2 * 2.0 + 50.0 <= budget.left()
+    # the deadline guard: stop once the time left covers only the final validation and saves
+    assert not budget.must_stop(reserve_s=6.0)
+    clock.t += budget.left() - 20.0
+    assert budget.must_stop(reserve_s=6.0)
+    # a resumed budget continues where the first session stopped
+    resumed = TimeBudget(1000.0, used_s=budget.used(), clock=clock)
+    assert resumed.left() == pytest.approx(20.0)
+
+
+def test_time_budget_run_ends_inside_it_and_resume_continues(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = _args(tiny_data, out, "--batch-size", "2", "--epochs", "1000", "--time-budget", "45s",
+                 "--set", "train.budget_margin_seconds=8")
+    result = run_cli(args)
+    assert result.exit_code == 0, result.output
+    assert "Time budget:" in result.output and "schedule sized to" in result.output
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = lines[-1]["summary"]
+    assert summary["status"] in ("completed", "budget")
+    assert summary["total_s"] < 45.0  # start-up, training, validation and saves inside the budget
+    last = load_checkpoint(out / "last.pt")
+    assert last["budget"]["seconds"] == 45.0 and 0 < last["budget"]["used_s"] < 45.0
+    assert last["step"] < 1000 * 3
+    model_from_checkpoint(out / "best.pt")  # loadable
+    # the next session continues the same budget: only what is left of it
+    first_steps = last["step"]
+    again = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto"])
+    assert again.exit_code == 0, again.output
+    assert load_checkpoint(out / "last.pt")["budget"]["seconds"] == 45.0  # the same budget, continued
+    # a new --time-budget on the resume command line is a fresh budget for this session
+    more = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--time-budget", "12s"])
+    assert more.exit_code == 0, more.output
+    final = load_checkpoint(out / "last.pt")
+    assert final["budget"]["seconds"] == 12.0 and final["step"] > first_steps
+
+
+def test_new_run_into_an_existing_run_folder_is_refused(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0")).exit_code == 0
+    before = (out / "best.pt").read_bytes()
+    again = run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0", "--seed", "3"))
+    assert again.exit_code == 2
+    assert "already holds a run" in again.output and "--resume auto" in again.output and "--overwrite" in again.output
+    assert (out / "best.pt").read_bytes() == before  # nothing touched
+    (out / ".last.pt.abc123.tmp").write_bytes(b"torn")  # left by a kill during a write
+    replaced = run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0", "--seed", "3", "--overwrite"))
+    assert replaced.exit_code == 0, replaced.output
+    assert "--overwrite: removed" in replaced.output
+    assert not list(out.glob(".*.tmp"))
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in records if "summary" in r]) == 1  # one run, not two mixed
+    with pytest.raises(RunFolderError):
+        prepare_run_folder(out, resuming=False, overwrite=False)
+
+
+def test_python_resume_refuses_a_different_model_and_best_pt(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0")).exit_code == 0
+    config = resolve_config(flags={"data.dataset_paths": [str(tiny_data)], "train.checkpoint_dir": str(out),
+                                   "model.num_experts": 3, "train.device": "cpu"})
+    with pytest.raises(ResumeError, match="model.num_experts: checkpoint 7, now 3"):
+        Trainer(config, resume=out / "last.pt", progress=False).fit()
+    with pytest.raises(ResumeError, match="inference weights only"):
+        Trainer(config, resume=out / "best.pt", progress=False).fit()
+
+
+def test_best_score_comes_from_the_best_pt_that_exists(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0")).exit_code == 0
+    (out / "best.pt").unlink()  # as if killed before best.pt was written
+    result = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "best S-measure none yet" in result.output
+    assert (out / "best.pt").is_file()  # the resumed run's first validation writes it again
+
+
+def test_diverging_run_stops_with_message_and_last_pt(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(_args(tiny_data, out, "--batch-size", "2", "--epochs", "20", "--lr", "1e30",
+                           "--set", "train.max_nonfinite_steps=2", "--set", "train.grad_clip=0"))
+    assert result.exit_code == 1, result.output
+    assert "non-finite loss or gradient" in result.output and "Traceback" not in result.output
+    last = load_ckpt(out / "last.pt")
+    assert last["nonfinite_steps"] >= 2
+
+
+def test_max_nonfinite_zero_never_stops(tiny_data, tmp_path, monkeypatch):
+    import engine.training.step as step_module
+
+    original = step_module.forward_loss
+
+    def always_nan(*args):
+        terms, out = original(*args)
+        return dict(terms, loss=terms["loss"] * float("nan")), out
+
+    monkeypatch.setattr(step_module, "forward_loss", always_nan)
+    out = tmp_path / "run"
+    result = run_cli(_args(tiny_data, out, "--batch-size", "2", "--set", "train.max_nonfinite_steps=0"))
+    assert result.exit_code == 0, result.output
+    last = load_ckpt(out / "last.pt")
+    assert last["step"] == 6 and last["nonfinite_steps"] == 6  # every step skipped, none stopped the run
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+
+
+def test_short_run_adaptations_are_logged(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(_args(tiny_data, out, "--epochs", "1", "--set", "train.adapt_to_budget=true"))
+    assert result.exit_code == 0, result.output
+    assert "No pretrained backbone" in result.output and "light augmentation" in result.output
+    assert load_ckpt(out / "last.pt")["light_augment"] is True
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["stage"] == 2  # no frozen stage from scratch
