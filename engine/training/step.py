@@ -29,6 +29,8 @@ def forward_loss(model: nn.Module, loss_fn: nn.Module, batch: Mapping[str, torch
         The loss terms (``loss`` is back-propagated) and the model's training output.
     """
     images = batch["image"].to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
     masks = batch["mask"].to(device, non_blocking=True).float()
     with autocast_context(device, amp_dtype):
         out = model(images)
