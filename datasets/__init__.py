@@ -32,6 +32,8 @@ _EXPORTS = {
     "DatasetSplits": "layouts",
     "DatasetLayoutError": "layouts",
     "parse_cod10k_category": "layouts",
+    "SYNTHETIC_NAME": "layouts",
+    "UnusableEntry": "layouts",
     "discover_dataset": "layouts",
     "discover_pairs": "layouts",
     "combine": "layouts",
@@ -48,6 +50,8 @@ _EXPORTS = {
     "ImageReadError": "io",
     "read_image": "io",
     "read_mask": "io",
+    "write_image": "io",
+    "display_path": "io",
     "CODDataset": "cod",
     "ImageFolderDataset": "cod",
     "expand_inputs": "cod",
@@ -83,13 +87,15 @@ def __dir__() -> list:
 if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
     from .benchmark import benchmark_data_pipeline
     from .cod import CODDataset, ImageFolderDataset, expand_inputs, split_train_val
-    from .io import ImageReadError, read_image, read_mask
+    from .io import ImageReadError, display_path, read_image, read_mask, write_image
     from .layouts import (
         IMAGE_EXTENSIONS,
         Cod10kCategory,
         DatasetLayoutError,
         DatasetSplits,
+        SYNTHETIC_NAME,
         SampleRef,
+        UnusableEntry,
         combine,
         discover_dataset,
         discover_pairs,

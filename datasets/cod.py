@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -19,8 +20,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ._types import PathLike
-from .io import read_image, read_mask
-from .layouts import IMAGE_EXTENSIONS, SampleRef, is_image_file, list_image_files
+from .io import ImageReadError, read_image, read_mask
+from .layouts import IMAGE_EXTENSIONS, SampleRef, is_image_file, scan_image_folder
 from .transforms import build_eval_transform
 
 __all__ = [
@@ -77,6 +78,10 @@ class CODDataset(Dataset):
             at 384 px takes about 2.4 GB. Call :meth:`preload` before creating
             DataLoader workers so they share one copy instead of each filling
             its own.
+        skip_unreadable: When a sample fails to load (a file damaged or
+            changed after the check, image and mask sizes differ), report it
+            on stderr once per process and return the next loadable sample
+            in its place instead of raising (``--skip-bad-samples``).
 
     Raises:
         ValueError: If a sample has no mask.
@@ -87,6 +92,7 @@ class CODDataset(Dataset):
         samples: Sequence[SampleRef],
         transform: Optional[Transform] = None,
         cache_size: Optional[int] = None,
+        skip_unreadable: bool = False,
     ) -> None:
         self.samples: List[SampleRef] = list(samples)
         missing = [s.image for s in self.samples if s.mask is None]
@@ -97,6 +103,9 @@ class CODDataset(Dataset):
             )
         self.transform = transform if transform is not None else build_eval_transform(None)
         self.cache_size = cache_size
+        self.skip_unreadable = skip_unreadable
+        #: Indices found unloadable in this process (with ``skip_unreadable``).
+        self.skipped: Dict[int, str] = {}
         self._cache: Dict[int, Tuple[np.ndarray, np.ndarray, Tuple[int, int]]] = {}
 
     def __len__(self) -> int:
@@ -152,10 +161,32 @@ class CODDataset(Dataset):
             return
         for index in tqdm(range(len(self)), desc="Caching images", disable=not progress, unit="img"):
             if index not in self._cache:
-                self.load(index)
+                self._load_or_skip(index)
+
+    def _load_or_skip(self, index: int) -> Optional[Tuple[np.ndarray, np.ndarray, Tuple[int, int]]]:
+        """``load(index)``, or None (reported once) when it fails and ``skip_unreadable`` is set."""
+        if index in self.skipped:
+            return None
+        try:
+            return self.load(index)
+        except (ImageReadError, ValueError) as exc:
+            if not self.skip_unreadable:
+                raise
+            self.skipped[index] = str(exc)
+            sys.stderr.write(f"Skipping sample {index} (--skip-bad-samples): {exc}\n")
+            return None
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        image, mask, orig = self.load(index)
+        for attempt in range(len(self)):
+            # The next sample stands in for a failing one, so batches keep their size.
+            loaded = self._load_or_skip((index + attempt) % len(self))
+            if loaded is not None:
+                index = (index + attempt) % len(self)
+                break
+        else:
+            raise ImageReadError(f"No sample of this dataset can be loaded ({len(self.skipped)} failed); "
+                                 f"first failure: {next(iter(self.skipped.values()), '')}")
+        image, mask, orig = loaded
         out = _apply(self.transform, image, mask)
         mask_t = out["mask"]
         if not isinstance(mask_t, torch.Tensor):
@@ -213,7 +244,10 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]], recursive: bool =
         recursive: Also list images in sub-folders of folder inputs.
 
     Returns:
-        Image paths, in input order, without duplicates.
+        Image paths, in input order, without duplicates. Names with an image
+        extension that are no readable file (broken or looping symbolic
+        links, folders named ``x.jpg``) are included, so that reading them
+        fails and they are reported by name rather than silently left out.
 
     Raises:
         FileNotFoundError: Naming every input that matched no image file.
@@ -226,10 +260,11 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]], recursive: bool =
         path = Path(item).expanduser()
         if path.is_dir():
             if recursive:
-                files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
-                               and not p.name.startswith("."))
+                # rglob does not descend into linked folders, so a link loop cannot trap it.
+                files = sorted(p for p in path.rglob("*") if is_image_file(p) and not p.name.startswith("."))
             else:
-                files = list_image_files(path)
+                readable, unusable = scan_image_folder(path)
+                files = sorted(readable + [u.path for u in unusable], key=lambda p: p.name)
             if not files:
                 failed.append(f"{item} (folder holds no {'/'.join(IMAGE_EXTENSIONS)} files)")
         elif path.is_file():
@@ -238,7 +273,7 @@ def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]], recursive: bool =
                 failed.append(f"{item} (not an image file: expected {'/'.join(IMAGE_EXTENSIONS)})")
         else:
             matches = sorted(glob.glob(os.path.expanduser(str(item)), recursive=True))
-            files = [Path(m) for m in matches if os.path.isfile(m) and is_image_file(m)]
+            files = [Path(m) for m in matches if is_image_file(m) and (os.path.isfile(m) or os.path.islink(m))]
             if not files:
                 failed.append(f"{item} (no such file or folder, and no image matches it as a pattern)")
         found.extend(files)

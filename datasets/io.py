@@ -3,6 +3,12 @@
 Both readers ignore EXIF orientation: COD ground truths were drawn on the
 stored pixel grid (PIL, which most COD code uses, does not rotate either), so
 rotating the photo but not the PNG mask would misalign them.
+
+Files are read with ``np.fromfile`` + ``cv2.imdecode`` and written with
+``cv2.imencode`` + ``tofile``, never ``cv2.imread``/``imwrite``: given a file
+name that is not valid UTF-8 (Python holds its bytes as surrogates), those
+crash the interpreter with a segmentation fault; NumPy opens the file through
+Python, which passes the original bytes to the OS.
 """
 
 from __future__ import annotations
@@ -10,12 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import os
+from typing import Sequence
+
 import cv2
 import numpy as np
 
 from ._types import PathLike
 
-__all__ = ["ImageReadError", "read_image", "read_mask", "to_uint8"]
+__all__ = ["ImageReadError", "display_path", "read_image", "read_mask", "to_uint8", "write_image"]
 
 
 _FLAGS = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
@@ -25,6 +34,41 @@ class ImageReadError(OSError):
     """Raised when an image or mask file cannot be decoded; names the file."""
 
 
+def display_path(path: PathLike) -> str:
+    """``path`` as printable text: bytes that are not valid UTF-8 shown as ``\\xNN``.
+
+    Printing a name that holds undecodable bytes raises ``UnicodeEncodeError``;
+    this form names the file unambiguously instead.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def write_image(path: PathLike, image: np.ndarray, params: Sequence[int] = ()) -> Path:
+    """Encode ``image`` in the format of ``path``'s suffix and write it.
+
+    Args:
+        path: Target file (``.png``, ``.jpg``...).
+        image: uint8 array, ``(H, W)`` or ``(H, W, 3)`` in BGR order.
+        params: OpenCV encoder flags, e.g. ``[cv2.IMWRITE_JPEG_QUALITY, 92]``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OSError: If the image cannot be encoded or the file not written; names the file.
+    """
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix or ".png", image, list(params))
+    if not ok:
+        raise OSError(f"{display_path(path)}: OpenCV cannot encode a {image.shape} {image.dtype} image "
+                      f"as {path.suffix or '.png'}.")
+    try:
+        data.tofile(os.fspath(path))
+    except OSError as exc:
+        raise OSError(f"Could not write {display_path(path)}: {exc.strerror or exc}.") from exc
+    return path
+
+
 def _decode(path: PathLike, reduce: int = 1) -> np.ndarray:
     path = Path(path)
     try:
@@ -32,7 +76,7 @@ def _decode(path: PathLike, reduce: int = 1) -> np.ndarray:
         # paths on Windows, and this also separates "missing" from "corrupt".
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read file ({exc}).") from exc
+        raise ImageReadError(f"{display_path(path)}: cannot read file ({exc.strerror or exc}).") from exc
     if reduce > 1:
         # DCT-domain downscaling: JPEG decode at 1/2, 1/4 or 1/8 resolution is
         # several times faster than decoding full size and resizing.
@@ -43,7 +87,7 @@ def _decode(path: PathLike, reduce: int = 1) -> np.ndarray:
         image = cv2.imdecode(data, _FLAGS)
     if image is None or image.size == 0:
         raise ImageReadError(
-            f"{path}: not a decodable image (empty, corrupt or unsupported format). "
+            f"{display_path(path)}: not a decodable image (empty, corrupt or unsupported format). "
             f"Re-export it as PNG/JPEG or remove it."
         )
     return image

@@ -21,16 +21,23 @@ Test sets found in a single folder are named after it, shortened to the
 benchmark name when the folder name starts with one (``CAMO-V.1.0-CVIU2019``
 gives ``"CAMO"``; also CHAMELEON, COD10K, NC4K).
 
+The built-in synthetic set (a COD10K-v3 tree holding the generator's
+``synthetic.json`` manifest) is reported as layout and test set
+``"synthetic"``, never as COD10K, so its scores cannot be mistaken for real ones.
+
 Masks are matched to images by file stem. Files that cannot be paired are not
-dropped silently: orphan masks, duplicate stems and empty folders are recorded
-on :class:`DatasetSplits` so that :mod:`datasets.validation` can report them.
+dropped silently: orphan masks, duplicate stems, empty folders and names that
+look like images but are no readable file (broken or looping symbolic links,
+folders named ``x.jpg``) are recorded on :class:`DatasetSplits` so that
+:mod:`datasets.validation` can report them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -38,13 +45,16 @@ from ._types import PathLike
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "SYNTHETIC_NAME",
     "Cod10kCategory",
     "SampleRef",
+    "UnusableEntry",
     "DatasetSplits",
     "DatasetLayoutError",
     "parse_cod10k_category",
     "is_image_file",
     "list_image_files",
+    "scan_image_folder",
     "discover_pairs",
     "discover_dataset",
     "combine",
@@ -69,6 +79,11 @@ _KNOWN_SETS = ("CHAMELEON", "COD10K", "CAMO", "NC4K")
 _MASK_EXT_PREFERENCE = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 _IMAGE_EXT_PREFERENCE = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
+# Written by datasets.synthetic at the root of every generated set.
+_SYNTHETIC_MANIFEST = "synthetic.json"
+_SYNTHETIC_GENERATOR = "camoxpert.synthetic"
+SYNTHETIC_NAME = "synthetic"
+
 _LAYOUT_HELP = (
     "  COD10K-v3   Train/Image + Train/GT_Object, Test/Image + Test/GT_Object\n"
     "  train-test  Train/{Image,GT|Mask}, Test/{Image,GT|Mask}\n"
@@ -76,6 +91,8 @@ _LAYOUT_HELP = (
     "  pairs       {Image,Mask}, {Image,GT}, {Imgs,GT}, {im,gt} directly in the folder\n"
     "  images-train-test  Images/{Train,Test} + GT (CAMO-V.1.0)\n"
     "  collection  sub-folders that are each a 'pairs' folder\n"
+    "  pairs and collection folders declare no train/test split: `train` trains on them,\n"
+    "  `evaluate` tests on them.\n"
     "  (folder names are case-insensitive; image files: "
     + ", ".join(IMAGE_EXTENSIONS)
     + ")"
@@ -137,14 +154,28 @@ class SampleRef:
         )
 
 
+@dataclass(frozen=True)
+class UnusableEntry:
+    """A name in an image or mask folder that looks like an image but is no readable file.
+
+    Attributes:
+        path: The entry.
+        reason: What it is instead (broken link, link loop, folder).
+    """
+
+    path: Path
+    reason: str
+
+
 @dataclass
 class DatasetSplits:
     """Samples found under one (or, after :func:`combine`, several) dataset paths.
 
     A ``pairs`` or ``collection`` folder declares no split of its own: its
     samples are put in ``train`` *and* in ``tests`` under the folder name, and
-    the command picks the role (``train`` reads ``train``, ``evaluate`` reads
-    ``tests``).
+    the command picks the role (``train`` reads ``train`` through
+    :meth:`for_training`, ``evaluate`` reads ``tests``). ``split_declared`` is
+    false for them.
 
     COD10K ships masks only for its camouflaged images; a ``COD10K-NonCAM-*``
     image without a mask is left out of the samples (the usual protocol:
@@ -161,6 +192,9 @@ class DatasetSplits:
             same stem (``a.jpg`` next to ``a.png``).
         empty_dirs: Image or mask folders that exist but hold no image files.
         skipped_noncam: COD10K NonCAM images left out for having no mask.
+        unusable: Names that look like images but are no readable file.
+        split_declared: Whether the folders say which samples are for testing
+            (false for ``pairs`` and ``collection`` folders).
     """
 
     train: List[SampleRef]
@@ -171,6 +205,20 @@ class DatasetSplits:
     duplicates: List[Path] = field(default_factory=list)
     empty_dirs: List[Path] = field(default_factory=list)
     skipped_noncam: List[Path] = field(default_factory=list)
+    unusable: List[UnusableEntry] = field(default_factory=list)
+    split_declared: bool = True
+
+    def for_training(self) -> "DatasetSplits":
+        """These splits as training data: without test sets when the folders declare none.
+
+        A ``pairs`` folder's samples are listed both as ``train`` and as a test
+        set; training on them and testing on the same images would report
+        scores on seen data, so the test view is dropped here.
+
+        Returns:
+            ``self`` when the split is declared, else a copy with no test sets.
+        """
+        return self if self.split_declared else replace(self, tests={})
 
     def all_samples(self) -> List[SampleRef]:
         """Every sample of every split once, in train-then-test order.
@@ -243,8 +291,34 @@ def is_image_file(path: PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_image_files(folder: PathLike) -> List[Path]:
-    """Image files directly inside ``folder``, sorted by name.
+def _entry_kind(entry: os.DirEntry) -> Tuple[str, str]:
+    """``("file" | "dir" | "unusable" | "other", reason)`` for a directory entry, links followed.
+
+    A link loop makes ``is_file()`` raise ``ELOOP``; it is classified rather
+    than let through, so one bad entry cannot abort a whole scan.
+    """
+    try:
+        if entry.is_file():
+            return "file", ""
+        if entry.is_dir():
+            return "dir", ""
+    except OSError as exc:
+        return "unusable", f"symbolic link loop ({exc.strerror})"
+    if entry.is_symlink():
+        try:
+            target = os.readlink(entry.path)
+        except OSError:
+            target = "?"
+        return "unusable", f"broken symbolic link (its target {target} does not exist)"
+    return "other", ""
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    return _entry_kind(entry)[0] == "dir"
+
+
+def scan_image_folder(folder: PathLike) -> Tuple[List[Path], List[UnusableEntry]]:
+    """Image files directly inside ``folder``, and the image names that are no readable file.
 
     Hidden files (``.DS_Store``, macOS ``._x.jpg`` resource forks) are skipped.
 
@@ -252,23 +326,47 @@ def list_image_files(folder: PathLike) -> List[Path]:
         folder: Folder to list.
 
     Returns:
+        ``(files, unusable)``: image paths sorted by name, and the entries
+        with an image extension that are broken or looping symbolic links
+        or folders (sorted by name).
+    """
+    files: List[Path] = []
+    unusable: List[UnusableEntry] = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.name.startswith(".") or not is_image_file(e.name):
+                continue
+            kind, reason = _entry_kind(e)
+            if kind == "file":
+                files.append(Path(e.path))
+            elif kind == "dir":
+                unusable.append(UnusableEntry(Path(e.path), "a folder, not an image file"))
+            elif kind == "unusable":
+                unusable.append(UnusableEntry(Path(e.path), reason))
+    return sorted(files, key=lambda p: p.name), sorted(unusable, key=lambda u: u.path.name)
+
+
+def list_image_files(folder: PathLike) -> List[Path]:
+    """Image files directly inside ``folder``, sorted by name.
+
+    Hidden files are skipped, and so are names that are no readable file
+    (see :func:`scan_image_folder` to get those too).
+
+    Args:
+        folder: Folder to list.
+
+    Returns:
         Sorted image paths; empty if the folder holds none.
     """
-    with os.scandir(folder) as entries:
-        files = [
-            Path(e.path)
-            for e in entries
-            if not e.name.startswith(".") and e.is_file() and is_image_file(e.name)
-        ]
-    return sorted(files, key=lambda p: p.name)
+    return scan_image_folder(folder)[0]
 
 
 def _child_dir(parent: Path, names: Sequence[str]) -> Optional[Path]:
     """First sub-folder of ``parent`` whose lower-cased name is in ``names`` (by preference)."""
     try:
         with os.scandir(parent) as entries:
-            dirs = {e.name.lower(): Path(e.path) for e in entries if e.is_dir()}
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+            dirs = {e.name.lower(): Path(e.path) for e in entries if _is_dir(e)}
+    except OSError:  # missing, not a folder, no permission, link loop
         return None
     for name in names:
         if name in dirs:
@@ -278,7 +376,7 @@ def _child_dir(parent: Path, names: Sequence[str]) -> Optional[Path]:
 
 def _subdirs(parent: Path) -> List[Path]:
     with os.scandir(parent) as entries:
-        dirs = [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+        dirs = [Path(e.path) for e in entries if not e.name.startswith(".") and _is_dir(e)]
     return sorted(dirs, key=lambda p: p.name)
 
 
@@ -303,13 +401,15 @@ class _Scan:
     duplicates: List[Path] = field(default_factory=list)
     empty_dirs: List[Path] = field(default_factory=list)
     skipped_noncam: List[Path] = field(default_factory=list)
+    unusable: List[UnusableEntry] = field(default_factory=list)
 
 
 def _scan_pair(image_dir: Optional[Path], mask_dir: Optional[Path]) -> _Scan:
     """Pair the images of ``image_dir`` with the masks of ``mask_dir`` by stem."""
     scan = _Scan()
-    images = list_image_files(image_dir) if image_dir is not None else []
-    masks = list_image_files(mask_dir) if mask_dir is not None else []
+    images, bad_images = scan_image_folder(image_dir) if image_dir is not None else ([], [])
+    masks, bad_masks = scan_image_folder(mask_dir) if mask_dir is not None else ([], [])
+    scan.unusable = bad_images + bad_masks
     for folder, files in ((image_dir, images), (mask_dir, masks)):
         if folder is not None and not files:
             scan.empty_dirs.append(folder)
@@ -365,6 +465,7 @@ def _splits_from_scans(
         duplicates=[p for s in unique for p in s.duplicates],
         empty_dirs=[p for s in unique for p in s.empty_dirs],
         skipped_noncam=[p for s in unique for p in s.skipped_noncam],
+        unusable=list({u.path: u for s in unique for u in s.unusable}.values()),
     )
 
 
@@ -449,13 +550,27 @@ def _detect_pairs(root: Path) -> Optional[DatasetSplits]:
         if split is not None:
             return split
     scan = _scan_pair(*pair)
-    return _splits_from_scans("pairs", root, scan, {_test_set_name(root): scan})
+    splits = _splits_from_scans("pairs", root, scan, {_test_set_name(root): scan})
+    splits.split_declared = False
+    return splits
+
+
+def _is_synthetic(root: Path) -> bool:
+    try:
+        manifest = json.loads((root / _SYNTHETIC_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("generator") == _SYNTHETIC_GENERATOR
 
 
 def _detect_structured(root: Path) -> Optional[DatasetSplits]:
     for detect in (_detect_sinet, _detect_train_test, _detect_pairs):
         found = detect(root)
         if found is not None:
+            if _is_synthetic(root):
+                # Generated scenes with COD10K-style names: label them as what they are.
+                found.layout = SYNTHETIC_NAME
+                found.tests = {SYNTHETIC_NAME: s for s in found.tests.values()}
             return found
     return None
 
@@ -485,7 +600,9 @@ def discover_pairs(
             raise DatasetLayoutError(f"{folder}: folder not found (check the path).")
     scan = _scan_pair(image_dir, mask_path)
     set_name = name or _test_set_name(image_dir.resolve().parent) or image_dir.name
-    return _splits_from_scans("pairs", image_dir.parent, scan, {set_name: scan})
+    splits = _splits_from_scans("pairs", image_dir.parent, scan, {set_name: scan})
+    splits.split_declared = False
+    return splits
 
 
 def discover_dataset(path: PathLike) -> DatasetSplits:
@@ -528,6 +645,8 @@ def discover_dataset(path: PathLike) -> DatasetSplits:
             duplicates=[p for _, s in children for p in s.duplicates],
             empty_dirs=[p for _, s in children for p in s.empty_dirs],
             skipped_noncam=[p for _, s in children for p in s.skipped_noncam],
+            unusable=[u for _, s in children for u in s.unusable],
+            split_declared=False,
         )
         return merged
     if len(children) == 1:
@@ -540,7 +659,10 @@ def discover_dataset(path: PathLike) -> DatasetSplits:
         )
     raise DatasetLayoutError(
         f"{root}: no dataset layout found. Layouts understood:\n{_LAYOUT_HELP}\n"
-        f"Or give the image and mask folders explicitly."
+        f"For an image folder and a mask folder kept elsewhere, make a 'pairs' folder that "
+        f"links to them and pass it:\n"
+        f"  mkdir my_set && ln -s /path/to/images my_set/Image && ln -s /path/to/masks my_set/GT\n"
+        f"  --dataset-path my_set"
     )
 
 
@@ -586,4 +708,6 @@ def combine(splits_list: Sequence[DatasetSplits]) -> DatasetSplits:
         duplicates=[p for s in unique for p in s.duplicates],
         empty_dirs=[p for s in unique for p in s.empty_dirs],
         skipped_noncam=[p for s in unique for p in s.skipped_noncam],
+        unusable=[u for s in unique for u in s.unusable],
+        split_declared=all(s.split_declared for s in unique),
     )

@@ -2,7 +2,9 @@
 
 Files are checked from their headers (see :mod:`datasets.probe`), so a few
 thousand samples take about a second; ``decode=True`` adds a full decode of
-every file for damage inside the pixel data, at ~10 ms per image.
+every file for damage inside the pixel data (see :mod:`datasets.pixel_check`),
+a few ms per file spread over worker processes. ``train`` and ``evaluate``
+decode.
 
 Not problems (the loaders handle them): grayscale, RGBA and 16-bit images,
 anti-aliased masks, NonCAM images with all-black masks.
@@ -18,8 +20,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from tqdm.auto import tqdm
 
-from .layouts import DatasetSplits, SampleRef
-from .probe import ImageProbe, decode_check, probe_image
+from .layouts import DatasetSplits, SampleRef, UnusableEntry
+from .pixel_check import find_damaged
+from .probe import ImageProbe, probe_image
 
 __all__ = [
     "MISSING_MASK",
@@ -30,6 +33,7 @@ __all__ = [
     "EMPTY_FOLDER",
     "DUPLICATE_NAME",
     "NO_SAMPLES",
+    "NOT_A_FILE",
     "FIXES",
     "ERROR_KINDS",
     "Problem",
@@ -48,6 +52,7 @@ SIZE_MISMATCH = "size_mismatch"
 EMPTY_FOLDER = "empty_folder"
 DUPLICATE_NAME = "duplicate_name"
 NO_SAMPLES = "no_samples"
+NOT_A_FILE = "not_a_file"
 
 # One-line fix per problem kind, shown once per group in the report.
 FIXES: Dict[str, str] = {
@@ -59,14 +64,16 @@ FIXES: Dict[str, str] = {
     EMPTY_FOLDER: "put the images/masks in this folder or point --dataset-path elsewhere",
     DUPLICATE_NAME: "two files share one stem; rename or remove one (only the first is used)",
     NO_SAMPLES: "check --dataset-path: no image/mask pairs were found",
+    NOT_A_FILE: "point the link at the real file (or copy the file in), or remove or rename the entry",
 }
 
 # Kinds that make a sample unusable; the others are about files that belong
 # to no sample and are reported but need no sample to be dropped.
 _SAMPLE_KINDS = {MISSING_MASK, UNREADABLE, TRUNCATED, SIZE_MISMATCH}
 # Errors stop training (a sample cannot be loaded, or there is nothing to
-# train on); warnings (orphan masks, duplicate stems, empty folders) do not
-# break loading but usually mean files went missing, so they are shown.
+# train on); warnings (orphan masks, duplicate stems, empty folders, names
+# that are no readable file) do not break loading but usually mean files went
+# missing, so they are shown.
 ERROR_KINDS = frozenset(_SAMPLE_KINDS | {NO_SAMPLES})
 
 _TITLES = {
@@ -78,6 +85,7 @@ _TITLES = {
     EMPTY_FOLDER: "Empty folders",
     DUPLICATE_NAME: "Files sharing a stem",
     NO_SAMPLES: "No samples",
+    NOT_A_FILE: "Image names that are no readable file",
 }
 
 
@@ -228,15 +236,6 @@ class DatasetValidationError(ValueError):
         self.report = report
 
 
-def _probe(path: Path, decode: bool) -> ImageProbe:
-    probe = probe_image(path)
-    if decode and probe.ok:
-        decoded = decode_check(path, probe.format)
-        if not decoded.ok:
-            return decoded
-    return probe
-
-
 def _file_problems(probe: ImageProbe, sample: SampleRef) -> List[Problem]:
     if probe.ok:
         return []
@@ -251,6 +250,7 @@ def validate_samples(
     orphan_masks: Iterable[Path] = (),
     duplicates: Iterable[Path] = (),
     empty_dirs: Iterable[Path] = (),
+    unusable: Iterable[UnusableEntry] = (),
     progress: bool = False,
     num_threads: int = 8,
 ) -> ValidationReport:
@@ -264,6 +264,8 @@ def validate_samples(
         orphan_masks: Masks without an image, as recorded by discovery.
         duplicates: Files skipped for sharing a stem, as recorded by discovery.
         empty_dirs: Folders without images, as recorded by discovery.
+        unusable: Image names that are no readable file (broken or looping
+            links, folders), as recorded by discovery.
         progress: Show a tqdm progress bar.
         num_threads: Threads reading headers; the work is file-system latency
             (network disks on Kaggle/Colab), which threads overlap.
@@ -275,31 +277,38 @@ def validate_samples(
     problems: List[Problem] = []
     problems += [Problem(Path(d), EMPTY_FOLDER, "folder holds no image files") for d in empty_dirs]
 
-    def check(sample: SampleRef) -> List[Problem]:
-        found: List[Problem] = []
-        image_probe = _probe(sample.image, decode)
-        found += _file_problems(image_probe, sample)
-        if sample.mask is None:
-            found.append(Problem(sample.image, MISSING_MASK, f"no mask named {sample.name}.*", sample))
-            return found
-        mask_probe = _probe(sample.mask, decode)
-        found += _file_problems(mask_probe, sample)
+    def probe(sample: SampleRef) -> Tuple[ImageProbe, Optional[ImageProbe]]:
+        return probe_image(sample.image), (probe_image(sample.mask) if sample.mask is not None else None)
+
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        probes = list(tqdm(pool.map(probe, samples), total=len(samples), desc="Checking dataset",
+                           disable=not progress, unit="sample"))
+    if decode:
+        sound = [p.path for pair in probes for p in pair if p is not None and p.ok]
+        with tqdm(total=len(sound), desc="Decoding dataset", disable=not progress, unit="file") as bar:
+            damaged = find_damaged(sound, progress=bar.update)
+        probes = [
+            tuple(replace(p, problem="unreadable", detail=damaged[p.path])
+                  if p is not None and p.path in damaged else p for p in pair)
+            for pair in probes
+        ]
+
+    for sample, (image_probe, mask_probe) in zip(samples, probes):
+        problems += _file_problems(image_probe, sample)
+        if mask_probe is None:
+            problems.append(Problem(sample.image, MISSING_MASK, f"no mask named {sample.name}.*", sample))
+            continue
+        problems += _file_problems(mask_probe, sample)
         if check_sizes and image_probe.size and mask_probe.size and image_probe.size != mask_probe.size:
             (ih, iw), (mh, mw) = image_probe.size, mask_probe.size
-            found.append(Problem(
+            problems.append(Problem(
                 sample.image, SIZE_MISMATCH,
                 f"image {iw}x{ih}, mask {mw}x{mh} ({sample.mask.name})", sample,
             ))
-        return found
-
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = pool.map(check, samples)
-        for found in tqdm(results, total=len(samples), desc="Checking dataset",
-                          disable=not progress, unit="sample"):
-            problems += found
 
     problems += [Problem(Path(p), ORPHAN_MASK, "no image with this stem") for p in orphan_masks]
     problems += [Problem(Path(p), DUPLICATE_NAME, "another file has the same stem") for p in duplicates]
+    problems += [Problem(u.path, NOT_A_FILE, u.reason) for u in unusable]
     return ValidationReport(problems=problems, n_samples=len(samples))
 
 
@@ -329,6 +338,7 @@ def validate_splits(
         orphan_masks=splits.orphan_masks,
         duplicates=splits.duplicates,
         empty_dirs=splits.empty_dirs,
+        unusable=splits.unusable,
         progress=progress,
     )
     if not samples:

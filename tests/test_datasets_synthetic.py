@@ -31,12 +31,12 @@ def test_same_seed_gives_identical_files_other_seed_differs(tmp_path):
 def test_layout_names_masks_and_manifest(tmp_path):
     root = write_synthetic_dataset(tmp_path / "syn", seed=0, **SMALL)
     splits = discover_dataset(root)
-    assert splits.layout == "COD10K-v3"
-    assert len(splits.train) == 8 and len(splits.tests["COD10K"]) == 4
+    assert splits.layout == "synthetic"  # labelled as what it is, not as COD10K
+    assert len(splits.train) == 8 and len(splits.tests["synthetic"]) == 4
     assert validate_splits(splits).ok
 
     n_cam = n_noncam = 0
-    for sample in splits.train + splits.tests["COD10K"]:
+    for sample in splits.train + splits.tests["synthetic"]:
         image = cv2.imread(str(sample.image))
         mask = cv2.imread(str(sample.mask), cv2.IMREAD_UNCHANGED)
         assert image.shape == (48, 48, 3) and mask.shape == (48, 48)

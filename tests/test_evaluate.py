@@ -154,7 +154,8 @@ def test_without_dataset_path_uses_the_runs_synthetic_test_set(tmp_path):
     assert result.exit_code == 0, result.output
     assert "synthetic test set" in result.output and str(tmp_path / "cache") in result.output
     (name, res), = json.loads(out_json.read_text()).items()
-    assert res["n"] == 3
+    assert name == "synthetic" and res["n"] == 3  # never labelled COD10K
+    assert "\nsynthetic " in result.output and "\nCOD10K " not in result.output
     assert set(res["per_category"]["super_class"]) <= {"Synthetic", "Background"}
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -30,9 +29,11 @@ from datasets import (
     build_eval_transform,
     combine,
     discover_dataset,
+    display_path,
     ensure_synthetic_dataset,
     read_mask,
     validate_samples,
+    write_image,
 )
 from datasets.validation import SIZE_MISMATCH, TRUNCATED, UNREADABLE
 from engine.inference.predictor import (
@@ -82,6 +83,8 @@ class TestSetResult:
         curves: :meth:`engine.evaluation.metrics.CODMetrics.curves` output (empty when no image scored).
         skipped_no_mask: images of the set that have no ground-truth mask (not scored).
         prediction_dir: where its predictions were saved, if they were.
+        skipped_files: ``(image, reason)`` of samples left out by ``--skip-bad-samples``
+            (found by the check before inference or failing during it).
     """
 
     name: str
@@ -89,6 +92,7 @@ class TestSetResult:
     curves: Dict[str, np.ndarray] = field(default_factory=dict)
     skipped_no_mask: List[Path] = field(default_factory=list)
     prediction_dir: Optional[Path] = None
+    skipped_files: List[Tuple[Path, str]] = field(default_factory=list)
 
 
 def _safe_dirname(name: str) -> str:
@@ -121,6 +125,11 @@ def find_test_sets(dataset_paths: Sequence[PathLike]) -> Tuple[Dict[str, list], 
                 f"TestDataset/<NAME>/ (SINet-V2) or an image+mask folder pair."
             )
             continue
+        if splits.unusable:
+            listing = "; ".join(f"{display_path(u.path)} ({u.reason})" for u in splits.unusable[:20])
+            more = f"; ... and {len(splits.unusable) - 20} more" if len(splits.unusable) > 20 else ""
+            notes.append(f"{path}: {len(splits.unusable)} image name(s) are no readable file and were left "
+                         f"out: {listing}{more}. Point each link at the real file, or remove the entry.")
         found.append(splits)
     if not found:
         raise NoTestSetError(
@@ -130,8 +139,10 @@ def find_test_sets(dataset_paths: Sequence[PathLike]) -> Tuple[Dict[str, list], 
     return {name: list(samples) for name, samples in merged.tests.items() if samples}, notes
 
 
-def check_test_set(name: str, samples: Sequence[Any], skip_bad: bool = False) -> Tuple[List[Any], List[str]]:
-    """Check a test set's files from their headers before spending time on inference.
+def check_test_set(
+    name: str, samples: Sequence[Any], skip_bad: bool = False
+) -> Tuple[List[Any], List[str], List[Tuple[Path, str]]]:
+    """Check a test set's files, down to their pixel data, before spending time on inference.
 
     Args:
         name: the test set's name (for messages).
@@ -139,16 +150,18 @@ def check_test_set(name: str, samples: Sequence[Any], skip_bad: bool = False) ->
         skip_bad: drop unreadable/truncated samples instead of failing.
 
     Returns:
-        ``(usable samples, notes)``.
+        ``(usable samples, notes, skipped)``: ``skipped`` holds ``(image, reason)`` of the
+        samples dropped.
 
     Raises:
         EvaluationError: unreadable or truncated files and ``skip_bad`` is False (every file named).
     """
-    report = validate_samples(samples, check_sizes=True)
+    report = validate_samples(samples, check_sizes=True, decode=True)
     broken = [p for p in report.problems if p.kind in (UNREADABLE, TRUNCATED)]
-    notes = []
+    notes: List[str] = []
+    skipped: List[Tuple[Path, str]] = []
     if broken:
-        listing = "\n  ".join(str(p) for p in broken[:50])
+        listing = "\n  ".join(_problem_text(p) for p in broken[:50])
         more = f"\n  ... and {len(broken) - 50} more" if len(broken) > 50 else ""
         if not skip_bad:
             raise EvaluationError(
@@ -158,13 +171,18 @@ def check_test_set(name: str, samples: Sequence[Any], skip_bad: bool = False) ->
             )
         bad = {p.sample.image for p in broken if p.sample is not None}
         samples = [s for s in samples if s.image not in bad]
+        skipped = [(p.sample.image, _problem_text(p)) for p in broken if p.sample is not None]
         notes.append(f"{name}: skipped {len(bad)} sample(s) with unreadable files (--skip-bad-samples); "
                      f"scores are over the remaining {len(samples)}.")
     mismatched = [p for p in report.problems if p.kind == SIZE_MISMATCH]
     if mismatched:
         notes.append(f"{name}: {len(mismatched)} image(s) differ in size from their mask (e.g. {mismatched[0].path.name}: "
                      f"{mismatched[0].detail}); their predictions are resized to the mask's size.")
-    return list(samples), notes
+    return list(samples), notes, skipped
+
+
+def _problem_text(problem: Any) -> str:
+    return f"{display_path(problem.path)}: {problem.detail or problem.kind} (fix: {problem.fix})"
 
 
 def _read_gt(samples: Sequence[Any], index: int) -> Dict[str, Any]:
@@ -174,7 +192,7 @@ def _read_gt(samples: Sequence[Any], index: int) -> Dict[str, Any]:
 
 def _describe(samples: Sequence[Any], index: int) -> str:
     s = samples[index]
-    return f"{s.image} (mask {s.mask})"
+    return f"{display_path(s.image)} (mask {display_path(s.mask)})"
 
 
 def synthetic_test_root(run_config: Dict[str, Any], progress: bool = True) -> Path:
@@ -223,6 +241,7 @@ def evaluate_samples(
     measures: Optional[Sequence[str]] = None,
     progress: bool = True,
     pool: Optional[Executor] = None,
+    skip_bad: bool = False,
 ) -> TestSetResult:
     """Score a model on one list of samples.
 
@@ -239,9 +258,12 @@ def evaluate_samples(
         pool: score images in these worker processes (see :func:`metric_pool`); None scores
             them in this process. Results are gathered in sample order either way, so the
             numbers do not depend on it.
+        skip_bad: leave out samples whose files fail to load (listed in the result's
+            ``skipped_files``) instead of failing.
 
     Raises:
-        EvaluationError: an image or mask could not be read (the message names the files).
+        EvaluationError: an image or mask could not be read and ``skip_bad`` is False (the
+            message names the files).
     """
     skipped = [Path(s.image) for s in samples if s.mask is None]
     samples = [s for s in samples if s.mask is not None]
@@ -279,14 +301,20 @@ def evaluate_samples(
             metrics.add(future.result(), category)
             bar.update(1)
 
+    failed: List[Tuple[Path, str]] = []
     try:
         for batch in loader:
-            if batch["errors"]:
+            if batch["errors"] and skip_bad:
+                failed += [(Path(samples[index].image), message) for index, message in batch["errors"]]
+                bar.update(len(batch["errors"]))
+            elif batch["errors"]:
                 lines = "\n  ".join(msg for _, msg in batch["errors"])
                 raise EvaluationError(
                     f"Could not read {len(batch['errors'])} file(s) of test set {name}:\n  {lines}\n"
                     f"Fix or remove them (the scores must cover the whole set)."
                 )
+            if not batch["size"]:
+                continue
             gts: List[np.ndarray] = batch["gt"]
             probs = predictor.predict_sizes(batch["image"], [g.shape for g in gts])
             for i, (prob, gt) in enumerate(zip(probs, gts)):
@@ -294,9 +322,8 @@ def evaluate_samples(
                 pred = quantize_probability(prob)
                 if out_dir is not None:
                     # The saved file is the very map that is scored: re-scoring it reproduces the numbers.
-                    target = out_dir / f"{Path(sample.name).name}.png"
-                    if not cv2.imwrite(str(target), pred):
-                        raise OSError(f"Could not write {target}.")
+                    # write_image, not cv2.imwrite: names that are not UTF-8 crash imwrite.
+                    write_image(out_dir / f"{Path(sample.name).name}.png", pred)
                 if pool is None:
                     metrics.add(score_image(pred, gt, measure_groups), sample.category)
                     bar.update(1)
@@ -309,7 +336,7 @@ def evaluate_samples(
             future.cancel()
         bar.close()
     curves = metrics.curves() if len(metrics) else {}
-    return TestSetResult(name, metrics.compute(), curves, skipped, out_dir)
+    return TestSetResult(name, metrics.compute(), curves, skipped, out_dir, failed)
 
 
 def _fmt(value: Any) -> str:
@@ -354,8 +381,18 @@ def _json_safe(obj: Any) -> Any:
 
 
 def results_to_json(results: Dict[str, TestSetResult]) -> Dict[str, Any]:
-    """``{"<test set>": {"n", "Sm", ..., "MAE", "per_category": {...}}}`` (NaN written as null)."""
-    return {name: _json_safe(res.metrics) for name, res in results.items()}
+    """``{"<test set>": {"n", "Sm", ..., "MAE", "per_category": {...}}}`` (NaN written as null).
+
+    A set with samples left out by ``--skip-bad-samples`` also gets ``"skipped_files"``:
+    ``[{"path", "reason"}]``, so the file itself says its scores do not cover the whole set.
+    """
+    out = {}
+    for name, res in results.items():
+        entry = _json_safe(res.metrics)
+        if res.skipped_files:
+            entry["skipped_files"] = [{"path": display_path(p), "reason": r} for p, r in res.skipped_files]
+        out[name] = entry
+    return out
 
 
 def write_results_json(results: Dict[str, TestSetResult], path: PathLike) -> Path:
@@ -460,8 +497,9 @@ def evaluate_checkpoint(
         synthetic_root = synthetic_test_root(loaded.run_config, progress=progress)
         log(f"No --dataset-path given: evaluating on the built-in synthetic test set ({synthetic_root}).")
         tests, notes = find_test_sets([synthetic_root])
+    skipped_before: Dict[str, List[Tuple[Path, str]]] = {}
     for name in list(tests):
-        tests[name], set_notes = check_test_set(name, tests[name], skip_bad_samples)
+        tests[name], set_notes, skipped_before[name] = check_test_set(name, tests[name], skip_bad_samples)
         notes.extend(set_notes)
     for note in notes:
         log(f"Note: {note}")
@@ -485,8 +523,12 @@ def evaluate_checkpoint(
             save_dir = pred_root / _safe_dirname(name) if pred_root is not None else None
             res = evaluate_samples(
                 predictor, samples, loaded.img_size, name=name, batch_size=batch_size,
-                num_workers=workers, save_dir=save_dir, progress=progress, pool=pool,
+                num_workers=workers, save_dir=save_dir, progress=progress, pool=pool, skip_bad=skip_bad_samples,
             )
+            if res.skipped_files:
+                log(f"Note: {name}: {len(res.skipped_files)} sample(s) failed to load during evaluation and were "
+                    f"skipped (--skip-bad-samples):\n  " + "\n  ".join(r for _, r in res.skipped_files))
+            res.skipped_files = skipped_before[name] + res.skipped_files
             if res.skipped_no_mask:
                 log(f"Note: {name}: {len(res.skipped_no_mask)} image(s) without a ground-truth mask were not scored.")
             results[name] = res

@@ -1,8 +1,9 @@
 """Masks for images without ground truth: files, folders and globs in, PNG masks out.
 
 Each mask is written at its input's own size, named by the input's stem: a probability map
-(8-bit, 0..255) or, with a threshold, a binary 0/255 mask. Overlays tint the predicted object
-on the photo for a quick look.
+(8-bit, 0..255) or, with a threshold, a binary 0/255 mask. Inputs from several folders that
+share a stem get distinct names (see :func:`output_names`), so no mask overwrites another.
+Overlays tint the predicted object on the photo for a quick look.
 """
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import ImageFolderDataset, build_eval_transform, expand_inputs, read_image
+from datasets import (
+    ImageFolderDataset,
+    build_eval_transform,
+    display_path,
+    expand_inputs,
+    read_image,
+)
 from engine.inference.predictor import (
     GuardedDataset,
     Predictor,
@@ -60,18 +67,26 @@ class PredictionSummary:
 
 
 def output_names(paths: Sequence[Path]) -> List[str]:
-    """Output stems for the inputs: the file stem, with ``-2``, ``-3``... where two inputs share one.
+    """Unique output stems for the inputs, deterministic for a given input list.
 
-    Inputs from different folders can share a stem (``a/x.jpg``, ``b/x.jpg``); suffixing keeps
-    both instead of letting the second overwrite the first.
+    The first input with a stem keeps it; a later one sharing it (``a/x.jpg``, ``b/x.jpg``)
+    gets ``-2``, ``-3``..., skipping any suffixed name that another input already has as its
+    own stem (``c/x-2.jpg``) or that an earlier input took. Comparison ignores case, as
+    case-insensitive file systems (macOS, Windows) would make ``X.png`` overwrite ``x.png``.
     """
-    seen: Dict[str, int] = {}
+    stems = [Path(p).stem for p in paths]
+    reserved = {stem.lower() for stem in stems}
+    taken: set = set()
     names = []
-    for p in paths:
-        stem = Path(p).stem
-        key = stem.lower()  # case-insensitive file systems would still collide
-        seen[key] = seen.get(key, 0) + 1
-        names.append(stem if seen[key] == 1 else f"{stem}-{seen[key]}")
+    for stem in stems:
+        name = stem
+        if stem.lower() in taken:
+            n = 2
+            while f"{stem}-{n}".lower() in reserved or f"{stem}-{n}".lower() in taken:
+                n += 1
+            name = f"{stem}-{n}"
+        taken.add(name.lower())
+        names.append(name)
     return names
 
 
@@ -113,7 +128,7 @@ def make_overlay(image_rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.55,
 
 
 def _describe(paths: Sequence[Path], index: int) -> str:
-    return str(paths[index])
+    return display_path(paths[index])
 
 
 def predict_images(
@@ -173,6 +188,10 @@ def predict_images(
     if overlay:
         overlay_dir.mkdir(exist_ok=True)
     names = output_names(paths)
+    for path, name in zip(paths, names):
+        if name != path.stem:
+            log(f"{display_path(path)}: another input has the stem {display_path(path.stem)}; "
+                f"its mask is {display_path(name)}.png")
     h, w = loaded.img_size
     log(f"{len(paths)} image(s) -> {out_dir} (input {h}x{w} on {dev}"
         f"{', ' + str(predictor.num_views) + ' TTA views' if predictor.num_views > 1 else ''})")

@@ -10,20 +10,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import cv2
 import numpy as np
+
+from datasets.io import write_image
 
 __all__ = ["ImageWriter"]
 
 
 def _write(path: Path, image: np.ndarray, params: Sequence[int]) -> Path:
-    if not cv2.imwrite(str(path), image, list(params)):
-        raise OSError(f"Could not write {path} (is the folder writable and the disk not full?).")
-    return path
+    # write_image, not cv2.imwrite: names that are not valid UTF-8 crash imwrite.
+    return write_image(path, image, params)
 
 
 class ImageWriter:
-    """Writes images with ``cv2.imwrite`` in a thread pool; use as a context manager.
+    """Writes images with :func:`datasets.io.write_image` in a thread pool; use as a context manager.
 
     Leaving the ``with`` block waits for every write and raises the first failure.
 

@@ -151,14 +151,20 @@ def build_train_data(
     )
 
     paths = resolve_dataset_paths(data_cfg, progress=progress)
-    splits = combine([discover_dataset(p) for p in paths])
+    found = [discover_dataset(p) for p in paths]
+    for s in found:
+        if not s.split_declared:
+            log(f"Data: {s.root} holds image/mask folders without a train/test split: all its "
+                f"{len(s.train)} samples are training data (validation is held out of them), none is "
+                f"used as a test set. Evaluate on a separate test set with `evaluate --dataset-path`.")
+    # A pairs folder also lists its samples as a test set (for `evaluate`); training must not.
+    splits = combine([s.for_training() for s in found])
     log(f"Data: {splits.summary()}")
     n_found = len(splits.train)
-    # Only the training samples are checked (a damaged test image must not stop training).
-    # Raises DatasetValidationError (listing every problem) unless skip_bad_samples.
-    splits, report = check_splits(
-        splits, skip_bad_samples=bool(data_cfg.get("skip_bad_samples")), part="train", progress=progress
-    )
+    skip_bad = bool(data_cfg.get("skip_bad_samples"))
+    # Only the training samples are checked (a damaged test image must not stop training), down
+    # to their pixel data. Raises DatasetValidationError (listing every problem) unless skip_bad.
+    splits, report = check_splits(splits, skip_bad_samples=skip_bad, part="train", decode=True, progress=progress)
     samples = list(splits.train)
     n_skipped = n_found - len(samples)
     if not report.ok:
@@ -174,9 +180,12 @@ def build_train_data(
     img_size = data_cfg["img_size"]
     cache = img_size if data_cfg.get("cache") else None
     augment = dict(data_cfg.get("augment") or {})
-    train_ds = CODDataset(train, build_train_transform(img_size, augment or None), cache_size=cache)
+    # With skip_bad a file that still fails to load mid-epoch (changed on disk, a decoder
+    # failure the check could not see) is reported and replaced, instead of ending the run.
+    train_ds = CODDataset(train, build_train_transform(img_size, augment or None), cache_size=cache,
+                          skip_unreadable=skip_bad)
     light = build_train_transform(img_size, light_augment(augment))
-    val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache)
+    val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache, skip_unreadable=skip_bad)
     log(f"Data: {len(train)} training and {len(val)} validation images (held out from training data).")
     return TrainData(
         SeededAugmentDataset(train_ds, seed, light), val_ds, paths, n_skipped, "" if report.ok else report.format()
