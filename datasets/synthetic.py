@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from ._types import PathLike, SizeLike, to_hw
 from .synthetic_shapes import SHAPES, build_figure, render_object
 from .synthetic_texture import (
+    TextureParams,
     background_params,
     draw_twigs,
     fractal_noise,
@@ -121,7 +122,7 @@ def _shading(rng: np.random.Generator, mask: np.ndarray, strength: float, ref: i
     return 1.0 + np.float32(strength) * (np.clip(lit, -1.0, 1.0) - 0.6 * rim)
 
 
-def _add_object(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, bg_params, level: str,
+def _add_object(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, bg_params: TextureParams, level: str,
                 area: float, ref: int) -> str:
     """Draw one object into ``image`` (float32 RGB, in place) and ``mask``; returns its shape name."""
     h, w = mask.shape
