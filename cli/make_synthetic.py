@@ -20,8 +20,10 @@ def _synthetic_defaults() -> dict:
 @click.option("--test", "n_test", type=click.IntRange(min=0), default=None, help="Test scenes [40].")
 @click.option("--img-size", type=click.IntRange(min=16), default=None, help="Scene size in pixels [160].")
 @click.option("--seed", type=int, default=None, help="Generator seed [0].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes drawing scenes [one per 64 images, at most one per core]; files do not depend on it.")
 def make_synthetic(out: str, n_train: Optional[int], n_test: Optional[int], img_size: Optional[int],
-                   seed: Optional[int]) -> None:
+                   seed: Optional[int], workers: Optional[int]) -> None:
     """Write synthetic camouflage scenes (COD10K-v3 layout: Train/ and Test/ with Image and GT_Object).
 
     The result works as --dataset-path for train and evaluate. Defaults come from the
@@ -36,7 +38,7 @@ def make_synthetic(out: str, n_train: Optional[int], n_test: Optional[int], img_
     seed = defaults["seed"] if seed is None else seed
     try:
         root = write_synthetic_dataset(out, n_train=n_train, n_test=n_test, img_size=img_size, seed=seed,
-                                       noncam_fraction=defaults["noncam_fraction"])
+                                       noncam_fraction=defaults["noncam_fraction"], workers=workers)
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Wrote {n_train} training and {n_test} test scenes ({img_size}px) to {root}")

@@ -1,225 +1,204 @@
-"""Built-in synthetic camouflage scenes, for smoke tests and demos without COD10K.
+"""Built-in synthetic camouflage scenes, for tests, demos and benchmarks without COD10K.
 
-Each scene is a procedural texture (mottled, spotted or striped value noise
-mapped through a natural colour palette) with one or two objects cut from a
-*second* texture of the same family: same palette shifted by a few grey
-levels, slightly different scale and pattern parameters, and a different
-noise sample. What gives an object away is what gives real camouflaged
-animals away: a subtle change of texture statistics and a faint boundary,
-not colour. The masks are binary; about a tenth of the images are NonCAM
-(texture only, empty mask), as in COD10K.
+Scenes follow the statistics of real camouflage data (COD10K): one object in
+most images, two in some, none in a tenth (NonCAM, empty mask); object area
+mostly 1-20% of the image with a few tiny and some large ones, anywhere in
+the frame and sometimes cut by the border; animal-like silhouettes with many
+thin parts (legs, antennae, tails, fins, tentacles) in any orientation
+(:mod:`datasets.synthetic_shapes`). Background and object share a texture
+family and palette (:mod:`datasets.synthetic_texture`); the object differs
+only subtly (hue/lightness shift, texture scale, orientation and phase,
+soft body shading, a feathered edge), and unlabelled clutter (twigs, leaves)
+and dappled light cover the scene. Each scene has a difficulty level
+(easy/medium/hard) that sets how large those differences are.
 
 The set is written in the COD10K-v3 layout with COD10K-style names
-(``COD10K-CAM-1-Synthetic-2-Blob-00001.jpg``) so that it goes through the
+(``COD10K-CAM-1-Synthetic-3-Lizard-00001.jpg``) so that it goes through the
 same discovery, category parsing and loading code as the real data.
 Everything is drawn from ``numpy.random.Generator`` streams seeded by
-``(seed, split, index)``: the same seed gives byte-identical files.
+``(seed, split, index)``: the same seed gives byte-identical files,
+whatever the number of worker processes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from ._types import PathLike, SizeLike, to_hw
+from .synthetic_shapes import SHAPES, build_figure, render_object
+from .synthetic_texture import (
+    TextureParams,
+    background_params,
+    draw_twigs,
+    fractal_noise,
+    object_texture_params,
+    colorize,
+    value_field,
+)
 
 __all__ = [
     "GENERATOR_VERSION",
     "SHAPES",
+    "DIFFICULTIES",
+    "Scene",
+    "draw_scene",
     "make_scene",
     "write_synthetic_dataset",
     "ensure_synthetic_dataset",
     "default_cache_dir",
+    "default_workers",
 ]
 
 
 # Bump when the scenes change, so cached sets made by older code are not reused.
-GENERATOR_VERSION = 1
-# COD10K-style sub-class names and ids of the object shapes.
-SHAPES: Dict[str, int] = {"Ellipse": 1, "Blob": 2, "Polygon": 3}
-_FAMILIES = ("mottled", "spotted", "striped")
-# Hue centres (degrees) of natural camouflage palettes: bark/sand, foliage,
-# rock/water, reddish soil.
-_HUES = (30.0, 95.0, 205.0, 15.0)
+GENERATOR_VERSION = 2
 _MANIFEST = "synthetic.json"
 _SPLIT_CODES = {"Train": 0, "Test": 1}
+# Difficulty levels, their shares, and how different the object is from its surround:
+# (lightness shift, hue shift in degrees, log texture-scale change, orientation change in
+# radians, body-shading strength, edge feather in px at 384 px).
+DIFFICULTIES: Dict[str, float] = {"easy": 0.4, "medium": 0.4, "hard": 0.2}
+_LOOKS = {
+    "easy": dict(value=(0.12, 0.22), hue=(6.0, 14.0), scale=(0.5, 0.9), angle=1.2, shade=(0.25, 0.4), feather=0.5),
+    "medium": dict(value=(0.06, 0.12), hue=(3.0, 8.0), scale=(0.25, 0.55), angle=0.7, shade=(0.12, 0.22),
+                   feather=0.8),
+    "hard": dict(value=(0.0, 0.05), hue=(0.0, 3.0), scale=(0.0, 0.3), angle=0.3, shade=(0.03, 0.1),
+                 feather=1.2),
+}
 
 
-@dataclass(frozen=True)
-class _TextureParams:
-    family: str
-    cells: float  # noise cells across the image at the coarsest octave
-    octaves: int
-    persistence: float
-    stretch: float  # >1 elongates the pattern horizontally
-    palette: Tuple[Tuple[float, float, float], ...]  # 3 RGB stops in [0, 1]
-    spot_threshold: float
-    stripe_angle: float
-    stripe_freq: float
+@dataclass
+class Scene:
+    """One synthetic scene.
 
-
-
-# --------------------------------------------------------------------------- #
-# Textures
-# --------------------------------------------------------------------------- #
-
-
-def _value_noise(rng: np.random.Generator, h: int, w: int, cells: float, octaves: int,
-                 persistence: float, stretch: float = 1.0, ref: Optional[int] = None) -> np.ndarray:
-    """Fractal value noise in [0, 1], shape (h, w): upsampled random grids summed over octaves.
-
-    ``cells`` counts noise cells per ``ref`` pixels (default ``max(h, w)``), so
-    a crop of a scene can be textured at the scene's scale.
+    Attributes:
+        image: RGB uint8 ``(H, W, 3)``.
+        mask: Binary uint8 ``(H, W)``, values 0/255.
+        shape: Shape name of the first object, ``"Texture"`` for NonCAM scenes.
+        difficulty: ``"easy"``, ``"medium"``, ``"hard"``, or ``"none"`` for NonCAM scenes.
+        n_objects: Objects in the scene.
     """
-    ref = ref or max(h, w)
-    out = np.zeros((h, w), np.float32)
-    amp, total = 1.0, 0.0
-    for octave in range(octaves):
-        c = cells * (2 ** octave) / ref
-        gh = max(2, int(round(c * h)))
-        gw = max(2, int(round(c * stretch * w)))
-        grid = rng.random((gh, gw), dtype=np.float32)
-        out += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
-        total += amp
-        amp *= persistence
-    # Stretch contrast to ~[0, 1] by mean and spread (a percentile would need
-    # a sort of every pixel and costs more than the noise itself).
-    mean, std = cv2.meanStdDev(out)
-    lo = float(mean[0, 0]) - 2.0 * float(std[0, 0])
-    scale = 1.0 / max(4.0 * float(std[0, 0]), 1e-6)
-    return np.clip((out - lo) * scale, 0.0, 1.0)
+
+    image: np.ndarray
+    mask: np.ndarray
+    shape: str
+    difficulty: str
+    n_objects: int
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, p: _TextureParams,
-             ref: Optional[int] = None, origin: Tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Colour texture, float32 (h, w, 3) in [0, 1].
-
-    ``ref`` is the scene size the parameters refer to and ``origin`` the
-    (y, x) offset of this patch in the scene, for texturing a crop.
-    """
-    ref = ref or max(h, w)
-    v = _value_noise(rng, h, w, p.cells, p.octaves, p.persistence, p.stretch, ref)
-    if p.family == "spotted":
-        spots = _value_noise(rng, h, w, p.cells * 2.5, 2, 0.4, 1.0, ref)
-        # Smooth step instead of a hard threshold: spots with soft rims.
-        s = np.clip((spots - p.spot_threshold) * 8.0 + 0.5, 0.0, 1.0)
-        v = 0.55 * v + 0.45 * s
-    elif p.family == "striped":
-        yy = np.arange(origin[0], origin[0] + h, dtype=np.float32)[:, None]
-        xx = np.arange(origin[1], origin[1] + w, dtype=np.float32)[None, :]
-        warp = _value_noise(rng, h, w, p.cells, 2, 0.5, 1.0, ref) * 6.0
-        k = 2 * np.pi * p.stripe_freq / ref
-        phase = xx * (k * np.cos(p.stripe_angle)) + yy * (k * np.sin(p.stripe_angle))
-        v = 0.5 * v + 0.25 * (1.0 + np.sin(phase + warp))
-    # Palette lookup through a 256-entry table: one gather instead of three
-    # np.interp calls over every pixel.
-    stops = np.array(p.palette, np.float32)  # (3 stops, RGB)
-    levels = np.linspace(0.0, 1.0, 256, dtype=np.float32)
-    lut = np.stack([np.interp(levels, [0.0, 0.5, 1.0], stops[:, c]) for c in range(3)], axis=1)
-    return lut.astype(np.float32)[(v * 255.0 + 0.5).astype(np.uint8)]
+def _area_fraction(rng: np.random.Generator) -> float:
+    """Object area / image area, after COD10K: mostly 1-20%, a few tiny, some large."""
+    u = rng.random()
+    if u < 0.06:
+        return float(np.exp(rng.uniform(np.log(0.002), np.log(0.01))))
+    if u < 0.86:
+        return float(np.exp(rng.uniform(np.log(0.015), np.log(0.22))))
+    return float(rng.uniform(0.2, 0.45))
 
 
-def _palette(rng: np.random.Generator) -> Tuple[Tuple[float, float, float], ...]:
-    hue = float(_HUES[rng.integers(len(_HUES))] + rng.uniform(-12, 12)) % 360.0
-    sat = float(rng.uniform(0.2, 0.6))
-    val = float(rng.uniform(0.35, 0.7))
-    spread = float(rng.uniform(0.15, 0.3))
-    hsv = np.array([[[hue + rng.uniform(-8, 8), min(1.0, sat * k), np.clip(val + d, 0.05, 0.95)]
-                     for k, d in ((1.1, -spread), (1.0, 0.0), (0.9, spread))]], np.float32)
-    hsv[..., 0] %= 360.0
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
-    return tuple(tuple(float(x) for x in stop) for stop in rgb)
+def _shading(rng: np.random.Generator, mask: np.ndarray, strength: float, ref: int) -> np.ndarray:
+    """Soft body shading of an object crop, float32 around 1: a darker rim and a lit side."""
+    m = mask.astype(np.float32) * (1.0 / 255.0)
+    radius = max(1.0, 0.1 * float(np.sqrt(cv2.countNonZero(mask))))
+    body = cv2.GaussianBlur(m, (0, 0), radius)
+    a = rng.uniform(0, 2 * np.pi)
+    gx = cv2.Sobel(body, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(body, cv2.CV_32F, 0, 1, ksize=3)
+    lit = (gx * np.float32(np.cos(a)) + gy * np.float32(np.sin(a))) * np.float32(radius)
+    rim = np.clip(1.0 - body * 2.0, 0.0, 1.0)
+    return 1.0 + np.float32(strength) * (np.clip(lit, -1.0, 1.0) - 0.6 * rim)
 
 
-def _background_params(rng: np.random.Generator) -> _TextureParams:
-    return _TextureParams(
-        family=_FAMILIES[rng.integers(len(_FAMILIES))],
-        cells=float(rng.uniform(3.0, 7.0)),
-        octaves=4,
-        persistence=float(rng.uniform(0.45, 0.65)),
-        stretch=float(rng.uniform(0.7, 1.5)),
-        palette=_palette(rng),
-        spot_threshold=float(rng.uniform(0.45, 0.65)),
-        stripe_angle=float(rng.uniform(0, np.pi)),
-        stripe_freq=float(rng.uniform(4.0, 10.0)),
+def _add_object(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, bg_params: TextureParams, level: str,
+                area: float, ref: int) -> str:
+    """Draw one object into ``image`` (float32 RGB, in place) and ``mask``; returns its shape name."""
+    h, w = mask.shape
+    names = list(SHAPES)
+    shape = names[int(rng.integers(len(names)))]
+    # About a third of the objects may run off the frame, as in photographs; the rest stay inside.
+    min_inside = 0.6 if rng.random() < 0.3 else 1.0
+    obj_mask = render_object(rng, build_figure(rng, shape), h, w, area, min_inside=min_inside)
+    look = _LOOKS[level]
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    params = object_texture_params(
+        rng, bg_params,
+        scale_jitter=float(rng.uniform(*look["scale"])),
+        angle_jitter=look["angle"],
+        hue=float(rng.uniform(*look["hue"]) * (1 if rng.random() < 0.5 else -1)),
+        value=sign * float(rng.uniform(*look["value"])),
     )
+    pad = max(3, ref // 40)
+    x, y, bw, bh = cv2.boundingRect(obj_mask)
+    y0, x0, y1, x1 = max(0, y - pad), max(0, x - pad), min(h, y + bh + pad), min(w, x + bw + pad)
+    crop = obj_mask[y0:y1, x0:x1]
+    field = value_field(rng, y1 - y0, x1 - x0, params, ref)
+    if rng.random() < 0.3:  # the animal's skin a little softer than the ground
+        field = cv2.GaussianBlur(field, (0, 0), 0.5 + ref / 500.0)
+    alpha = cv2.GaussianBlur(crop.astype(np.float32) * (1.0 / 255.0), (0, 0), look["feather"] * max(0.5, ref / 384))
+    # A faint contact shadow just outside the body.
+    ring = cv2.GaussianBlur(alpha, (0, 0), max(1.0, ref / 100.0))
+    shadow = 1.0 - float(rng.uniform(*look["shade"])) * 0.6 * np.clip(ring - alpha, 0.0, 1.0)
+    # ground * shadow * (1 - alpha) + object * shading * alpha, in place (no full-size temporaries).
+    obj = colorize(field, params.palette)
+    obj *= (alpha * _shading(rng, crop, float(rng.uniform(*look["shade"])), ref))[..., None]
+    patch = image[y0:y1, x0:x1]  # a view
+    patch *= ((1.0 - alpha) * shadow)[..., None]
+    patch += obj
+    np.maximum(mask, obj_mask, out=mask)
+    return shape
 
 
-def _object_params(rng: np.random.Generator, bg: _TextureParams, difficulty: float) -> _TextureParams:
-    """Same family as the background, parameters shifted less the harder the scene."""
-    ease = 1.0 - difficulty
-    # Mostly a brightness shift plus a little chroma: a per-channel shift of
-    # the same size turns green into grey and makes the object pop out.
-    shift = (rng.normal() * (1.0 + 6.0 * ease) + rng.normal(0.0, 1.0, 3) * (0.5 + 2.5 * ease)) / 255.0
-    palette = tuple(tuple(float(np.clip(c + s, 0, 1)) for c, s in zip(stop, shift)) for stop in bg.palette)
-    scale = float(np.exp(rng.uniform(-1, 1) * (0.1 + 0.35 * ease)))
-    return replace(
-        bg,
-        cells=bg.cells * scale,
-        persistence=float(np.clip(bg.persistence + rng.uniform(-0.1, 0.1) * ease, 0.3, 0.8)),
-        stretch=bg.stretch * float(np.exp(rng.uniform(-0.3, 0.3) * ease)),
-        palette=palette,
-        spot_threshold=float(np.clip(bg.spot_threshold + rng.uniform(-0.08, 0.08), 0.3, 0.8)),
-        stripe_angle=bg.stripe_angle + float(rng.uniform(-0.6, 0.6) * ease),
-        stripe_freq=bg.stripe_freq * scale,
-    )
-
-
-# --------------------------------------------------------------------------- #
-# Shapes
-# --------------------------------------------------------------------------- #
-
-
-def _shape_mask(rng: np.random.Generator, h: int, w: int, shape: str) -> np.ndarray:
-    """Binary uint8 mask (0/255) of one object, (h, w)."""
+def draw_scene(rng: np.random.Generator, img_size: SizeLike, camouflaged: bool = True) -> Scene:
+    """Draw one scene with its metadata (see :class:`Scene`); a pure function of ``rng``'s state."""
+    h, w = to_hw(img_size)
+    ref = max(h, w)
+    bg = background_params(rng)
+    field = value_field(rng, h, w, bg, ref)
+    draw_twigs(rng, field, int(rng.integers(0, 5)), ref)
+    image = colorize(field, bg.palette)  # (H, W, 3)
     mask = np.zeros((h, w), np.uint8)
-    side = min(h, w)
-    cx = float(rng.uniform(0.3, 0.7) * w)
-    cy = float(rng.uniform(0.3, 0.7) * h)
-    radius = float(rng.uniform(0.14, 0.3) * side)
-    if shape == "Ellipse":
-        axes = (max(2, int(radius * rng.uniform(0.8, 1.3))), max(2, int(radius * rng.uniform(0.45, 0.9))))
-        cv2.ellipse(mask, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
-    elif shape == "Blob":
-        # Radius as a low-order Fourier series of the angle: smooth, star-free outline.
-        theta = np.linspace(0, 2 * np.pi, 96, endpoint=False)
-        r = np.ones_like(theta)
-        for k in range(2, 6):
-            r += rng.uniform(0.0, 0.3) / k * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
-        r = radius * np.clip(r, 0.35, None)
-        pts = np.stack([cx + r * np.cos(theta), cy + r * np.sin(theta)], axis=1)
-        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
-    elif shape == "Polygon":
-        n = int(rng.integers(5, 10))
-        theta = np.sort(rng.uniform(0, 2 * np.pi, n))
-        r = radius * rng.uniform(0.6, 1.2, n)
-        pts = np.stack([cx + r * np.cos(theta), cy + r * np.sin(theta)], axis=1)
-        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
-        # Round the corners: blur, then threshold back to a binary mask.
-        sigma = max(1.0, side / 40.0)
-        mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-        mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
-    else:
-        raise ValueError(f"Unknown shape {shape!r}; choose from {sorted(SHAPES)}.")
-    if not mask.any():  # tiny images: make sure a CAM mask is never empty
-        cv2.circle(mask, (int(cx), int(cy)), max(2, side // 8), 255, -1)
-    return mask
-
-
-# --------------------------------------------------------------------------- #
-# Scenes
-# --------------------------------------------------------------------------- #
+    shape, level, n_objects = "Texture", "none", 0
+    if camouflaged:
+        level = list(DIFFICULTIES)[int(rng.choice(len(DIFFICULTIES), p=list(DIFFICULTIES.values())))]
+        n_objects = 2 if rng.random() < 0.12 else 1
+        for i in range(n_objects):
+            area = _area_fraction(rng) * (0.6 if n_objects > 1 else 1.0)
+            name = _add_object(rng, image, mask, bg, level, area, ref)
+            shape = name if i == 0 else shape
+    # Scene-wide light over object and background alike: a colour cast that drifts
+    # across the frame, a brightness gradient and dappled light through leaves. All of
+    # it is smooth, so it is made at a quarter of the size and upsampled once.
+    sh, sw = max(2, h // 4), max(2, w // 4)
+    gx, gy = (float(g) for g in rng.uniform(-0.2, 0.2, 2))
+    light = (1.0 + gy * (np.arange(sh, dtype=np.float32)[:, None] / sh - 0.5)
+             + gx * (np.arange(sw, dtype=np.float32)[None, :] / sw - 0.5))
+    if rng.random() < 0.4:
+        dapple = fractal_noise(rng, sh, sw, float(rng.uniform(3, 8)), 2, 0.5, max(sh, sw))
+        light = light * (1.0 + float(rng.uniform(0.1, 0.3)) * np.clip((dapple - 0.5) * 4.0, -1.0, 1.0))
+    cast = cv2.resize(rng.uniform(0.93, 1.07, (3, 3, 3)).astype(np.float32), (sw, sh), interpolation=cv2.INTER_CUBIC)
+    gain = cv2.resize(cast * (255.0 * light[..., None]), (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W, 3)
+    image = cv2.multiply(image, gain)  # now 0..255
+    if rng.random() < 0.35:  # slight defocus
+        image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.4, 1.0)) * ref / 384)
+    # Sensor noise: uniform integers with the std of 2-4 grey levels (uint8 draws are the cheapest).
+    levels = int(rng.integers(7, 15))
+    noise = rng.integers(0, levels, image.shape, dtype=np.uint8)
+    image = cv2.add(image, (-0.5 * (levels - 1),) * 3 + (0.0,))
+    image_u8 = cv2.add(image, noise, dtype=cv2.CV_8U)  # rounds and saturates
+    return Scene(image_u8, mask, shape, level, n_objects)
 
 
 def make_scene(rng: np.random.Generator, img_size: SizeLike, camouflaged: bool = True
@@ -229,54 +208,15 @@ def make_scene(rng: np.random.Generator, img_size: SizeLike, camouflaged: bool =
     Args:
         rng: Random generator (the scene is a pure function of its state).
         img_size: ``int`` or ``(height, width)``.
-        camouflaged: ``False`` gives a texture-only NonCAM scene.
+        camouflaged: ``False`` gives an object-free NonCAM scene.
 
     Returns:
         ``(image, mask, shape)``: RGB uint8 ``(H, W, 3)``, binary uint8 mask
         ``(H, W)`` with values 0/255, and the shape name of the (first)
         object, or ``"Texture"`` for NonCAM scenes.
     """
-    h, w = to_hw(img_size)
-    bg_params = _background_params(rng)
-    image = _texture(rng, h, w, bg_params)
-    mask = np.zeros((h, w), np.uint8)
-    shape_name = "Texture"
-    if camouflaged:
-        difficulty = float(rng.uniform(0.2, 0.9))
-        names = list(SHAPES)
-        n_objects = 2 if rng.random() < 0.2 else 1
-        ref = max(h, w)
-        pad = max(4, ref // 20)  # room for the feathered edge and the shadow
-        for i in range(n_objects):
-            shape = names[int(rng.integers(len(names)))]
-            shape_name = shape if i == 0 else shape_name
-            obj_mask = _shape_mask(rng, h, w, shape)
-            # Work on the object's bounding box only: objects cover 5-30% of
-            # the scene, so this is several times less texture to make.
-            x, y, bw, bh = cv2.boundingRect(obj_mask)
-            y0, x0 = max(0, y - pad), max(0, x - pad)
-            y1, x1 = min(h, y + bh + pad), min(w, x + bw + pad)
-            crop_mask = obj_mask[y0:y1, x0:x1]
-            obj = _texture(rng, y1 - y0, x1 - x0, _object_params(rng, bg_params, difficulty),
-                           ref=ref, origin=(y0, x0))
-            # Feathered edge: the boundary is a faint blend, not a cut-out line.
-            alpha = cv2.GaussianBlur(crop_mask.astype(np.float32) * (1.0 / 255.0), (0, 0), 0.8)
-            # A faint contact shadow around the object, stronger in easy scenes.
-            ring = cv2.GaussianBlur(alpha, (0, 0), max(1.0, ref / 60.0))
-            shade = 1.0 - 0.12 * (1.0 - difficulty) * np.clip(ring - alpha, 0.0, 1.0)
-            patch = image[y0:y1, x0:x1] * shade[..., None]
-            a = alpha[..., None]
-            image[y0:y1, x0:x1] = patch + (obj - patch) * a
-            mask = np.maximum(mask, obj_mask)
-    # Scene-wide lighting and sensor noise hit object and background alike.
-    gx, gy = (float(g) for g in rng.uniform(-0.15, 0.15, 2))  # python floats keep float32 math
-    light = (1.0 + gy * (np.arange(h, dtype=np.float32)[:, None] / h - 0.5)
-             + gx * (np.arange(w, dtype=np.float32)[None, :] / w - 0.5))
-    # Uniform noise with the std of 2 grey levels: cheaper to draw than Gaussian.
-    noise = rng.random(image.shape, dtype=np.float32) - 0.5
-    image = image * light[..., None] + noise * (2.0 * np.sqrt(12.0) / 255.0)
-    image_u8 = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return image_u8, mask, shape_name
+    scene = draw_scene(rng, img_size, camouflaged)
+    return scene.image, scene.mask, scene.shape
 
 
 def _scene_name(index: int, camouflaged: bool, shape: str) -> str:
@@ -285,19 +225,57 @@ def _scene_name(index: int, camouflaged: bool, shape: str) -> str:
     return f"COD10K-NonCAM-5-Background-1-{shape}-{index:05d}"
 
 
+def _scene_job(args: Tuple[str, int, int, int, Tuple[int, int], float, str]) -> Tuple[str, bool, str]:
+    """Draw and write scene ``i`` of ``split``; returns ``(split, camouflaged, difficulty)``."""
+    split, i, n_train, seed, hw, noncam_fraction, out = args
+    # One independent stream per image: image k does not depend on how many images
+    # come before it, on the other split's size, or on which process draws it.
+    rng = np.random.default_rng([seed, _SPLIT_CODES[split], i])
+    camouflaged = bool(rng.random() >= noncam_fraction)
+    scene = draw_scene(rng, hw, camouflaged)
+    # Global numbering across splits, so names are unique as in COD10K.
+    index = (i if split == "Train" else n_train + i) + 1
+    name = _scene_name(index, camouflaged, scene.shape)
+    root = Path(out) / split
+    cv2.imwrite(str(root / "Image" / f"{name}.jpg"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 92])
+    cv2.imwrite(str(root / "GT_Object" / f"{name}.png"), scene.mask)
+    return split, camouflaged, scene.difficulty
+
+
+def _scene_chunk(jobs: Sequence[Tuple[str, int, int, int, Tuple[int, int], float, str]]) -> List[Tuple[str, bool, str]]:
+    return [_scene_job(job) for job in jobs]
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+
+
+def default_workers(n_images: int) -> int:
+    """Worker processes for ``n_images`` scenes: one per 64 images, at most one per CPU core.
+
+    Small sets are drawn in the calling process: starting a process costs more than
+    drawing dozens of scenes.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, n_images // 64))
+
+
 def write_synthetic_dataset(
     out_dir: PathLike,
     n_train: int = 240,
-    n_test: int = 60,
-    img_size: SizeLike = 192,
+    n_test: int = 40,
+    img_size: SizeLike = 160,
     seed: int = 0,
     progress: bool = True,
     noncam_fraction: float = 0.1,
+    workers: Optional[int] = None,
 ) -> Path:
     """Write a synthetic COD set in the COD10K-v3 layout.
 
     Writes ``Train/Image/*.jpg``, ``Train/GT_Object/*.png``, the same under
     ``Test/``, and a ``synthetic.json`` manifest (parameters and counts).
+    The defaults are those of ``data.synthetic`` in ``configs/default.yaml``.
 
     Args:
         out_dir: Target folder; created if missing, must be empty.
@@ -306,15 +284,17 @@ def write_synthetic_dataset(
         img_size: ``int`` or ``(height, width)``.
         seed: Seed; the same seed gives byte-identical files.
         progress: Show a tqdm progress bar.
-        noncam_fraction: Share of texture-only scenes with empty masks.
+        noncam_fraction: Share of object-free scenes with empty masks.
+        workers: Processes drawing scenes; ``None`` picks :func:`default_workers`,
+            1 draws in this process. The files do not depend on it.
 
     Returns:
         ``out_dir`` as a ``Path``.
 
     Raises:
         FileExistsError: If ``out_dir`` exists and is not empty.
-        ValueError: For negative counts, a fraction outside ``[0, 1)`` or an
-            image size under 16 px.
+        ValueError: For negative counts, a fraction outside ``[0, 1)``, an
+            image size under 16 px or ``workers < 1``.
     """
     out = Path(out_dir)
     h, w = to_hw(img_size)
@@ -324,28 +304,44 @@ def write_synthetic_dataset(
         raise ValueError(f"noncam_fraction={noncam_fraction}: expected 0 <= fraction < 1.")
     if min(h, w) < 16:
         raise ValueError(f"img_size={img_size}: use at least 16 px per side.")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers={workers}: use 1 or more (or None for one per 64 images).")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: folder is not empty; choose a new or empty folder.")
 
     counts: Dict[str, Dict[str, int]] = {}
-    jobs: List[Tuple[str, int]] = [("Train", i) for i in range(n_train)] + [("Test", i) for i in range(n_test)]
+    levels: Dict[str, Dict[str, int]] = {}
     for split in ("Train", "Test"):
         (out / split / "Image").mkdir(parents=True, exist_ok=True)
         (out / split / "GT_Object").mkdir(parents=True, exist_ok=True)
         counts[split] = {"cam": 0, "noncam": 0}
-    for split, i in tqdm(jobs, desc="Synthetic scenes", disable=not progress, unit="img"):
-        # One independent stream per image: image k does not depend on how
-        # many images come before it or on the other split's size.
-        rng = np.random.default_rng([seed, _SPLIT_CODES[split], i])
-        camouflaged = bool(rng.random() >= noncam_fraction)
-        image, mask, shape = make_scene(rng, (h, w), camouflaged)
-        # Global numbering across splits, so names are unique as in COD10K.
-        index = (i if split == "Train" else n_train + i) + 1
-        name = _scene_name(index, camouflaged, shape)
-        cv2.imwrite(str(out / split / "Image" / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 92])
-        cv2.imwrite(str(out / split / "GT_Object" / f"{name}.png"), mask)
-        counts[split]["cam" if camouflaged else "noncam"] += 1
+        levels[split] = {level: 0 for level in DIFFICULTIES}
+    jobs = [(split, i, n_train, seed, (h, w), noncam_fraction, str(out))
+            for split, n in (("Train", n_train), ("Test", n_test)) for i in range(n)]
+    workers = default_workers(len(jobs)) if workers is None else workers
+    bar = tqdm(total=len(jobs), desc="Synthetic scenes", disable=not progress, unit="img")
+
+    def tally(results: List[Tuple[str, bool, str]]) -> None:
+        for split, camouflaged, level in results:
+            counts[split]["cam" if camouflaged else "noncam"] += 1
+            if camouflaged:
+                levels[split][level] += 1
+        bar.update(len(results))
+
+    try:
+        if workers == 1:
+            for job in jobs:
+                tally([_scene_job(job)])
+        else:
+            chunk = 16
+            chunks = [jobs[k:k + chunk] for k in range(0, len(jobs), chunk)]
+            # "spawn": a fresh interpreter per worker, safe in a process that holds torch or CUDA threads.
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker) as pool:
+                for results in pool.imap_unordered(_scene_chunk, chunks):
+                    tally(results)
+    finally:
+        bar.close()
 
     manifest = {
         "generator": "camoxpert.synthetic",
@@ -357,6 +353,7 @@ def write_synthetic_dataset(
         "img_size": [h, w],
         "noncam_fraction": noncam_fraction,
         "counts": counts,
+        "difficulty": levels,
     }
     (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
@@ -389,11 +386,12 @@ def _remove_stale_temp_dirs(root: Path, max_age_s: float = 3600.0) -> None:
 def ensure_synthetic_dataset(
     cache_dir: Optional[PathLike] = None,
     n_train: int = 240,
-    n_test: int = 60,
-    img_size: SizeLike = 192,
+    n_test: int = 40,
+    img_size: SizeLike = 160,
     seed: int = 0,
     progress: bool = True,
     noncam_fraction: float = 0.1,
+    workers: Optional[int] = None,
 ) -> Path:
     """Return a cached synthetic set, generating it on first use.
 
@@ -409,7 +407,8 @@ def ensure_synthetic_dataset(
         img_size: ``int`` or ``(height, width)``.
         seed: Seed.
         progress: Show a progress bar while generating.
-        noncam_fraction: Share of texture-only scenes.
+        noncam_fraction: Share of object-free scenes.
+        workers: Processes drawing scenes (see :func:`write_synthetic_dataset`).
 
     Returns:
         Path of the dataset root (COD10K-v3 layout).
@@ -423,7 +422,7 @@ def ensure_synthetic_dataset(
     _remove_stale_temp_dirs(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=root))
     try:
-        write_synthetic_dataset(tmp, n_train, n_test, hw, seed, progress, noncam_fraction)
+        write_synthetic_dataset(tmp, n_train, n_test, hw, seed, progress, noncam_fraction, workers)
         if final.exists() and not (final / _MANIFEST).is_file():
             shutil.rmtree(final)  # incomplete set from code that did not rename atomically
         os.rename(tmp, final)

@@ -1,10 +1,14 @@
-"""Synthetic scenes: deterministic by seed, COD10K layout and names, non-empty CAM masks, atomic cache."""
+"""Synthetic scenes: deterministic by seed and worker count, COD10K layout and names, COD-like statistics,
+defaults equal to configs/default.yaml, atomic cache."""
 
+import inspect
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 import datasets.synthetic as synthetic
 from datasets import discover_dataset, ensure_synthetic_dataset, validate_splits, write_synthetic_dataset
@@ -54,23 +58,93 @@ def test_layout_names_masks_and_manifest(tmp_path):
 
     manifest = json.loads((root / "synthetic.json").read_text())
     assert manifest["seed"] == 0 and manifest["img_size"] == [48, 48]
+    assert manifest["version"] == synthetic.GENERATOR_VERSION
+    assert sum(manifest["difficulty"]["Train"].values()) == manifest["counts"]["Train"]["cam"]
     assert manifest["n_train"] == 8 and manifest["n_test"] == 4
     assert sum(manifest["counts"]["Train"].values()) == 8
     assert manifest["counts"]["Train"]["noncam"] + manifest["counts"]["Test"]["noncam"] == n_noncam
 
 
-def test_objects_are_camouflaged_not_trivially_separable():
-    # Mean colour inside the object is close to the colour around it.
-    diffs = []
-    for i in range(20):
-        image, mask, _ = synthetic.make_scene(np.random.default_rng([1, 0, i]), 96)
+def test_objects_are_camouflaged_and_difficulty_orders_the_contrast():
+    # Mean colour inside the object vs a ring around it: larger for easy scenes than for hard ones,
+    # and within the texture's own spread, so the mean colour alone does not give the object away.
+    diffs = {level: [] for level in synthetic.DIFFICULTIES}
+    ratios = []
+    for i in range(45):
+        scene = synthetic.draw_scene(np.random.default_rng([1, 0, i]), 96)
+        image, mask = scene.image.astype(np.float32), scene.mask
         ring = (cv2.dilate(mask, np.ones((9, 9), np.uint8)) > 0) & (mask == 0)
-        diffs.append(np.abs(image[mask > 0].mean(0) - image[ring].mean(0)).max())
-    assert np.median(diffs) < 12
+        diff = np.abs(image[mask > 0].mean(0) - image[ring].mean(0)).max()
+        diffs[scene.difficulty].append(diff)
+        ratios.append(diff / image[mask == 0].std(0).max())
+    easy, medium, hard = (np.median(diffs[k]) for k in ("easy", "medium", "hard"))
+    assert hard < medium < easy
+    assert hard < 15
+    assert np.median(ratios) < 1.0
+
+
+def test_worker_processes_do_not_change_the_files(tmp_path):
+    params = dict(n_train=5, n_test=3, img_size=40, seed=2, progress=False)
+    one = _files(write_synthetic_dataset(tmp_path / "one", workers=1, **params))
+    two = _files(write_synthetic_dataset(tmp_path / "two", workers=2, **params))
+    assert one == two and len(one) == 17  # 8 images, 8 masks, manifest
+    with pytest.raises(ValueError, match="workers"):
+        write_synthetic_dataset(tmp_path / "zero", workers=0, **params)
+
+
+def test_defaults_equal_the_config_file():
+    # One source of defaults: the generator's signature and data.synthetic of configs/default.yaml.
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    section = yaml.safe_load(config.read_text())["data"]["synthetic"]
+    for func in (write_synthetic_dataset, ensure_synthetic_dataset):
+        signature = inspect.signature(func).parameters
+        for key, value in section.items():
+            if key == "cache_dir" and func is write_synthetic_dataset:
+                continue  # the writer takes an explicit folder instead
+            assert key in signature, f"{func.__name__} lacks data.synthetic.{key}"
+            assert signature[key].default == value, (func.__name__, key, signature[key].default, value)
+
+
+def test_scene_statistics_follow_cod10k():
+    # Object area mostly 1-20% of the image, a difficulty mix, sometimes two objects or a border contact.
+    areas, levels, n_objects, touching = [], set(), [], 0
+    for i in range(80):
+        scene = synthetic.draw_scene(np.random.default_rng([4, 0, i]), 96)
+        assert scene.mask.any() and scene.image.shape == (96, 96, 3)
+        areas.append((scene.mask > 0).mean())
+        levels.add(scene.difficulty)
+        n_objects.append(scene.n_objects)
+        touching += bool(scene.mask[0].any() or scene.mask[-1].any() or scene.mask[:, 0].any()
+                         or scene.mask[:, -1].any())
+    areas = np.array(areas)
+    assert 0.01 < np.median(areas) < 0.2
+    assert 0.5 < np.mean((areas >= 0.01) & (areas <= 0.2))
+    assert levels == set(synthetic.DIFFICULTIES)
+    assert 1 in n_objects and 2 in n_objects
+    assert 0 < touching < 80
+
+
+@pytest.mark.parametrize("shape", ["Insect", "Spider", "Lizard", "Stick", "Octopus"])
+def test_animal_shapes_have_thin_parts(shape):
+    # An opening with a 7 px disk removes legs, antennae, tails and arms: a large share of these masks.
+    from datasets.synthetic_shapes import build_figure, render_object
+
+    rng = np.random.default_rng(0)
+    mask = render_object(rng, build_figure(rng, shape), 256, 256, 0.08, min_inside=1.0)
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    removed = 1.0 - cv2.countNonZero(opened) / cv2.countNonZero(mask)
+    assert removed > 0.05, removed
+
+
+def test_unknown_shape_is_refused():
+    from datasets.synthetic_shapes import build_figure
+
+    with pytest.raises(ValueError, match="Insect"):
+        build_figure(np.random.default_rng(0), "Cube")
 
 
 def test_every_shape_appears_and_rectangular_sizes_work(tmp_path):
-    root = write_synthetic_dataset(tmp_path / "syn", n_train=30, n_test=0, img_size=(32, 64),
+    root = write_synthetic_dataset(tmp_path / "syn", n_train=60, n_test=0, img_size=(32, 64),
                                    progress=False, noncam_fraction=0.0)
     names = [p.name for p in (root / "Train" / "Image").iterdir()]
     for shape in synthetic.SHAPES:
@@ -107,7 +181,7 @@ def test_ensure_generates_once_into_env_cache(tmp_path, monkeypatch):
 
 
 def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
-    real = synthetic.make_scene
+    real = synthetic.draw_scene
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -116,12 +190,12 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "make_scene", flaky)
+    monkeypatch.setattr(synthetic, "draw_scene", flaky)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic_dataset(tmp_path / "cache", n_train=5, n_test=0, img_size=32, progress=False)
     assert list((tmp_path / "cache").iterdir()) == []  # no half set, no temp folder
 
-    monkeypatch.setattr(synthetic, "make_scene", real)
+    monkeypatch.setattr(synthetic, "draw_scene", real)
     root = ensure_synthetic_dataset(tmp_path / "cache", n_train=5, n_test=0, img_size=32, progress=False)
     assert len(list((root / "Train" / "Image").iterdir())) == 5
 
