@@ -9,6 +9,7 @@ import torch
 from models import CamoXpertConfig, SUPPORTED_BACKBONES, build_model, count_parameters
 from models.sdpa_probe import default_probe_dtype, policy_summary, probe_sdpa_kernels
 from models.attention import attention_backend_from_env
+from engine.files import atomic_write_text
 from engine.runtime import resolve_device
 
 
@@ -87,5 +88,4 @@ def info(device: str, backbone: str, json_out: str) -> None:
     report = collect_info(dev, backbone)
     click.echo(format_info(report))
     if json_out:
-        with open(json_out, "w") as fh:
-            json.dump(report, fh, indent=2)
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")

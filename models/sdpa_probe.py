@@ -8,11 +8,12 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from .attention import attention_backend_from_env, sdpa_kernel_context
+from .attention import FUSED_SDPA_KERNELS, attention_backend_from_env, sdpa_kernel_context
 
 __all__ = ["SDPA_KERNELS", "KernelSupport", "default_probe_dtype", "policy_summary", "probe_sdpa_kernels"]
 
-SDPA_KERNELS = ("flash", "efficient", "cudnn", "math")
+# The fused kernels and SDPA's own math kernel (not the model's explicit math path).
+SDPA_KERNELS = (*FUSED_SDPA_KERNELS, "math")
 
 
 @dataclass

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
-from engine.evaluation.metrics import resize_probability
+from engine.files import PathLike
+from engine.inference.postprocess import resize_probability
 from engine.runtime import autocast_context, autocast_dtype
 
 __all__ = [
@@ -127,7 +128,7 @@ class InferenceModel:
 
 
 def load_inference_model(
-    checkpoint: Union[str, os.PathLike],
+    checkpoint: PathLike,
     device: torch.device,
     img_size: Optional[SizeLike] = None,
     prefer_ema: bool = True,

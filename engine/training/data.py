@@ -9,14 +9,13 @@ restarted, which makes resumed runs reproduce uninterrupted ones.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping
 
-import numpy as np
 from torch.utils.data import Dataset
 
+from datasets import seed_transform
 from engine.training.rng import derive_seed
 
 __all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "resolve_dataset_paths"]
@@ -47,11 +46,7 @@ class SeededAugmentDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        transform = getattr(self.dataset, "transform", None)
-        if transform is not None and hasattr(transform, "set_random_state"):
-            s = derive_seed(self.seed, self.epoch, index)
-            # One generator pair shared by all ops (per-op equal seeds would correlate them).
-            transform.set_random_state(np.random.default_rng(s), random.Random(s))
+        seed_transform(getattr(self.dataset, "transform", None), derive_seed(self.seed, self.epoch, index))
         return self.dataset[index]
 
 

@@ -5,14 +5,16 @@ Only rank 0 creates a :class:`RunReporter`; other ranks get a disabled one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
-__all__ = ["RunReporter", "plot_curves", "read_metrics"]
+from engine.files import atomic_write_text
+from engine.plotting import plot_training_curves
+
+__all__ = ["RunReporter", "read_metrics"]
 
 
 def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
@@ -30,61 +32,6 @@ def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-def _series(records, key):
-    xs, ys = [], []
-    for r in records:
-        v = r.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            xs.append(r["epoch"])
-            ys.append(v)
-    return xs, ys
-
-
-def plot_curves(records: List[Mapping[str, Any]], path: os.PathLike) -> Optional[Path]:
-    """Draw losses, validation S-measure/MAE and learning rate per epoch to a PNG.
-
-    Returns:
-        The path written, or None when matplotlib is missing or there is nothing to plot.
-    """
-    if not records:
-        return None
-    try:
-        # The object API renders with Agg without pyplot, so a notebook's own backend and
-        # figures are left alone and no display is needed.
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    fig = Figure(figsize=(15, 4))
-    axes = fig.subplots(1, 3)
-    # Main-output structure loss on both sides (the training total adds side and MoE terms).
-    for key, label in (("train_main_loss", "train"), ("val_loss", "validation")):
-        xs, ys = _series(records, key)
-        if xs:
-            axes[0].plot(xs, ys, marker="o", label=label)
-    axes[0].set_title("structure loss (main output)")
-    axes[0].legend()
-    for key, label in (("val_Sm", "S-measure"), ("val_MAE", "MAE")):
-        xs, ys = _series(records, key)
-        if xs:
-            axes[1].plot(xs, ys, marker="o", label=label)
-    axes[1].set_title("validation (held-out training images)")
-    axes[1].legend()
-    xs, ys = _series(records, "lr")
-    if xs:
-        axes[2].plot(xs, ys, marker="o")
-    axes[2].set_title("learning rate (last step of the epoch)")
-    axes[2].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    return path
 
 
 class RunReporter:
@@ -127,11 +74,7 @@ class RunReporter:
                 self._tb = None
 
     def _rewrite(self) -> None:
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-        with open(tmp, "w") as fh:
-            for r in self.records:
-                fh.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def log(self, message: str) -> None:
         """Print a line (without breaking a progress bar) and append it to ``train.log``."""
@@ -173,7 +116,7 @@ class RunReporter:
     def plot(self) -> None:
         """Redraw ``curves.png`` now."""
         if self.enabled and self.records:
-            plot_curves(self.records, self.curves_path)
+            plot_training_curves(self.records, self.curves_path)
             self._plot_pending = False
             self._last_plot = time.monotonic()
 
