@@ -39,7 +39,9 @@ class CamoXpertConfig:
         deep_supervision: return side outputs in training mode.
     """
 
-    backbone: str = "edgenext_small"
+    # The same default as configs/default.yaml (tests/test_config.py checks every field): the
+    # small backbone keeps the CPU quick start fast; real data asks for a larger one.
+    backbone: str = "edgenext_xx_small"
     pretrained: bool = False
     pretrained_weights: Optional[str] = None
     dim: int = 64

@@ -1,1 +1,1 @@
-"""Inference: loading trained models, batched prediction, mask files, CUDA-graph replay."""
+"""Inference: loading trained models, batched prediction, post-processing to mask files, CUDA-graph replay."""

@@ -23,6 +23,7 @@ from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
     "benchmark_attention_unit",
+    "benchmark_loss",
     "compare_workloads",
     "graph_break_count",
     "measure",
@@ -52,7 +53,7 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, ite
     return statistics.median(times)
 
 
-def _loss_of(output) -> torch.Tensor:
+def benchmark_loss(output) -> torch.Tensor:
     """A training loss over everything a forward returns (model output or backbone features)."""
     if isinstance(output, (list, tuple)) and not hasattr(output, "logits"):
         return sum(f.float().mean() for f in output)
@@ -85,7 +86,7 @@ class _Workload:
     def train_step(self):
         self.module.train()
         with _autocast(self.device, self.dtype):
-            loss = _loss_of(self.module(self.x))
+            loss = benchmark_loss(self.module(self.x))
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
