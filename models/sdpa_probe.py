@@ -99,16 +99,15 @@ def _source(backend: str) -> str:
 
 def _backend_status(backend: str, device: torch.device, dtype: torch.dtype,
                     kernels: Optional[Dict[str, KernelSupport]]) -> str:
-    if backend == "math":
+    if backend == "math" or kernels is None:
         return f"explicit math attention ({_source('math')}): softmax(QK^T)V, SDPA never called"
-    assert kernels is not None
     where = f"{device.type} [{_dtype_name(dtype)}]"
     if backend != "auto":
         support = kernels[backend]
         if support.usable:
             return f"SDPA pinned to the {backend} kernel ({_source(backend)}), usable on {where}"
         return (f"SDPA pinned to the {backend} kernel ({_source(backend)}), which cannot run on {where} "
-                f"({support.reason}): attention calls will fail; unset {ENV_VAR} or pick a usable kernel")
+                f"({support.reason}): attention calls will fail; use auto or a usable kernel")
     fused = [k for k in FUSED_SDPA_KERNELS if kernels[k].usable]
     if not fused:
         return f"SDPA on {where}: no fused kernel usable, runs PyTorch's math kernel"
