@@ -78,6 +78,7 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
     import yaml
 
     from engine.tools.benchmark import run_benchmark
+    from engine.files import atomic_write_text
     from engine.runtime import autocast_dtype, resolve_device
 
     try:
@@ -112,8 +113,7 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
         result["data_loader"] = _data_loader_throughput(result["img_size"])
     click.echo(format_report(result))
     if json_out:
-        with open(json_out, "w") as fh:
-            json.dump(result, fh, indent=2)
+        atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_out}")
 
 

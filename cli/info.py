@@ -7,8 +7,9 @@ import click
 import torch
 
 from models import CamoXpertConfig, SUPPORTED_BACKBONES, build_model, count_parameters
-from models.sdpa_probe import default_probe_dtype, policy_summary, probe_sdpa_kernels
-from models.attention import attention_backend_from_env
+from models.attention import FUSED_SDPA_KERNELS, attention_backend_from_env
+from models.sdpa_probe import attention_status_line, default_probe_dtype, policy_summary, probe_sdpa_kernels
+from engine.files import atomic_write_text
 from engine.runtime import resolve_device
 
 
@@ -30,6 +31,11 @@ def collect_info(device: torch.device, backbone: str) -> dict:
     info["sdpa_probe_dtype"] = str(dtype).replace("torch.", "")
     info["sdpa_kernels"] = {k: {"usable": v.usable, "reason": v.reason} for k, v in kernels.items()}
     info["attention_policy"] = attention_backend_from_env()
+    # What a model built now runs here: explicit math, or SDPA and which of its kernels can run.
+    info["attention_status"] = attention_status_line(device, dtype)
+    policy = info["attention_policy"]
+    fused = FUSED_SDPA_KERNELS if policy == "auto" else (policy,) if policy != "math" else ()
+    info["attention_fused"] = any(kernels[k].usable for k in fused)
     cfg = CamoXpertConfig(backbone=backbone)
     model = build_model(cfg)
     info["model"] = {
@@ -43,28 +49,19 @@ def collect_info(device: torch.device, backbone: str) -> dict:
 
 
 def format_info(info: dict) -> str:
-    """The human-readable status block, with the familiar 'Flash Attention: ...' line."""
+    """The human-readable status block: versions, device, SDPA kernels, what attention runs, model."""
     lines = [f"PyTorch {info['torch']}  CUDA {info['cuda'] or 'none'}  cuDNN {info['cudnn'] or 'none'}"]
     if "gpu" in info:
         lines.append(
             f"✓ GPU: {info['gpu']} (compute {info['compute_capability']}, {info['gpu_memory_gb']} GB) on {info['device']}"
         )
     else:
-        lines.append(f"• Device: {info['device']} (no GPU: SDPA runs its CPU kernels)")
-    usable = [k for k, v in info["sdpa_kernels"].items() if v["usable"]]
+        lines.append(f"• Device: {info['device']} (no GPU)")
     for name, v in info["sdpa_kernels"].items():
         mark = "✓" if v["usable"] else "✗"
         why = "" if v["usable"] else f"  ({v['reason']})"
         lines.append(f"  {mark} SDPA kernel {name:<9} [{info['sdpa_probe_dtype']}]{why}")
-    policy = info["attention_policy"]
-    if policy == "math":
-        lines.append("⚠ Flash Attention: DISABLED (TORCH_SDPA_BACKEND=math forces explicit attention)")
-    else:
-        fused = [k for k in usable if k != "math"]
-        lines.append(
-            f"✓ Flash Attention: ENABLED (SDPA, policy {policy}; fused kernels usable here: "
-            f"{', '.join(fused) if fused else 'none, SDPA falls back to math'})"
-        )
+    lines.append(f"{'✓' if info['attention_fused'] else '•'} Attention: {info['attention_status']}")
     lines.append(f"  Attention policy: {policy_summary()}")
     m = info["model"]
     lines.append(
@@ -87,5 +84,4 @@ def info(device: str, backbone: str, json_out: str) -> None:
     report = collect_info(dev, backbone)
     click.echo(format_info(report))
     if json_out:
-        with open(json_out, "w") as fh:
-            json.dump(report, fh, indent=2)
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")

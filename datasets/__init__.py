@@ -57,6 +57,7 @@ _EXPORTS = {
     "expand_inputs": "cod",
     "split_train_val": "cod",
     "worker_init_fn": "workers",
+    "seed_transform": "workers",
     # transforms
     "IMAGENET_MEAN": "transforms",
     "IMAGENET_STD": "transforms",
@@ -66,6 +67,8 @@ _EXPORTS = {
     "write_synthetic_dataset": "synthetic",
     "ensure_synthetic_dataset": "synthetic",
     "benchmark_data_pipeline": "benchmark",
+    # types shared with engine (datasets must not import engine, so the alias lives here)
+    "PathLike": "_types",
 }
 
 __all__ = list(_EXPORTS)
@@ -85,6 +88,7 @@ def __dir__() -> list:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
+    from ._types import PathLike
     from .benchmark import benchmark_data_pipeline
     from .cod import CODDataset, ImageFolderDataset, expand_inputs, split_train_val
     from .io import ImageReadError, display_path, read_image, read_mask, write_image
@@ -112,4 +116,4 @@ if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
         validate_samples,
         validate_splits,
     )
-    from .workers import worker_init_fn
+    from .workers import seed_transform, worker_init_fn

@@ -7,7 +7,7 @@ import random
 import cv2
 import numpy as np
 
-__all__ = ["worker_init_fn", "limit_cpu_threads"]
+__all__ = ["limit_cpu_threads", "seed_transform", "worker_init_fn"]
 
 
 def limit_cpu_threads() -> None:
@@ -26,6 +26,21 @@ def limit_cpu_threads() -> None:
         pass
 
 
+def seed_transform(transform, seed: int) -> None:
+    """Give an albumentations pipeline its own generators, seeded with ``seed``.
+
+    Every op of the pipeline draws from one shared generator pair (not ``set_random_seed``,
+    which gives every op the same seed and so correlates e.g. the flip with the crop).
+    Objects without ``set_random_state`` (no transform, or not albumentations) are left alone.
+
+    Args:
+        transform: the pipeline (``A.Compose``) or None.
+        seed: a non-negative int.
+    """
+    if transform is not None and hasattr(transform, "set_random_state"):
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
 def worker_init_fn(worker_id: int) -> None:
     """``DataLoader(worker_init_fn=...)`` for datasets of this package.
 
@@ -41,9 +56,8 @@ def worker_init_fn(worker_id: int) -> None:
     import torch
 
     limit_cpu_threads()
+    # The DataLoader itself already seeded Python's and NumPy's global generators per worker.
     seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
     info = torch.utils.data.get_worker_info()
     if info is not None:
         _reseed_transforms(info.dataset, seed)
@@ -57,10 +71,6 @@ def _reseed_transforms(dataset, seed: int) -> None:
         if ds is None or id(ds) in seen:
             continue
         seen.add(id(ds))
-        transform = getattr(ds, "transform", None)
-        if transform is not None and hasattr(transform, "set_random_state"):
-            # One shared generator (not set_random_seed, which gives every op
-            # the same seed and so correlates e.g. the flip with the crop).
-            transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        seed_transform(getattr(ds, "transform", None), seed)
         stack.append(getattr(ds, "dataset", None))
         stack.extend(getattr(ds, "datasets", None) or [])

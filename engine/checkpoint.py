@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, weights-only loads, and rebuilding the model they hold.
+"""Checkpoint files: atomic writes (:mod:`engine.files`), weights-only loads, and rebuilding the model they hold.
 
 A checkpoint is a plain dict of tensors and Python primitives, so it loads with
 ``torch.load(weights_only=True)``; a file carrying pickled code is refused and its code never
@@ -10,14 +10,13 @@ runs. Keys written by the trainer:
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from engine.files import PathLike, atomic_torch_save
 from models import CamoXpert, CamoXpertConfig, build_model
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "camoxpert-checkpoint"
-PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(RuntimeError):
@@ -42,25 +40,8 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
 
     A process killed mid-write leaves the previous file intact, never a truncated one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": 1, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600 files; give checkpoints the usual permissions (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:

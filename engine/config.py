@@ -11,12 +11,13 @@ never a silently ignored setting. Values are checked against the type of their d
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 import yaml
+
+from engine.files import PathLike, atomic_open
 
 __all__ = [
     "ConfigError",
@@ -30,8 +31,6 @@ __all__ = [
     "save_config",
     "validate_config",
 ]
-
-PathLike = Union[str, os.PathLike]
 
 
 class ConfigError(ValueError):
@@ -279,10 +278,6 @@ def resolve_config(
 
 def save_config(config: Mapping[str, Any], path: PathLike) -> Path:
     """Write the resolved config as YAML (key order kept), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
+    with atomic_open(path, "w") as fh:
         yaml.safe_dump(dict(config), fh, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

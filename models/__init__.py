@@ -1,6 +1,7 @@
 """CamoXpert models: backbone, attention, experts, MoE, decoder and the assembled detector."""
 from .attention import (
     ATTENTION_BACKENDS,
+    FUSED_SDPA_KERNELS,
     SDTAEncoder,
     attention_backend_from_env,
     resolve_attention_backend,
@@ -13,6 +14,7 @@ from .moe import MoELayer
 
 __all__ = [
     "ATTENTION_BACKENDS",
+    "FUSED_SDPA_KERNELS",
     "EXPERT_TYPES",
     "SUPPORTED_BACKBONES",
     "CamoXpert",

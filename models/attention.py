@@ -23,6 +23,7 @@ import torch.nn.functional as F
 __all__ = [
     "ATTENTION_BACKENDS",
     "ENV_VAR",
+    "FUSED_SDPA_KERNELS",
     "SDTAEncoder",
     "attention_backend_from_env",
     "choose_num_heads",
@@ -33,7 +34,10 @@ __all__ = [
 ]
 
 ENV_VAR = "TORCH_SDPA_BACKEND"
-ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
+#: SDPA's fused kernels, each of which a policy can pin.
+FUSED_SDPA_KERNELS = ("flash", "efficient", "cudnn")
+#: Every policy name: SDPA choosing (auto), SDPA pinned to one fused kernel, explicit math.
+ATTENTION_BACKENDS = ("auto", *FUSED_SDPA_KERNELS, "math")
 
 
 def resolve_attention_backend(value: Optional[str]) -> str:

@@ -42,7 +42,9 @@ class CamoXpertConfig:
             (plain FPN: top-down sum only, 3x3 conv head).
     """
 
-    backbone: str = "edgenext_small"
+    # The same default as configs/default.yaml (tests/test_config.py checks every field): the
+    # small backbone keeps the CPU quick start fast; real data asks for a larger one.
+    backbone: str = "edgenext_xx_small"
     pretrained: bool = False
     pretrained_weights: Optional[str] = None
     dim: int = 64

@@ -1,4 +1,5 @@
-"""Which SDPA kernels run on a device, found by trying each one on a tiny input."""
+"""Which SDPA kernels run on a device (found by trying each one on a tiny input), and one status
+line saying what a model's attention actually runs there and why."""
 from __future__ import annotations
 
 import warnings
@@ -6,13 +7,22 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attention_backend_from_env, sdpa_kernel_context
+from .attention import ENV_VAR, FUSED_SDPA_KERNELS, SDTAEncoder, attention_backend_from_env, sdpa_kernel_context
 
-__all__ = ["SDPA_KERNELS", "KernelSupport", "default_probe_dtype", "policy_summary", "probe_sdpa_kernels"]
+__all__ = [
+    "SDPA_KERNELS",
+    "KernelSupport",
+    "attention_status_line",
+    "default_probe_dtype",
+    "policy_summary",
+    "probe_sdpa_kernels",
+]
 
-SDPA_KERNELS = ("flash", "efficient", "cudnn", "math")
+# The fused kernels and SDPA's own math kernel (not the model's explicit math path).
+SDPA_KERNELS = (*FUSED_SDPA_KERNELS, "math")
 
 
 @dataclass
@@ -56,7 +66,11 @@ def probe_sdpa_kernels(
                     F.scaled_dot_product_attention(q, q, q)
             result[name] = KernelSupport(True)
         except RuntimeError as exc:
-            result[name] = KernelSupport(False, str(exc).splitlines()[0][:160])
+            reason = str(exc).splitlines()[0][:160]
+            if device.type != "cuda" and name in ("efficient", "cudnn"):
+                # torch only says "No viable backend" here; the cause is the device.
+                reason = f"a CUDA-only kernel, not available on {device.type}"
+            result[name] = KernelSupport(False, reason)
     return result
 
 
@@ -68,3 +82,69 @@ def policy_summary() -> str:
     if policy == "auto":
         return "auto (F.scaled_dot_product_attention picks the fastest usable kernel)"
     return f"{policy} (F.scaled_dot_product_attention pinned to the {policy} kernel)"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _source(backend: str) -> str:
+    """Where a non-auto backend most likely came from (the env policy, else the model's own setting)."""
+    if attention_backend_from_env() == backend:
+        return f"{ENV_VAR}={backend}"
+    if backend == "math":
+        return "use_flash_attn=false or set_attention_backend(model, 'math')"
+    return f"set_attention_backend(model, {backend!r})"
+
+
+def _backend_status(backend: str, device: torch.device, dtype: torch.dtype,
+                    kernels: Optional[Dict[str, KernelSupport]]) -> str:
+    if backend == "math" or kernels is None:
+        return f"explicit math attention ({_source('math')}): softmax(QK^T)V, SDPA never called"
+    where = f"{device.type} [{_dtype_name(dtype)}]"
+    if backend != "auto":
+        support = kernels[backend]
+        if support.usable:
+            return f"SDPA pinned to the {backend} kernel ({_source(backend)}), usable on {where}"
+        return (f"SDPA pinned to the {backend} kernel ({_source(backend)}), which cannot run on {where} "
+                f"({support.reason}): attention calls will fail; use auto or a usable kernel")
+    fused = [k for k in FUSED_SDPA_KERNELS if kernels[k].usable]
+    if not fused:
+        return f"SDPA on {where}: no fused kernel usable, runs PyTorch's math kernel"
+    if device.type != "cuda":
+        # PyTorch's CPU "flash" backend is its own tiled C++ kernel, not the FlashAttention CUDA kernel.
+        return f"SDPA on {where}: PyTorch's fused CPU kernel ({', '.join(fused)})"
+    return f"SDPA (auto) on {where}, usable kernels: {', '.join(fused)} (PyTorch picks one per call)"
+
+
+def attention_status_line(
+    device: torch.device,
+    dtype: Optional[torch.dtype] = None,
+    model: Optional[nn.Module] = None,
+    use_flash_attn: bool = True,
+) -> str:
+    """What attention actually runs on ``device``, and why, in one line for logs and ``info``.
+
+    Examples: ``"explicit math attention (TORCH_SDPA_BACKEND=math): ..."``,
+    ``"SDPA (auto) on cuda [bfloat16], usable kernels: flash, efficient, cudnn (...)"``,
+    ``"SDPA on cpu [float32]: no fused kernel usable, runs PyTorch's math kernel"``.
+
+    Args:
+        device: the device the model runs on.
+        dtype: compute dtype (the autocast dtype; default: :func:`default_probe_dtype`).
+        model: a built model: its attention modules' backends are reported (they may differ from
+            the process policy after :func:`~models.attention.set_attention_backend`).
+        use_flash_attn: without ``model``: the ``use_flash_attn`` a model would be built with.
+
+    Returns:
+        The status line; several backends in one model are reported joined by ``"; "``.
+    """
+    dtype = dtype or default_probe_dtype(device)
+    if model is not None:
+        backends = sorted({m.attn_backend for m in model.modules() if isinstance(m, SDTAEncoder)})
+        if not backends:
+            return "no attention modules in this model"
+    else:
+        backends = [attention_backend_from_env() if use_flash_attn else "math"]
+    kernels = probe_sdpa_kernels(device, dtype) if any(b != "math" for b in backends) else None
+    return "; ".join(_backend_status(b, device, dtype, kernels) for b in backends)

@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.tools.benchmark import _loss_of  # noqa: E402
+from engine.tools.benchmark import benchmark_loss  # noqa: E402
 from engine.runtime import autocast_context as _autocast, autocast_dtype, resolve_device  # noqa: E402
 from models import build_model  # noqa: E402
 
@@ -42,7 +42,7 @@ def main(device, backbone, batch_size, img_size, eval_mode, rows, overrides):
                 model.eval()(x)
             return
         with _autocast(dev, dtype):
-            loss = _loss_of(model.train()(x))
+            loss = benchmark_loss(model.train()(x))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

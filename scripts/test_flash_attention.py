@@ -121,6 +121,7 @@ def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, 
     from engine.tools.attention_check import DTYPES, attention_routing, compare_backends, unit_check
     from engine.checkpoint import CheckpointError
     from engine.inference.predictor import load_inference_model
+    from engine.files import atomic_write_text
     from engine.runtime import resolve_device
     from models.attention import attention_backend_from_env
 
@@ -148,8 +149,7 @@ def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, 
     report["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     _print_report(report, unit)
     if json_out:
-        with open(json_out, "w") as fh:
-            json.dump(report, fh, indent=2)
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
         click.echo(f"wrote {json_out}")
     if report["vacuous"] and all(b["passed"] for b in report["backends"].values()):
         sys.exit(EXIT_VACUOUS)

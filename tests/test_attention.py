@@ -6,9 +6,11 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from models import SDTAEncoder, build_model, set_attention_backend
+from models.sdpa_probe import attention_status_line, probe_sdpa_kernels
 from models.attention import (
     ATTENTION_BACKENDS,
     choose_num_heads,
@@ -34,14 +36,18 @@ def sdpa_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("pool", [1, 2])
-def test_sdta_sdpa_matches_math_fp32(pool):
+def test_sdta_sdpa_matches_math_fp32(pool, sdpa_calls):
     torch.manual_seed(0)
     enc = SDTAEncoder(64, num_heads=4, pool=pool).eval()
+    # Backends set explicitly: an exported TORCH_SDPA_BACKEND=math must not make both sides math.
+    set_attention_backend(enc, "auto")
     x = torch.randn(2, 64, 12, 8)
     with torch.no_grad():
         fused = enc(x)
+        assert len(sdpa_calls) == 1, "the SDPA side must call SDPA"
         set_attention_backend(enc, "math")
         explicit = enc(x)
+        assert len(sdpa_calls) == 1, "the math side must not call SDPA"
     assert fused.shape == x.shape
     assert torch.allclose(fused, explicit, atol=1e-5), (fused - explicit).abs().max()
 
@@ -54,6 +60,7 @@ def test_math_attention_matches_sdpa_at_seed_shape():
 
 def test_sdta_pools_to_attention_tokens(sdpa_calls):
     enc = SDTAEncoder(32, num_heads=8, pool=4).eval()
+    set_attention_backend(enc, "auto")  # whatever TORCH_SDPA_BACKEND says
     with torch.no_grad():
         enc(torch.randn(1, 32, 16, 24))
     assert sdpa_calls, "auto policy must call SDPA"
@@ -82,14 +89,18 @@ def test_pinned_flash_kernel_runs_on_cpu():
     assert any("flash_attention" in n for n in names), names
 
 
-def test_whole_model_sdpa_matches_math_fp32():
+def test_whole_model_sdpa_matches_math_fp32(sdpa_calls):
     torch.manual_seed(0)
     model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=7, top_k=2, moe_levels=(0, 1, 2, 3)).eval()
+    set_attention_backend(model, "auto")  # not left to TORCH_SDPA_BACKEND: both sides must differ
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         fused = model(x)
+        n_sdpa = len(sdpa_calls)
+        assert n_sdpa >= 1, "the SDPA side must call SDPA"
         assert set_attention_backend(model, "math") == len(model.config.moe_levels)
         explicit = model(x)
+        assert len(sdpa_calls) == n_sdpa, "the math side must not call SDPA"
     assert torch.allclose(fused, explicit, atol=1e-5), (fused - explicit).abs().max()
 
 
@@ -140,3 +151,21 @@ def test_heads_give_head_dim_multiple_of_8(dim, requested):
 def test_width_not_multiple_of_8_is_an_error():
     with pytest.raises(ValueError, match="multiple of 8"):
         SDTAEncoder(60)
+
+
+def test_attention_status_line_says_what_runs(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("TORCH_SDPA_BACKEND", "math")
+    assert attention_status_line(cpu).startswith("explicit math attention (TORCH_SDPA_BACKEND=math)")
+    monkeypatch.delenv("TORCH_SDPA_BACKEND")
+    assert attention_status_line(cpu, use_flash_attn=False).startswith("explicit math attention (use_flash_attn=false")
+    line = attention_status_line(cpu, torch.float32)
+    usable = [k for k, v in probe_sdpa_kernels(cpu, torch.float32).items() if v.usable and k != "math"]
+    assert line.startswith("SDPA on cpu [float32]")
+    assert all(k in line for k in usable) if usable else "runs PyTorch's math kernel" in line
+    # a built model reports its modules' backends, including a kernel that cannot run here
+    model = nn.Sequential(SDTAEncoder(32, num_heads=2))
+    set_attention_backend(model, "cudnn")
+    line = attention_status_line(cpu, torch.float32, model=model)
+    assert "pinned to the cudnn kernel (set_attention_backend" in line and "cannot run on cpu" in line
+    assert attention_status_line(cpu, model=nn.Linear(2, 2)) == "no attention modules in this model"

@@ -11,14 +11,23 @@ from train_ultimate import main
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_info_reports_attention_status(tmp_path):
+def test_info_reports_attention_status(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCH_SDPA_BACKEND", raising=False)
     out_json = tmp_path / "info.json"
     result = CliRunner().invoke(main, ["info", "--backbone", "edgenext_xx_small", "--json", str(out_json)])
     assert result.exit_code == 0, result.output
-    assert "Flash Attention: ENABLED" in result.output
+    assert "Flash Attention" not in result.output  # the old line claimed it whatever ran
     assert "SDPA kernel flash" in result.output and "Model: edgenext_xx_small" in result.output
     report = json.loads(out_json.read_text())
     assert report["attention_policy"] == "auto" and report["sdpa_kernels"]["math"]["usable"]
+    assert f"Attention: {report['attention_status']}" in result.output
+    assert report["attention_status"].startswith("SDPA")
+    fused = [k for k in ("flash", "efficient", "cudnn") if report["sdpa_kernels"][k]["usable"]]
+    # The status names exactly the fused kernels that ran in the probe, or says none can.
+    if fused:
+        assert all(k in report["attention_status"] for k in fused)
+    else:
+        assert "no fused kernel usable, runs PyTorch's math kernel" in report["attention_status"]
     assert report["model"]["params"] > 0
 
 
@@ -29,7 +38,8 @@ def test_info_under_math_policy_in_a_fresh_process():
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )
     assert out.returncode == 0, out.stderr
-    assert "Flash Attention: DISABLED" in out.stdout
+    assert "Attention: explicit math attention (TORCH_SDPA_BACKEND=math)" in out.stdout
+    assert "Flash Attention" not in out.stdout
 
 
 def test_bad_env_value_is_a_clean_error(monkeypatch):

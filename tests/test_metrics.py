@@ -4,7 +4,8 @@ import py_sod_metrics
 import pytest
 import torch
 
-from engine.evaluation.metrics import CODMetrics, RESULT_KEYS, resize_prediction, to_uint8_gt, to_uint8_pred
+from engine.evaluation.metrics import CODMetrics, RESULT_KEYS, to_uint8_gt, to_uint8_pred
+from engine.inference.postprocess import resize_prediction
 
 
 def _pairs(n=6, seed=0):

@@ -24,7 +24,50 @@ def test_shapes_every_backbone_non_square(backbone):
     # each image goes to exactly top_k experts
     assert torch.allclose(out.expert_load.sum(dim=1), torch.full((4,), 2.0))
     (out.logits.mean() + sum(s.mean() for s in out.side_logits) + out.aux_loss).backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert_gradients_reach_every_parameter(model, out.expert_load)
+
+
+def assert_gradients_reach_every_parameter(model, expert_load):
+    """Every trainable parameter has a finite gradient, non-zero except where it must be zero.
+
+    Exactly zero, by construction: an expert no image was routed to (its top-k gate is 0), and a
+    router's LayerNorm while that router's linear gate is still all zeros (its zero init, so
+    ``d logits / d norm = gate.weight = 0``). Every other parameter (router gate, attention,
+    experts, decoder, backbone) must receive signal.
+    """
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    missing = [n for n, g in grads.items() if g is None]
+    assert missing == [], f"parameters without a gradient: {missing}"
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    layers = list(model.moe)  # expert_load rows follow the MoE layers' order
+    picked = {(layers[i], e) for i, e in (expert_load > 0).nonzero().tolist()}
+    wrong = []
+    for name, grad in grads.items():
+        parts = name.split(".")
+        expected = True
+        if parts[0] == "moe" and parts[2] == "experts":
+            expected = (parts[1], int(parts[3])) in picked
+        elif parts[0] == "moe" and parts[2:4] == ["router", "norm"]:
+            expected = bool(model.moe[parts[1]].router.gate.weight.abs().sum() > 0)
+        if bool(grad.abs().sum() > 0) != expected:
+            wrong.append(f"{name} ({'no' if expected else 'unexpected'} gradient)")
+    assert wrong == [], wrong
+
+
+@pytest.mark.parametrize("capacity_factor", [1.25, 0.0])
+def test_every_expert_gets_gradient_when_routed(capacity_factor):
+    # A batch of 8 with top-2 of 3 experts: every expert is picked by some image, so every
+    # parameter (attention expert included) must get a non-zero gradient, with capacity
+    # dispatch and with dense routing.
+    torch.manual_seed(0)
+    model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=3, top_k=2, moe_levels=(2, 3),
+                        experts=("attention", "texture", "edge"), capacity_factor=capacity_factor).train()
+    for moe in model.moe.values():  # a trained router: its LayerNorm must get gradients too
+        torch.nn.init.normal_(moe.router.gate.weight, std=0.05)
+    out = model(torch.randn(8, 3, 64, 64))
+    assert (out.expert_load > 0).all(), out.expert_load
+    (out.logits.mean() + sum(s.mean() for s in out.side_logits) + out.aux_loss).backward()
+    assert_gradients_reach_every_parameter(model, out.expert_load)
 
 
 def test_contract_call_signature():

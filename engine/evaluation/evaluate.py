@@ -18,7 +18,7 @@ from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -43,7 +43,10 @@ from engine.inference.predictor import (
     default_num_workers,
     load_inference_model,
 )
-from engine.evaluation.metrics import RESULT_KEYS, CODMetrics, quantize_probability, score_image, to_uint8_gt
+from engine.evaluation.metrics import RESULT_KEYS, CODMetrics, score_image, to_uint8_gt
+from engine.inference.postprocess import quantize_probability
+from engine.files import PathLike, atomic_open
+from engine.plotting import plot_test_curves
 from engine.runtime import resolve_device
 
 __all__ = [
@@ -56,14 +59,10 @@ __all__ = [
     "check_test_set",
     "find_test_sets",
     "format_results_table",
-    "plot_curves",
     "results_to_json",
     "synthetic_test_root",
     "write_results_json",
 ]
-
-PathLike = Union[str, os.PathLike]
-
 
 class EvaluationError(RuntimeError):
     """A test set cannot be scored as asked (unreadable files); the message says which and why."""
@@ -397,44 +396,10 @@ def results_to_json(results: Dict[str, TestSetResult]) -> Dict[str, Any]:
 
 def write_results_json(results: Dict[str, TestSetResult], path: PathLike) -> Path:
     """Write :func:`results_to_json` to ``path`` (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
+    with atomic_open(path, "w") as fh:
         json.dump(results_to_json(results), fh, indent=2)
         fh.write("\n")
-    return path
-
-
-def plot_curves(results: Dict[str, TestSetResult], path: PathLike) -> Optional[Path]:
-    """Draw the PR curve and the F-measure-vs-threshold curve of every test set into one PNG.
-
-    Returns:
-        The file written, or None when no test set has curves (nothing was scored).
-    """
-    with_curves = {n: r.curves for n, r in results.items() if r.curves and "precision" in r.curves}
-    if not with_curves:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: works without a display (servers, notebooks, CI)
-    import matplotlib.pyplot as plt
-
-    fig, (ax_pr, ax_f) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, c in with_curves.items():
-        ax_pr.plot(c["recall"], c["precision"], label=name)
-        ax_f.plot(c["thresholds"], c["fmeasure"], label=f"{name} (max {c['fmeasure'].max():.3f})")
-    ax_pr.set(xlabel="Recall", ylabel="Precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.02))
-    ax_f.set(xlabel="Threshold", ylabel="F-measure (beta^2 = 0.3)", title="F-measure vs threshold",
-             xlim=(0, 1), ylim=(0, 1.02))
-    for ax in (ax_pr, ax_f):
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return Path(path)
 
 
 def evaluate_checkpoint(
@@ -545,7 +510,7 @@ def evaluate_checkpoint(
         elif pred_root is not None:
             curves_path = pred_root / "curves.png"
     if curves_path is not None:
-        written = plot_curves(results, curves_path)
+        written = plot_test_curves({n: r.curves for n, r in results.items()}, curves_path)
         if written is not None:
             log(f"PR and F-threshold curves written to {written}")
     if pred_root is not None:

@@ -3,8 +3,8 @@
 The numbers are PySODMetrics' own: every image goes through its ``step(pred=uint8, gt=uint8)`` at
 the ground truth's size, and dataset scores are plain means over images (mean/max E and F come
 from the averaged 256-point curves), exactly as ``get_results()`` computes them. Predictions are
-resized to the ground truth's size with :func:`resize_prediction`; the ground truth is never
-resized.
+resized to the ground truth's size with :func:`engine.inference.postprocess.resize_prediction`;
+the ground truth is never resized.
 
 Example::
 
@@ -15,10 +15,12 @@ Example::
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import py_sod_metrics
+
+from engine.inference.postprocess import ArrayLike
 
 if TYPE_CHECKING:
     import torch
@@ -29,9 +31,6 @@ __all__ = [
     "RESULT_KEYS",
     "CODMetrics",
     "category_names",
-    "quantize_probability",
-    "resize_prediction",
-    "resize_probability",
     "score_image",
     "to_uint8_gt",
     "to_uint8_pred",
@@ -54,7 +53,6 @@ _KEYS_OF = {
 }
 # Aliases so ``measures=("Em_max", "Fm_mean")`` work as well as the group names.
 _GROUP_OF = {key: group for group, keys in _KEYS_OF.items() for key in keys}
-ArrayLike = Union[np.ndarray, "torch.Tensor"]
 # torch is imported only where tensors are handled: worker processes that score images
 # (engine.evaluation.evaluate.metric_pool) then start without paying for it.
 
@@ -123,58 +121,6 @@ def to_uint8_gt(gt: ArrayLike) -> np.ndarray:
         return (gt * 255 if gt.max() <= 1 else np.clip(gt, 0, 255)).astype(np.uint8)
     gt = np.nan_to_num(gt.astype(np.float64), nan=0.0)
     return np.round(np.clip(gt, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def resize_probability(prob: ArrayLike, size: Sequence[int]) -> "torch.Tensor":
-    """Resize one probability map to ``size`` (bilinear), keeping it float.
-
-    Args:
-        prob: ``(H, W)`` (or ``(1, H, W)`` / ``(1, 1, H, W)``) probabilities in [0, 1], a numpy
-            array or tensor (on any device); a uint8 map is read as ``value / 255``.
-        size: target ``(height, width)``.
-
-    Returns:
-        ``(height, width)`` float32 tensor in [0, 1] on ``prob``'s device.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    h, w = int(size[0]), int(size[1])
-    t = torch.from_numpy(np.ascontiguousarray(prob)) if isinstance(prob, np.ndarray) else prob.detach()
-    shape = tuple(t.shape)
-    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
-    while t.dim() > 2 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 2:
-        raise ValueError(f"Expected one (H, W) probability map; got shape {shape}.")
-    if tuple(t.shape) != (h, w):
-        # align_corners=False matches cv2.INTER_LINEAR and the COD evaluation scripts.
-        t = F.interpolate(t[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-    return t.clamp(0.0, 1.0)
-
-
-def quantize_probability(prob: "torch.Tensor") -> np.ndarray:
-    """``round(prob * 255)`` as a uint8 numpy array (what is saved and scored)."""
-    import torch
-
-    return (prob.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
-
-
-def resize_prediction(prob: ArrayLike, size: Sequence[int]) -> np.ndarray:
-    """Resize a probability map to ``size`` (bilinear) and return it as uint8.
-
-    This is how predictions reach the ground truth's size for evaluation (the ground truth is
-    never resized), and the input image's size for ``predict``.
-
-    Args:
-        prob: ``(H, W)`` (or ``(1, H, W)`` / ``(1, 1, H, W)``) probabilities in [0, 1], a
-            numpy array or tensor; a uint8 map is read as ``value / 255``.
-        size: target ``(height, width)``.
-
-    Returns:
-        ``(height, width)`` uint8 map, ``round(prob * 255)`` after resizing.
-    """
-    return quantize_probability(resize_probability(prob, size))
 
 
 def category_names(category: Any) -> Tuple[Optional[str], Optional[str]]:

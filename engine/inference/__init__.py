@@ -1,4 +1,4 @@
-"""Inference: loading trained models, batched prediction, mask files, CUDA-graph replay.
+"""Inference: loading trained models, batched prediction, post-processing to mask files, CUDA-graph replay.
 
 ``from engine.inference import Segmenter`` is the Python entry point (see
 :class:`engine.inference.api.Segmenter`); it is imported lazily so the other modules of this

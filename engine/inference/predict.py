@@ -8,10 +8,9 @@ Overlays tint the predicted object on the photo for a quick look.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,7 +32,8 @@ from engine.inference.predictor import (
     default_num_workers,
     load_inference_model,
 )
-from engine.evaluation.metrics import quantize_probability
+from engine.files import PathLike
+from engine.inference.postprocess import quantize_probability
 from engine.inference.writer import ImageWriter
 from engine.runtime import resolve_device
 
@@ -46,7 +46,6 @@ __all__ = [
     "probability_to_mask",
 ]
 
-PathLike = Union[str, os.PathLike]
 #: RGB tint of the predicted object in overlays.
 OVERLAY_COLOR: Tuple[int, int, int] = (255, 40, 40)
 

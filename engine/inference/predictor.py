@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
-from engine.evaluation.metrics import resize_probability
+from engine.files import PathLike
 from engine.inference.graphed import GraphedForward
+from engine.inference.postprocess import resize_probability
 from engine.runtime import autocast_context, autocast_dtype
 
 __all__ = [
@@ -133,7 +134,7 @@ class InferenceModel:
 
 
 def load_inference_model(
-    checkpoint: Union[str, os.PathLike],
+    checkpoint: PathLike,
     device: torch.device,
     img_size: Optional[SizeLike] = None,
     prefer_ema: bool = True,

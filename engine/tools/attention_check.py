@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from engine.runtime import autocast_context as _autocast
 from models import set_attention_backend
-from models.attention import attention_backend_from_env, math_attention, sdpa_kernel_context
+from models.attention import FUSED_SDPA_KERNELS, attention_backend_from_env, math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "unit_check",
 ]
 
-SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn")
+SDPA_BACKENDS = ("auto", *FUSED_SDPA_KERNELS)
 # Largest allowed |p_backend - p_math| on probability maps, per compute dtype. Fused kernels
 # accumulate in a different order; in half precision that alone moves probabilities ~1e-3.
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2, "fp16": 5e-3}

@@ -18,11 +18,12 @@ from engine.compile import compile_model
 from engine.inference.cuda_graph import CudaGraphInference
 from engine.runtime import autocast_context as _autocast
 from models import build_backbone, build_model, count_parameters, set_attention_backend
-from models.attention import math_attention, sdpa_kernel_context
+from models.attention import ATTENTION_BACKENDS, FUSED_SDPA_KERNELS, math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
     "benchmark_attention_unit",
+    "benchmark_loss",
     "compare_workloads",
     "graph_break_count",
     "measure",
@@ -52,7 +53,7 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, ite
     return statistics.median(times)
 
 
-def _loss_of(output) -> torch.Tensor:
+def benchmark_loss(output) -> torch.Tensor:
     """A training loss over everything a forward returns (model output or backbone features)."""
     if isinstance(output, (list, tuple)) and not hasattr(output, "logits"):
         return sum(f.float().mean() for f in output)
@@ -85,7 +86,7 @@ class _Workload:
     def train_step(self):
         self.module.train()
         with _autocast(self.device, self.dtype):
-            loss = _loss_of(self.module(self.x))
+            loss = benchmark_loss(self.module(self.x))
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -173,7 +174,7 @@ def benchmark_attention_unit(
     results: Dict[str, Dict[str, object]] = {}
     usable = probe_sdpa_kernels(device, dtype, head_dim=shape[-1])
     q, k, v = (torch.randn(*shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
-    for name in ("explicit_math", "auto", "flash", "efficient", "cudnn"):
+    for name in ("explicit_math", "auto", *FUSED_SDPA_KERNELS):
         if name not in ("explicit_math", "auto") and not usable[name].usable:
             results[name] = {"usable": False, "reason": usable[name].reason}
             continue
@@ -277,7 +278,7 @@ def run_benchmark(
         usable = probe_sdpa_kernels(device, dtype or torch.float32)
         eval_model = model.eval()
         x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-        for name in ("auto", "flash", "efficient", "cudnn", "math"):
+        for name in ATTENTION_BACKENDS:
             if name not in ("auto", "math") and not usable[name].usable:
                 per_backend[name] = {"usable": False, "reason": usable[name].reason}
                 continue

@@ -24,10 +24,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
 import torch
 
-from engine.evaluation.metrics import CODMetrics, resize_prediction
+from engine.evaluation.metrics import CODMetrics
+from engine.inference.postprocess import resize_prediction
 from engine.runtime import autocast_context
 from engine.tools.quality_data import QualityData
 from engine.training.losses import CODLoss

@@ -9,14 +9,13 @@ restarted, which makes resumed runs reproduce uninterrupted ones.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping
 
-import numpy as np
 from torch.utils.data import Dataset
 
+from datasets import seed_transform
 from engine.training.rng import derive_seed
 
 __all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "light_augment", "resolve_dataset_paths"]
@@ -61,10 +60,7 @@ class SeededAugmentDataset(Dataset):
             epoch, index, light = self.epoch, int(key), False
         transform = self.light_transform if light and self.light_transform is not None else self.full_transform
         self.dataset.transform = transform
-        if transform is not None and hasattr(transform, "set_random_state"):
-            s = derive_seed(self.seed, epoch, index)
-            # One generator pair shared by all ops (per-op equal seeds would correlate them).
-            transform.set_random_state(np.random.default_rng(s), random.Random(s))
+        seed_transform(transform, derive_seed(self.seed, epoch, index))
         return self.dataset[index]
 
 

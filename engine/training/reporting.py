@@ -5,14 +5,16 @@ Only rank 0 creates a :class:`RunReporter`; other ranks get a disabled one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-__all__ = ["RunReporter", "fmt_loss", "plot_curves", "read_metrics", "router_line"]
+from engine.files import atomic_write_text
+from engine.plotting import plot_training_curves
+
+__all__ = ["RunReporter", "fmt_loss", "read_metrics", "router_line"]
 
 
 def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
@@ -58,63 +60,6 @@ class _NoBar:
         pass
 
 
-def _series(records, key):
-    xs, ys = [], []
-    for r in records:
-        if "epoch" not in r:
-            continue
-        v = r.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            xs.append(r["epoch"])
-            ys.append(v)
-    return xs, ys
-
-
-def plot_curves(records: List[Mapping[str, Any]], path: os.PathLike) -> Optional[Path]:
-    """Draw losses, validation S-measure/MAE and learning rate per epoch to a PNG.
-
-    Returns:
-        The path written, or None when matplotlib is missing or there is nothing to plot.
-    """
-    if not records:
-        return None
-    try:
-        # The object API renders with Agg without pyplot, so a notebook's own backend and
-        # figures are left alone and no display is needed.
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    fig = Figure(figsize=(15, 4))
-    axes = fig.subplots(1, 3)
-    # Main-output structure loss on both sides (the training total adds side and MoE terms).
-    for key, label in (("train_main_loss", "train"), ("val_loss", "validation")):
-        xs, ys = _series(records, key)
-        if xs:
-            axes[0].plot(xs, ys, marker="o", label=label)
-    axes[0].set_title("structure loss (main output)")
-    axes[0].legend()
-    for key, label in (("val_Sm", "S-measure"), ("val_MAE", "MAE")):
-        xs, ys = _series(records, key)
-        if xs:
-            axes[1].plot(xs, ys, marker="o", label=label)
-    axes[1].set_title("validation (held-out training images)")
-    axes[1].legend()
-    xs, ys = _series(records, "lr")
-    if xs:
-        axes[2].plot(xs, ys, marker="o")
-    axes[2].set_title("learning rate (last step of the epoch)")
-    axes[2].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    return path
-
-
 class RunReporter:
     """Writes the per-epoch records and the human-readable log of one run.
 
@@ -156,11 +101,7 @@ class RunReporter:
                 self._tb = None
 
     def _rewrite(self) -> None:
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-        with open(tmp, "w") as fh:
-            for r in self.records:
-                fh.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def log(self, message: str) -> None:
         """Print a line (without breaking a progress bar) and append it to ``train.log``."""
@@ -244,9 +185,7 @@ class RunReporter:
         payload = {"status": status, "step": step, **summary}
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps({"summary": payload}) + "\n")
-        tmp = self.out_dir / ".run_summary.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, self.out_dir / "run_summary.json")
+        atomic_write_text(self.out_dir / "run_summary.json", json.dumps(payload, indent=2) + "\n")
         total = max(summary["total_s"], 1e-9)
         parts = ", ".join(f"{k[:-2].replace('_', ' ')} {summary[k]:.1f} s ({100 * summary[k] / total:.0f}%)"
                           for k in ("startup_s", "data_wait_s", "steps_s", "validation_s", "checkpoints_s", "other_s"))
@@ -256,7 +195,7 @@ class RunReporter:
     def plot(self) -> None:
         """Redraw ``curves.png`` now."""
         if self.enabled and self.records:
-            plot_curves(self.records, self.curves_path)
+            plot_training_curves(self.records, self.curves_path)
             self._plot_pending = False
             self._last_plot = time.monotonic()
 
