@@ -55,7 +55,10 @@ def probe_sdpa_kernels(
         ``{"flash" | "efficient" | "cudnn" | "math": KernelSupport}``.
     """
     dtype = dtype or default_probe_dtype(device)
-    q = torch.randn(2, 2, tokens, head_dim, device=device, dtype=dtype)
+    # A private generator: probing must not move the global random streams (a run that probes at
+    # start-up would otherwise not resume bit-identically).
+    gen = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn(2, 2, tokens, head_dim, device=device, dtype=dtype, generator=gen)
     result: Dict[str, KernelSupport] = {}
     for name in SDPA_KERNELS:
         try:

@@ -155,3 +155,31 @@ def test_resumable_sampler_continues_the_same_order():
     assert list(part) == order[2:] and len(part) == len(order) - 2
     full.set_epoch(4)
     assert list(full) != order  # reshuffled each epoch
+
+
+def test_auto_compile_only_for_long_runs():
+    from engine.training.setup import COMPILE_MIN_BUDGET_S, COMPILE_MIN_STEPS, keep_compile_for_run_length
+
+    assert not keep_compile_for_run_length(None, 240.0, 10)
+    assert keep_compile_for_run_length("auto", COMPILE_MIN_BUDGET_S, 10)
+    assert not keep_compile_for_run_length("auto", None, COMPILE_MIN_STEPS - 1)
+    assert keep_compile_for_run_length(None, None, COMPILE_MIN_STEPS)
+    assert keep_compile_for_run_length(True, 60.0, 1)  # --compile forces it
+
+
+def test_validation_scored_in_worker_processes_equals_in_process():
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from engine.training.validation_pass import validate
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone="edgenext_xx_small", dim=16).eval()
+    batches = [{"image": torch.randn(2, 3, 64, 64), "mask": (torch.rand(2, 1, 64, 64) > 0.6).float()} for _ in range(2)]
+    alone = validate(model, batches, torch.device("cpu"))
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pooled = validate(model, batches, torch.device("cpu"), pool=pool)
+    assert alone["n"] == pooled["n"] == 4
+    for key in ("Sm", "MAE", "loss"):
+        assert pooled[key] == pytest.approx(alone[key], abs=1e-9)

@@ -30,12 +30,22 @@ from engine.training.state import Runtime, RunState
 from engine.training.timing import WallClock
 from models import CamoXpertConfig, build_model, count_parameters
 
-__all__ = ["RunData", "build_data", "build_run_state", "eager_model", "resolve_compile", "set_stage",
+__all__ = ["COMPILE_MIN_BUDGET_S", "COMPILE_MIN_STEPS", "RunData", "build_data", "build_run_state", "eager_model",
+           "keep_compile_for_run_length", "resolve_compile", "set_stage",
            "setup_runtime"]
 
 
+#: ``train.compile: auto`` compiles only runs at least this long (time budget, in seconds) ...
+COMPILE_MIN_BUDGET_S = 3600.0
+#: ... or, without a budget, with at least this many planned optimizer steps. Measured on an
+#: H100 (2026-11-24, edgenext_small, 384 px, batch 16): compiling took 154 s in a fresh process
+#: with a cold inductor cache and 34 s with a warm one, so shorter runs lose more than it wins.
+COMPILE_MIN_STEPS = 50_000
+
+
 def resolve_compile(value: Any, device: torch.device) -> bool:
-    """``train.compile``: ``auto``/null compiles on CUDA devices only; true/false force it.
+    """``train.compile``: ``auto``/null compiles on CUDA devices only (then only long runs, see
+    :func:`keep_compile_for_run_length`); true/false force it.
 
     Raises:
         ConfigError: any other value.
@@ -45,6 +55,15 @@ def resolve_compile(value: Any, device: torch.device) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(f"train.compile must be auto, true or false, got {value!r}.")
+
+
+def keep_compile_for_run_length(value: Any, budget_s: Optional[float], planned_steps: int) -> bool:
+    """Whether ``auto`` compilation pays for itself in a run of this length (forced values always do)."""
+    if value not in (None, "auto"):
+        return True
+    if budget_s is not None:
+        return budget_s >= COMPILE_MIN_BUDGET_S
+    return planned_steps >= COMPILE_MIN_STEPS
 
 
 def setup_runtime(tcfg: Mapping[str, Any]) -> Runtime:
@@ -152,6 +171,10 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         log("No pretrained backbone: training everything from the start (stage 1 with a frozen random backbone "
             "learns nothing); turn off with --set train.adapt_to_budget=false.")
     budget, continuing = _budget(tcfg, ckpt, new_budget, clock, started_at)
+    if rt.compile and not keep_compile_for_run_length(tcfg.get("compile"), budget.seconds, epochs * steps_per_epoch):
+        rt.compile = False
+        log("Eager mode: this run is too short for torch.compile to pay back its compile time (auto compiles "
+            f"runs of {COMPILE_MIN_BUDGET_S / 3600:g} h or {COMPILE_MIN_STEPS} steps and more); --compile forces it.")
     schedule = TwoStageSchedule(
         optimizer, base_lr=tcfg["lr"], total_steps=epochs * steps_per_epoch,
         stage1_steps=stage1_epochs * steps_per_epoch, warmup_steps=tcfg["warmup_steps"],

@@ -38,6 +38,7 @@ from engine.training.signals import GracefulStop
 from engine.training.state import RunState
 from engine.training.step import train_step
 from engine.training.validation_pass import validate
+from models.sdpa_probe import attention_status_line
 
 __all__ = ["FitResult", "Trainer", "TrainingDiverged"]
 
@@ -102,6 +103,7 @@ class Trainer:
         self.out_dir = Path(self.tcfg["checkpoint_dir"])
         self.reporter = RunReporter(self.out_dir, enabled=False)
         self._loaders: Optional[RunLoaders] = None
+        self._metric_pool = None  # processes scoring validation images, started at the first validation
 
     def log(self, message: str) -> None:
         """Print on rank 0 and append to ``train.log``."""
@@ -119,6 +121,8 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            if self._metric_pool is not None:
+                self._metric_pool.shutdown(cancel_futures=True)
             self.reporter.close()
             cleanup_distributed()
 
@@ -258,12 +262,26 @@ class Trainer:
         loaders.batch_sampler.light = run.light_augment
 
     # ------------------------------------------------------------------ validation and saving
+    def _scoring_pool(self, run: RunState, loaders: RunLoaders):
+        """Worker processes for PySODMetrics on GPU runs with 100+ validation images, else None.
+
+        On a GPU the forward pass of a validation image takes well under a millisecond while
+        scoring it takes ~10 ms of CPU, so a one-process validation would idle the GPU for
+        seconds each time; the pool is started once and kept for the run.
+        """
+        if self._metric_pool is None and run.runtime.device.type == "cuda":
+            from engine.evaluation.evaluate import default_metric_workers, metric_pool
+
+            self._metric_pool = metric_pool(default_metric_workers(len(loaders.val.dataset)))
+        return self._metric_pool
+
     def _validate(self, run: RunState, loaders: RunLoaders) -> Dict[str, Any]:
         """Score the EMA (or model) on the held-out images; write best.pt and the record."""
         t0 = self.clock()
         with run.clock.phase("validation"):
             val = validate(run.eval_model(), loaders.val, run.runtime.device, run.runtime.amp_dtype,
-                           self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"])
+                           self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"],
+                           pool=self._scoring_pool(run, loaders))
             interval = run.meters.read_interval(run.model.moe_layer_names, run.model.expert_names,
                                                 run.model.config.top_k)
         run.val_s = self.clock() - t0
@@ -329,9 +347,11 @@ class Trainer:
         mode = f"DDP {'nccl' if rt.device.type == 'cuda' else 'gloo'}" if c.distributed else "single process"
         self.log(f"Device {rt.device} x{c.world_size} ({mode}), precision {precision}"
                  f"{', torch.compile' if run.compiled else ''}.")
-        self.log(f"Model {m.backbone}, {m.num_experts} experts top-{m.top_k}, "
-                 f"{'SDPA' if m.use_flash_attn else 'math'} attention: "
+        self.log(f"Model {m.backbone}, {m.num_experts} experts top-{m.top_k} per {m.routing} at MoE levels "
+                 f"{list(m.moe_levels)}, {m.decoder} decoder: "
                  f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.2f}M parameters.")
+        # What actually runs here (fused kernel, PyTorch's math kernel, or the explicit path), not the setting.
+        self.log("Attention: " + attention_status_line(rt.device, rt.amp_dtype or torch.float32, model=run.model))
         eff = run.batch_size * run.accumulation * c.world_size
         length = (f"time budget {run.budget.seconds:.0f} s ({run.budget.left():.0f} s left), schedule sized after "
                   f"the first steps" if not run.planned else
