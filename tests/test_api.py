@@ -9,7 +9,7 @@ from PIL import Image
 
 from _inference_fixtures import make_tiny_checkpoint, write_scene
 from engine.checkpoint import CheckpointError
-from engine.evaluation.metrics import quantize_probability
+from engine.inference.postprocess import quantize_probability
 from engine.inference import Segmenter
 from engine.inference.api import to_rgb_array
 from train_ultimate import main
