@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
+from engine.training.reporting import read_metrics
 from _train_helpers import REPO, TINY_ARGS, make_dataset, run_cli, run_subprocess, subprocess_env, train_cmd
 
 
@@ -109,3 +110,74 @@ def test_ddp_two_processes_gloo(tmp_path):
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def _torchrun(nproc, args, timeout=240):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(REPO / "train_ultimate.py"), "train", *args]
+    result = run_subprocess(cmd, timeout=timeout, env=subprocess_env({"OMP_NUM_THREADS": "1"}))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    return log
+
+
+def _files(out):
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+def test_ddp_two_processes_resume_in_one(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    # 9 training images: 2 ranks x 2 batches of 2 per epoch -> 2 steps/epoch; 1 process: 4 steps/epoch.
+    base = ["--dataset-path", str(tiny_data), "--checkpoint-dir", str(out), *TINY_ARGS, "--batch-size", "2",
+            "--stage1-epochs", "0"]
+    log = _torchrun(2, [*base, "--epochs", "1"])
+    assert "x 1 accumulation x 2 process(es) = 4" in log
+    # rank 0 alone writes: one train.log line per message, no temporary or duplicate files
+    files = [f for f in _files(out) if not f.startswith("tensorboard/")]
+    assert files == ["best.pt", "config.yaml", "curves.png", "last.pt", "metrics.jsonl", "run_summary.json",
+                     "train.log"]
+    assert len(list((out / "tensorboard").glob("events.*"))) <= 1
+    assert (out / "train.log").read_text().count("Done: 1 epochs") == 1
+    ckpt = load_checkpoint(out / "last.pt")
+    assert (ckpt["world_size"], ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (2, 2, 1, 0)
+
+    result = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "world size 2 -> 1" in result.output
+    assert "x 1 accumulation x 1 process(es) = 2" in result.output
+    assert "Resumed at epoch 2 (step 2," in result.output
+    ckpt = load_checkpoint(out / "last.pt")
+    # the step counter continues and the second epoch takes the 4 steps of one process
+    assert (ckpt["world_size"], ckpt["step"], ckpt["epoch"]) == (1, 6, 2)
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "summary" not in r]
+    assert steps == [2, 6]
+
+
+def test_one_process_resume_in_two_keeps_the_position(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(tiny_data, out, "--set", "train.stage1_epochs=0", "--epochs", "3")
+    try:
+        _wait_for_step(proc, out / "last.pt", min_step=2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    ckpt = load_checkpoint(out / "last.pt")
+    step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+    # one process: 4 batches of 2 per epoch; two: 2 batches of 2 per rank (4 images a batch)
+    new_batch = batch * 2 // 4
+    log = _torchrun(2, ["--checkpoint-dir", str(out), "--resume", "auto", "--epochs", str(epoch + 2),
+                        "--stage1-epochs", "0", "--num-workers", "0", "--device", "cpu"])
+    assert "world size 1 -> 2" in log
+    assert "x 1 accumulation x 2 process(es) = 4" in log
+    where = f"epoch {epoch + 1}" + (f", batch {new_batch}" if new_batch else "")
+    assert f"Resumed at {where} (step {step}," in log
+    if batch:
+        assert f"continues at batch {new_batch} of 2 ({batch * 2} images done" in log
+    after = load_checkpoint(out / "last.pt")
+    # the remaining batches of the interrupted epoch, then one more epoch of 2 steps
+    assert (after["world_size"], after["epoch"], after["batch_in_epoch"]) == (2, epoch + 2, 0)
+    assert after["step"] == step + (2 - new_batch) + 2
+    assert log.count("Resumed at") == 1  # rank 0 alone logs

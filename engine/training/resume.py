@@ -220,6 +220,44 @@ def _best_on_disk(out_dir: Path) -> float:
         return -math.inf
 
 
+def _convert_position(run: RunState, ckpt: Mapping[str, Any], batch: int, changes: list) -> int:
+    """Map the saved position to this run's batches and shift the schedule to keep its epochs.
+
+    Every world size walks the same permutation of an epoch (seed + epoch), rank ``r`` taking
+    every ``world_size``-th index from ``r``, so ``b`` batches of ``n`` processes at batch size
+    ``s`` consumed exactly the first ``b * s * n`` images of it. The resumed run starts at the
+    last whole batch (of all its processes, at an accumulation boundary) inside that prefix, so
+    at most one global batch is seen twice. Optimizer steps keep counting; the schedule, sized
+    in this run's steps per epoch, is shifted so that it ends (and stage 2 starts) at the same
+    epoch as before. Returns the batch to start at.
+    """
+    images = batch * int(ckpt.get("batch_size", run.batch_size)) * int(ckpt.get("world_size", run.runtime.ctx.world_size))
+    per_batch = run.batch_size * run.runtime.ctx.world_size
+    new = min(images // per_batch, run.batches_per_epoch)
+    new -= new % run.accumulation if new < run.batches_per_epoch else 0
+    if batch:
+        seen_twice = images - new * per_batch
+        changes.append(f"the interrupted epoch continues at batch {new} of {run.batches_per_epoch} "
+                       f"({images} images done" + (f", {seen_twice} of them seen again)" if seen_twice else ")"))
+    schedule = run.schedule
+    if run.budget.enabled:  # the budget's schedule was sized in the old steps: size it again
+        run.planned = False
+        changes.append("the time budget's schedule is sized again after the first steps")
+        return new
+    epoch = run.epoch + (1 if new >= run.batches_per_epoch else 0)
+    done = epoch * run.steps_per_epoch + math.ceil((new % run.batches_per_epoch) / run.accumulation)
+    offset = run.step - done
+    if offset:
+        stage1 = schedule.stage1_steps
+        if stage1 > 0:  # stage 1 ends at the same epoch; at least one step so the run keeps two stages
+            stage1 = max(1, stage1 + offset)
+        # step_count is the checkpoint's (load_state_dict), so resize re-applies the rates at run.step
+        schedule.resize(schedule.total_steps + offset, stage1, schedule.warmup_steps)
+        changes.append(f"schedule {schedule.total_steps} steps (step {run.step} = step {done} of this "
+                       f"process count)")
+    return new
+
+
 def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
                 log: Callable[[str], None]) -> Tuple[int, int]:
     """Load a last.pt into ``run``.
@@ -227,7 +265,8 @@ def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
     The best score comes from the best.pt that exists in ``out_dir`` (not from last.pt), so a
     kill between the two writes never leaves a score without its weights. Returns the
     ``(epoch, batch)`` to continue from: the saved position when batch size, accumulation and
-    world size are unchanged, else the start of the interrupted epoch.
+    world size are unchanged, else the same number of images into the interrupted epoch, rounded
+    down to a whole batch (see :func:`_convert_position`); the log says what changed.
     """
     rt = run.runtime
     run.model.load_state_dict(strip_state_dict_prefixes(ckpt["model"]))
@@ -253,17 +292,20 @@ def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
         if before != now:
             changes.append(f"{key.replace('_', ' ')} {before} -> {now}")
     batch = int(ckpt.get("batch_in_epoch", 0))
-    if changes and batch:
-        batch = 0
-        changes.append("the interrupted epoch restarts from its beginning")
+    if changes:
+        batch = _convert_position(run, ckpt, batch, changes)
     if batch >= run.batches_per_epoch:
         run.epoch, batch = run.epoch + 1, 0
     run.batch_in_epoch = batch
-    if batch and ckpt.get("meters") is not None:
+    if batch and ckpt.get("meters") is not None and not changes:
         run.meters.load_state_dict(ckpt["meters"])
     rng = ckpt.get("rng")
     if isinstance(rng, list) and len(rng) == rt.ctx.world_size:
         restore_rng_state(rng[rt.ctx.rank])
+    elif isinstance(rng, list) and rt.ctx.rank < len(rng):
+        restore_rng_state(rng[rt.ctx.rank])  # this rank's stream continues; ranks the checkpoint lacks keep their seed
+        if len(rng) < rt.ctx.world_size:
+            changes.append(f"random streams of ranks {len(rng)}+ seeded afresh")
     else:
         changes.append("random streams re-seeded")
     if changes:
