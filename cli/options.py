@@ -7,6 +7,17 @@ import click
 
 __all__ = ["inference_options"]
 
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A device name torch cannot parse is a usage error (exit code 2), found before any loading."""
+    from engine.runtime import check_device_name
+
+    try:
+        check_device_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).replace(f"--device {value!r} ", f"{value!r} "), ctx, param) from None
+    return value
+
+
 _INFERENCE_OPTIONS = (
     click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image."),
     click.option("--tta-scales", default="1.0", show_default=True,
@@ -14,7 +25,7 @@ _INFERENCE_OPTIONS = (
     click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1)),
     click.option("--num-workers", default=None, type=click.IntRange(min=0),
                  help="Data-loading workers [default: up to 4]."),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+    click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda, cuda:N."),
     click.option("--img-size", default=None,
                  help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384]."),
     click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),

@@ -140,7 +140,7 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
     started = time.perf_counter()
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
-    from engine.training.resume import find_resume_checkpoint, load_resume_checkpoint
+    from engine.training.resume import find_resume_checkpoint, load_resume_checkpoint, resume_output_dir
     from engine.training.trainer import Trainer, TrainingDiverged
 
     flags["compile"] = flags.pop("compile_")
@@ -162,11 +162,20 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
             raise click.ClickException(str(exc)) from exc
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc
-        # The checkpoint's settings replace the defaults; the file, flags and --set still win.
-        config = _resolve(config_file, dotted, set_items, base=ckpt.get("config") or {})
+        # The checkpoint's settings replace the defaults; the file, flags and --set still win. Where
+        # files go is this machine's choice, never the stored config's.
+        base = dict(ckpt.get("config") or {})
+        base["train"] = {k: v for k, v in dict(base.get("train") or {}).items() if k != "checkpoint_dir"}
+        config = _resolve(config_file, dotted, set_items, base=base)
+        out_dir = resume_output_dir(resume, resume_path, _given_checkpoint_dir(config_file, flags, set_items),
+                                    config["train"]["checkpoint_dir"])
+        config["train"]["checkpoint_dir"] = str(out_dir)
+        if _is_main_process():
+            click.echo(f"Resuming from {resume_path}; writing into {out_dir}.")
 
     new_budget = flags.get("time_budget") is not None or any(i.startswith("train.time_budget=") for i in set_items)
-    trainer = Trainer(config, resume=ckpt, overwrite=overwrite, new_budget=new_budget, started_at=started)
+    trainer = Trainer(config, resume=ckpt, overwrite=overwrite, new_budget=new_budget, started_at=started,
+                      resume_path=resume_path)
     try:
         result = _fit(trainer)
     except TrainingDiverged as exc:
@@ -175,11 +184,29 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
         sys.exit(0)
 
 
+def _given_checkpoint_dir(config_file: Optional[str], flags: Dict[str, Any], set_items: Tuple[str, ...]) -> Optional[str]:
+    """``train.checkpoint_dir`` when this command sets it (config file < flag < --set), else None."""
+    from engine.config import load_yaml, parse_set_overrides
+
+    given = None
+    if config_file is not None:
+        section = load_yaml(config_file).get("train")
+        if isinstance(section, dict) and section.get("checkpoint_dir") is not None:
+            given = section["checkpoint_dir"]
+    if flags.get("checkpoint_dir") is not None:
+        given = flags["checkpoint_dir"]
+    section = parse_set_overrides(set_items).get("train")
+    if isinstance(section, dict) and section.get("checkpoint_dir") is not None:
+        given = section["checkpoint_dir"]
+    return None if given is None else str(given)
+
+
 def _fit(trainer):
     """Run the trainer, turning user-facing errors into messages and exit codes."""
     from datasets import DatasetLayoutError, DatasetValidationError
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
+    from engine.files import DiskFullError
     from engine.training.data import DataError
     from models import PretrainedWeightsError
 
@@ -192,5 +219,5 @@ def _fit(trainer):
         sys.exit(2)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    except (DataError, DatasetLayoutError, CheckpointError, PretrainedWeightsError) as exc:
+    except (DataError, DatasetLayoutError, CheckpointError, PretrainedWeightsError, DiskFullError) as exc:
         raise click.ClickException(str(exc)) from exc

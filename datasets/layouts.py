@@ -329,10 +329,20 @@ def scan_image_folder(folder: PathLike) -> Tuple[List[Path], List[UnusableEntry]
         ``(files, unusable)``: image paths sorted by name, and the entries
         with an image extension that are broken or looping symbolic links
         or folders (sorted by name).
+
+    Raises:
+        DatasetLayoutError: the folder cannot be listed (no permission).
     """
     files: List[Path] = []
     unusable: List[UnusableEntry] = []
-    with os.scandir(folder) as entries:
+    try:
+        listing = os.scandir(folder)
+    except PermissionError as exc:
+        raise DatasetLayoutError(
+            f"Cannot read the folder {folder}: permission denied. Make it readable (e.g. chmod -R a+rX {folder}) "
+            f"or copy the data set to a folder you can read."
+        ) from exc
+    with listing as entries:
         for e in entries:
             if e.name.startswith(".") or not is_image_file(e.name):
                 continue

@@ -11,11 +11,13 @@ runs. Keys written by the trainer:
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from engine.config import ConfigError, load_default_config, merge_config
 from engine.files import PathLike, atomic_torch_save
 from models import CamoXpert, CamoXpertConfig, build_model
 
@@ -23,6 +25,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "load_checkpoint",
+    "load_weights",
     "model_from_checkpoint",
     "save_checkpoint",
     "strip_state_dict_prefixes",
@@ -53,6 +56,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}. Pass the path of a last.pt/best.pt written by `train`.")
+    _check_container(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -76,7 +80,50 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
             f"{path} is not a CamoXpert checkpoint (no 'model_config'/'model' entries). Checkpoints from "
             f"`python train_ultimate.py train` carry the model config needed to rebuild the model."
         )
+    _check_configs(ckpt, path)
     return ckpt
+
+
+def _check_container(path: Path) -> None:
+    """Refuse files that are neither a torch zip archive nor a legacy pickle stream (text, images...)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise CheckpointError(f"Could not read checkpoint {path}: {exc.strerror or exc}. Check its permissions.") from exc
+    # torch.save writes a zip archive ("PK" local header; a truncated one is reported by torch.load
+    # as corrupt); very old files are a pickle stream (protocol byte 0x80).
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80" or zipfile.is_zipfile(path):
+        return
+    shown = head[:24].decode("utf-8", "replace").replace("\n", " ").strip()
+    kind = "an empty file" if not head else f"it starts with {shown!r}"
+    raise CheckpointError(
+        f"{path} is not a checkpoint file ({kind}; checkpoints written by torch.save are zip archives). "
+        f"Pass the last.pt or best.pt that `python train_ultimate.py train` wrote."
+    )
+
+
+def _check_configs(ckpt: Dict[str, Any], path: Path) -> None:
+    """Check the types of the stored model and run configs against today's defaults.
+
+    A value of the wrong type (``img_size: "big"``) would otherwise fail deep inside model
+    building or data loading with a traceback; here it is one message naming the key.
+    Keys the defaults no longer know are ignored (older checkpoints).
+    """
+    defaults = load_default_config()
+    config = ckpt.get("config")
+    try:
+        merge_config(defaults["model"], ckpt["model_config"], prefix="model_config.", strict=False)
+        if config is not None:
+            if not isinstance(config, dict):
+                raise ConfigError(f"'config' must be a mapping of sections, got {type(config).__name__}")
+            merge_config(defaults, config, prefix="config.", strict=False)
+        CamoXpertConfig.from_dict(ckpt["model_config"])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} holds an invalid setting: {exc} The file was edited or written by an incompatible version; "
+            f"use another checkpoint (or re-save it with a valid value)."
+        ) from exc
 
 
 def strip_state_dict_prefixes(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -92,6 +139,7 @@ def model_from_checkpoint(
     ckpt: Union[PathLike, Mapping[str, Any]],
     device: Union[str, torch.device] = "cpu",
     prefer_ema: bool = True,
+    source: Optional[PathLike] = None,
     **config_overrides: Any,
 ) -> CamoXpert:
     """Rebuild the model a checkpoint describes and load its weights (EMA weights when present).
@@ -100,17 +148,43 @@ def model_from_checkpoint(
         ckpt: a path or an already loaded checkpoint dict.
         device: where to put the model.
         prefer_ema: use the EMA weights when the checkpoint has them.
+        source: the file an already loaded ``ckpt`` came from (named in errors).
         **config_overrides: model config fields to change (e.g. ``use_flash_attn=False``).
 
     Returns:
         The model in eval mode.
+
+    Raises:
+        CheckpointError: an unreadable file, or weights that do not fit the model it describes.
     """
     if not isinstance(ckpt, Mapping):
+        source = source or ckpt
         ckpt = load_checkpoint(ckpt)
+    source = source or "the checkpoint"
     cfg = dict(ckpt["model_config"])
     # The weights come from the checkpoint: never ask the hub or a file for backbone weights.
     cfg.update(pretrained=False, pretrained_weights=None, **config_overrides)
-    model = build_model(CamoXpertConfig.from_dict(cfg))
+    try:
+        model = build_model(CamoXpertConfig.from_dict(cfg))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"The model_config of {source} cannot build a model: {exc}") from exc
     weights: Optional[Mapping[str, torch.Tensor]] = ckpt.get("ema") if prefer_ema else None
-    model.load_state_dict(strip_state_dict_prefixes(weights or ckpt["model"]))
+    load_weights(model, weights or ckpt["model"], source)
     return model.to(device).eval()
+
+
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], source: Any) -> None:
+    """``model.load_state_dict`` (prefixes stripped) whose failure names the source and the fix.
+
+    Raises:
+        CheckpointError: missing/unexpected keys or tensors whose shapes differ from the model's.
+    """
+    try:
+        model.load_state_dict(strip_state_dict_prefixes(state_dict))
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:4]
+        detail = "; ".join(lines) or str(exc)[:300]
+        raise CheckpointError(
+            f"The weights in {source} do not fit the model its model_config describes ({detail}). The file was "
+            f"edited or mixes two runs; use the last.pt/best.pt written together with its config."
+        ) from exc

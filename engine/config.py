@@ -11,9 +11,10 @@ never a silently ignored setting. Values are checked against the type of their d
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -200,8 +201,118 @@ def apply_overrides(config: Mapping[str, Any], flat: Mapping[str, Any]) -> Dict[
     return merge_config(config, nested)
 
 
+# Value checks that types alone do not catch: (dotted key, test, what the value must be).
+# Every number test is False for NaN, so a NaN never passes (``nan <= 0`` is False).
+_SEED_MAX = 2**32 - 1  # NumPy's legacy seeding accepts 0 .. 2**32 - 1
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _at_least(lo: float) -> Callable[[Any], bool]:
+    return lambda v: _finite(v) and v >= lo
+
+
+def _above(lo: float) -> Callable[[Any], bool]:
+    return lambda v: _finite(v) and v > lo
+
+
+def _within(lo: float, hi: float, hi_open: bool = False) -> Callable[[Any], bool]:
+    return lambda v: _finite(v) and lo <= v and (v < hi if hi_open else v <= hi)
+
+
+def _pair(test: Callable[[Any], bool], ordered: bool = True) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v)
+                      and (not ordered or v[0] <= v[1]))
+
+
+def _optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or test(v)
+
+
+_PROBABILITY = (_within(0.0, 1.0), "a probability in [0, 1]")
+_SEED = (_within(0, _SEED_MAX), f"an integer from 0 to {_SEED_MAX} (2**32 - 1, NumPy's seed range)")
+_COUNT = (_at_least(1), "an integer >= 1")
+_NON_NEGATIVE = (_at_least(0.0), "a finite number >= 0")
+
+_CONSTRAINTS: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
+    ("data.val_fraction", lambda v: _finite(v) and 0.0 < v < 1.0, "between 0 and 1 (exclusive)"),
+    ("data.split_seed", *_SEED),
+    ("data.num_workers", _at_least(0), "an integer >= 0"),
+    ("data.augment.hflip_p", *_PROBABILITY),
+    ("data.augment.vflip_p", *_PROBABILITY),
+    ("data.augment.crop_p", *_PROBABILITY),
+    ("data.augment.rotate_p", *_PROBABILITY),
+    ("data.augment.color_p", *_PROBABILITY),
+    ("data.augment.crop_scale", _optional(_pair(_within(1e-9, 1.0))), "null or [min, max] fractions in (0, 1], min <= max"),
+    ("data.augment.crop_ratio", _optional(_pair(_above(0.0))), "null or [min, max] aspect ratios > 0, min <= max"),
+    ("data.augment.rotate", *_NON_NEGATIVE),
+    ("data.augment.scale", _optional(_pair(_above(0.0))), "null or [min, max] zoom factors > 0, min <= max"),
+    ("data.augment.brightness", *_NON_NEGATIVE),
+    ("data.augment.contrast", *_NON_NEGATIVE),
+    ("data.augment.saturation", *_NON_NEGATIVE),
+    ("data.augment.hue", _within(0.0, 0.5), "a number in [0, 0.5]"),
+    ("data.augment.border", lambda v: v in ("reflect", "constant"), "reflect or constant"),
+    ("data.synthetic.n_train", *_COUNT),
+    ("data.synthetic.n_test", *_COUNT),
+    ("data.synthetic.img_size", _at_least(32), "an integer >= 32"),
+    ("data.synthetic.seed", *_SEED),
+    ("data.synthetic.noncam_fraction", *_PROBABILITY),
+    ("train.epochs", *_COUNT),
+    ("train.batch_size", *_COUNT),
+    ("train.accumulation_steps", *_COUNT),
+    ("train.lr", _above(0.0), "a finite number > 0 (e.g. 0.003)"),
+    ("train.stage2_lr_scale", _above(0.0), "a finite number > 0"),
+    ("train.backbone_lr_scale", *_NON_NEGATIVE),
+    ("train.weight_decay", *_NON_NEGATIVE),
+    ("train.warmup_steps", _at_least(0), "an integer >= 0 (0: no warm-up)"),
+    ("train.min_lr_ratio", _within(0.0, 1.0), "a number in [0, 1]"),
+    ("train.betas", _pair(_within(0.0, 1.0, hi_open=True), ordered=False),
+     "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    ("train.grad_clip", _NON_NEGATIVE[0], "a finite number >= 0 (0 disables clipping)"),
+    ("train.precision", lambda v: v in ("auto", "bf16", "fp16", "fp32"), "one of auto, bf16, fp16, fp32"),
+    ("train.ema_decay", _within(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
+    ("train.seed", *_SEED),
+    ("train.budget_margin_seconds", _optional(_at_least(0.0)), "null or a number of seconds >= 0"),
+    ("train.short_run_steps", _at_least(0), "an integer >= 0"),
+    ("train.val_every_seconds", _NON_NEGATIVE[0], "a number of seconds >= 0 (0: every epoch)"),
+    ("train.val_every_steps", _at_least(0), "an integer >= 0 (0: off)"),
+    ("train.save_every_seconds", _NON_NEGATIVE[0], "a number of seconds >= 0 (0: off)"),
+    ("train.save_every_steps", _at_least(0), "an integer >= 0 (0: off)"),
+    ("train.max_nonfinite_steps", _at_least(0), "an integer >= 0 (0: never stop)"),
+    ("train.log_every_steps", *_COUNT),
+    ("loss.side_weight", *_NON_NEGATIVE),
+    ("loss.aux_weight", *_NON_NEGATIVE),
+    ("loss.edge_kernel", lambda v: _finite(v) and v >= 1 and v % 2 == 1, "a positive odd integer (e.g. 31)"),
+    ("loss.edge_weight", *_NON_NEGATIVE),
+    ("eval.batch_size", *_COUNT),
+)
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Tuple[bool, Any]:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _check_device(name: Any) -> None:
+    """``train.device``: auto, cpu, cuda, cuda:N (or another device torch knows, e.g. mps)."""
+    from engine.runtime import check_device_name
+
+    try:
+        check_device_name(name)
+    except ValueError:
+        raise ConfigError(
+            f"train.device must be auto, cpu, cuda or cuda:N (e.g. --device cuda:0), got {name!r}."
+        ) from None
+
+
 def validate_config(config: Mapping[str, Any]) -> None:
-    """Check values that types alone do not catch.
+    """Check values that types alone do not catch (the ``_CONSTRAINTS`` table, image size, device, model).
 
     Raises:
         ConfigError: saying which value and how to fix it.
@@ -214,23 +325,15 @@ def validate_config(config: Mapping[str, Any]) -> None:
             f"data.img_size must be a positive multiple of 32 (the backbone's output stride), got {size}. "
             f"Consider {lo}" + (f" or {hi}." if hi != lo else ".")
         )
-    if not 0.0 < data["val_fraction"] < 1.0:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {data['val_fraction']}.")
-    for key in ("epochs", "batch_size", "accumulation_steps"):
-        if train[key] < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {train[key]}.")
+    for key, test, must_be in _CONSTRAINTS:
+        present, value = _lookup(config, key)
+        if present and not test(value):
+            raise ConfigError(f"{key} must be {must_be}, got {value!r}. Fix it with --set {key}=VALUE or in the config file.")
     if not 0 <= train["stage1_epochs"] <= train["epochs"]:
         raise ConfigError(
             f"train.stage1_epochs must be between 0 and train.epochs ({train['epochs']}), got {train['stage1_epochs']}."
         )
-    if train["lr"] <= 0:
-        raise ConfigError(f"train.lr must be > 0, got {train['lr']}.")
-    if data["num_workers"] < 0:
-        raise ConfigError(f"data.num_workers must be >= 0, got {data['num_workers']}.")
-    if train["precision"] not in ("auto", "bf16", "fp16", "fp32"):
-        raise ConfigError(f"train.precision must be one of auto, bf16, fp16, fp32, got {train['precision']!r}.")
-    if not 0.0 <= train["ema_decay"] < 1.0:
-        raise ConfigError(f"train.ema_decay must be in [0, 1), got {train['ema_decay']}.")
+    _check_device(train["device"])
     # The model section must build a valid CamoXpertConfig (its own checks list the fix).
     from models import SUPPORTED_BACKBONES, CamoXpertConfig
 

@@ -6,17 +6,32 @@ from typing import Optional
 
 import torch
 
-__all__ = ["autocast_context", "autocast_dtype", "resolve_device"]
+__all__ = ["autocast_context", "autocast_dtype", "check_device_name", "resolve_device"]
+
+
+def check_device_name(name: Optional[str]) -> None:
+    """Refuse a device string torch does not parse (``foo``, ``cuda:x``), naming the valid forms.
+
+    Raises:
+        ValueError: saying what to pass instead.
+    """
+    if name in (None, "", "auto"):
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N (e.g. cuda:0).") from None
 
 
 def resolve_device(name: Optional[str] = "auto") -> torch.device:
     """``auto`` -> first CUDA GPU if present, else CPU; otherwise the named device.
 
     Raises:
-        ValueError: a CUDA device asked for where CUDA is not available.
+        ValueError: an unknown device name, or a CUDA device asked for where CUDA is not available.
     """
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device_name(name)
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine/torch build. Use --device cpu.")

@@ -4,12 +4,20 @@ Weights come from timm's own mechanism: the Hugging Face cache/hub when reachabl
 (``HF_HUB_OFFLINE=1`` and ``HF_HOME`` are honoured), or a local file passed as
 ``pretrained_weights`` (``.safetensors``, ``.pth`` / ``.pt`` / ``.bin``). Weights asked for and
 not found raise :class:`PretrainedWeightsError`; the model is never silently left at random init.
+
+Without a network (Kaggle's internet-off setting) the hub client would retry for about a minute
+before failing. So one short connection attempt to the hub (:data:`HUB_PROBE_TIMEOUT_S`, once per
+process) decides first: unreachable means the same loading code runs in the hub client's offline
+mode, which still finds cached weights and otherwise fails at once with the fix.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
@@ -17,10 +25,12 @@ import torch.nn as nn
 from .positional import use_device_positional_encoding
 
 __all__ = [
+    "HUB_PROBE_TIMEOUT_S",
     "SUPPORTED_BACKBONES",
     "FeatureBackbone",
     "PretrainedWeightsError",
     "build_backbone",
+    "hub_reachable",
 ]
 
 SUPPORTED_BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base")
@@ -28,6 +38,50 @@ SUPPORTED_BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small"
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights were asked for and could not be loaded."""
+
+
+#: Seconds one connection attempt to the hub may take before the machine counts as offline.
+HUB_PROBE_TIMEOUT_S = 3.0
+_hub_reachable_cache: Optional[bool] = None  # one probe per process
+
+
+def _env_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "0"
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hugging Face hub (``$HF_ENDPOINT`` or huggingface.co) opens.
+
+    Probed once per process; later calls return the first answer.
+    """
+    global _hub_reachable_cache
+    if _hub_reachable_cache is None:
+        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        port = url.port or (80 if url.scheme == "http" else 443)
+        try:
+            socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+            _hub_reachable_cache = True
+        except OSError:
+            _hub_reachable_cache = False
+    return _hub_reachable_cache
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """The hub client's offline mode (cache only, no requests) for the duration of the block.
+
+    ``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once at import, so the switch is its
+    ``constants.HF_HUB_OFFLINE`` (what ``huggingface_hub.is_offline_mode()`` returns).
+    """
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _check_name(name: str) -> None:
@@ -107,8 +161,10 @@ def build_backbone(
     if weights is None and not pretrained:
         return FeatureBackbone(_create(name, False, None, out_indices), name)
 
+    no_network = weights is None and not _env_offline() and not hub_reachable()
     try:
-        model = _create(name, True, weights, out_indices)
+        with _hub_offline() if no_network else contextlib.nullcontext():
+            model = _create(name, True, weights, out_indices)
     except PretrainedWeightsError:
         raise
     except Exception as exc:  # timm/hub raise many types: OSError, LocalEntryNotFoundError, KeyError...
@@ -120,11 +176,19 @@ def build_backbone(
         cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
             os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
         )
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        if no_network:
+            raise PretrainedWeightsError(
+                f"Pretrained weights for {name} were asked for, but this machine cannot reach the Hugging Face "
+                f"hub (no connection within {HUB_PROBE_TIMEOUT_S:g} s; offline, e.g. Kaggle with internet off) and "
+                f"they are not in the cache {cache}. Fix: pass a local weight file with --pretrained-weights FILE "
+                f"(the model.safetensors of {_hub_id(name)}, e.g. added as a Kaggle dataset), or train from scratch "
+                f"with --no-pretrained (config: model.pretrained: false)."
+            ) from exc
+        offline = _env_offline()
         raise PretrainedWeightsError(
             f"Pretrained weights for {name} were asked for but not found. Looked in the Hugging Face cache "
             f"{cache} and {'(offline) not ' if offline else ''}on the hub for {_hub_id(name)}: "
             f"{type(exc).__name__}: {exc}. Fix: download {_hub_id(name)} to a file and pass it with "
-            f"pretrained_weights=PATH (CLI: --pretrained-weights PATH), or train from scratch with pretrained=False."
+            f"pretrained_weights=PATH (CLI: --pretrained-weights PATH), or train from scratch with pretrained=False (CLI: --no-pretrained)."
         ) from exc
     return FeatureBackbone(model, name)

@@ -144,15 +144,18 @@ def test_several_test_sets_and_plain_names(ckpt, tmp_path):
     assert (pred_dir / "curves.png").is_file() or (tmp_path / "s_curves.png").is_file()
 
 
-def test_without_dataset_path_uses_the_runs_synthetic_test_set(tmp_path):
-    # The checkpoint's run config names the synthetic set it trained on; evaluate scores its test split.
-    synthetic = {"n_train": 2, "n_test": 3, "img_size": 48, "seed": 1, "cache_dir": str(tmp_path / "cache")}
+def test_without_dataset_path_uses_the_runs_synthetic_test_set(tmp_path, monkeypatch):
+    # The checkpoint's run config names the synthetic set it trained on; evaluate scores its test split,
+    # generated in this machine's cache (never the cache_dir the checkpoint stored).
+    monkeypatch.setenv("CAMOXPERT_CACHE", str(tmp_path / "cache"))
+    synthetic = {"n_train": 2, "n_test": 3, "img_size": 48, "seed": 1, "cache_dir": str(tmp_path / "stored")}
     ckpt = make_tiny_checkpoint(tmp_path / "syn.pt", data_config={"synthetic": synthetic})
     out_json = tmp_path / "syn.json"
     result = _run(["evaluate", "--checkpoint", str(ckpt), "--output-json", str(out_json), "--num-workers", "0",
                    "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "synthetic test set" in result.output and str(tmp_path / "cache") in result.output
+    assert not (tmp_path / "stored").exists()
     (name, res), = json.loads(out_json.read_text()).items()
     assert name == "synthetic" and res["n"] == 3  # never labelled COD10K
     assert "\nsynthetic " in result.output and "\nCOD10K " not in result.output

@@ -198,12 +198,14 @@ def synthetic_test_root(run_config: Dict[str, Any], progress: bool = True) -> Pa
     """The built-in synthetic set a run trained on (``data.synthetic`` of its config), else the default one.
 
     Using the run's own parameters gives its held-out synthetic test split, never its training images.
+    The set is generated in (or read from) this machine's cache (``$CAMOXPERT_CACHE`` or the default),
+    never the ``cache_dir`` the checkpoint stored: a checkpoint does not choose where files are written.
     """
     data = run_config.get("data") if isinstance(run_config, dict) else None
     params = data.get("synthetic") if isinstance(data, dict) else None
     kwargs: Dict[str, Any] = {"progress": progress}
     if isinstance(params, dict):
-        for key in ("cache_dir", "n_train", "n_test", "img_size", "seed", "noncam_fraction"):
+        for key in ("n_train", "n_test", "img_size", "seed", "noncam_fraction"):
             if params.get(key) is not None:
                 kwargs[key] = params[key]
     return ensure_synthetic_dataset(**kwargs)

@@ -153,7 +153,7 @@ def load_inference_model(
     """
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     size = parse_img_size(img_size) if img_size is not None else checkpoint_img_size(ckpt)
-    model = model_from_checkpoint(ckpt, device=device, prefer_ema=prefer_ema)
+    model = model_from_checkpoint(ckpt, device=device, prefer_ema=prefer_ema, source=checkpoint)
     epoch = ckpt.get("epoch")
     return InferenceModel(
         model=model,

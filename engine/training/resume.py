@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, strip_state_dict_prefixes
+from engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, strip_state_dict_prefixes
 from engine.config import ConfigError
 from engine.distributed import all_gather_objects
 from engine.training.rng import capture_rng_state, restore_rng_state
@@ -36,6 +36,7 @@ __all__ = [
     "find_resume_checkpoint",
     "load_resume_checkpoint",
     "prepare_run_folder",
+    "resume_output_dir",
     "restore_run",
     "save_best",
     "save_last",
@@ -77,6 +78,27 @@ def find_resume_checkpoint(resume: Optional[str], checkpoint_dir: PathLike) -> O
     return path
 
 
+def resume_output_dir(resume: str, resume_path: PathLike, given_dir: Optional[PathLike],
+                      default_dir: PathLike) -> Path:
+    """Where a resumed run writes: decided on this machine, never by the checkpoint's stored config.
+
+    Args:
+        resume: the ``--resume`` value (``auto`` or a path).
+        resume_path: the checkpoint found for it.
+        given_dir: ``train.checkpoint_dir`` when this command set it (flag, ``--set`` or config file).
+        default_dir: the default ``train.checkpoint_dir``.
+
+    Returns:
+        ``given_dir`` when set; else the folder ``--resume auto`` looked in; else the folder of
+        the resumed file (its run continues next to it).
+    """
+    if given_dir is not None:
+        return Path(given_dir)
+    if resume == "auto":
+        return Path(default_dir)
+    return Path(resume_path).parent
+
+
 def load_resume_checkpoint(resume: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
     """Load a checkpoint to continue from (weights-only load; see :func:`engine.checkpoint.load_checkpoint`).
 
@@ -114,8 +136,20 @@ def check_model_matches(config: Mapping[str, Any], ckpt: Mapping[str, Any], path
         )
 
 
+def _check_folder_path(out: Path) -> None:
+    """Refuse a folder path that is a file or lies below one (``mkdir`` would fail mid-run)."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out else f"lies below {path}, which is a file"
+                raise RunFolderError(
+                    f"--checkpoint-dir {out} {what}, not a folder: pass a folder path (e.g. --checkpoint-dir runs/exp1)."
+                )
+            return
+
+
 def prepare_run_folder(out_dir: PathLike, resuming: bool, overwrite: bool, is_main: bool = True,
-                       log: Callable[[str], None] = print) -> None:
+                       log: Callable[[str], None] = print, resumed_from: Optional[PathLike] = None) -> None:
     """Make ``out_dir`` ready for a run.
 
     Args:
@@ -124,22 +158,31 @@ def prepare_run_folder(out_dir: PathLike, resuming: bool, overwrite: bool, is_ma
         overwrite: delete an earlier run's files first.
         is_main: rank 0 (the only one that deletes).
         log: where to say what was removed.
+        resumed_from: the checkpoint file a resumed run continues; a folder holding another
+            run (not the one this file belongs to) is refused like a new run's.
 
     Raises:
-        RunFolderError: a new run into a folder holding a run, without ``overwrite``.
+        RunFolderError: the path is (below) a file; a new run, or a run resumed from another
+            folder, into a folder holding a run, without ``overwrite``.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"--checkpoint-dir {out} is a file, not a folder: pass a folder path.")
+    _check_folder_path(out)
     found = [name for name in _RUN_MARKERS if (out / name).exists()]
-    if found and not resuming and not overwrite:
+    foreign = resuming and resumed_from is not None and Path(resumed_from).resolve().parent != out.resolve()
+    if found and (not resuming or foreign) and not overwrite:
+        if foreign:
+            raise RunFolderError(
+                f"{out} already holds another run ({', '.join(found)}), and --resume {resumed_from} comes from "
+                f"another folder. Leave out --checkpoint-dir to continue next to {resumed_from}, pass --overwrite "
+                f"to replace the run in {out}, or choose an empty --checkpoint-dir."
+            )
         raise RunFolderError(
             f"{out} already holds a run ({', '.join(found)}). Use --resume auto to continue it, --overwrite to "
             f"replace it, or another --checkpoint-dir."
         )
     if not is_main or not out.is_dir():
         return
-    if found and overwrite and not resuming:
+    if found and overwrite and (not resuming or foreign):
         for name in RUN_FILES:
             path = out / name
             if path.is_dir():
@@ -267,15 +310,24 @@ def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
     ``(epoch, batch)`` to continue from: the saved position when batch size, accumulation and
     world size are unchanged, else the same number of images into the interrupted epoch, rounded
     down to a whole batch (see :func:`_convert_position`); the log says what changed.
+
+    Raises:
+        CheckpointError: weights or optimizer state that do not fit the model.
     """
     rt = run.runtime
-    run.model.load_state_dict(strip_state_dict_prefixes(ckpt["model"]))
-    if run.ema is not None:
-        if ckpt.get("ema") is not None:
-            run.ema.load_state_dict(strip_state_dict_prefixes(ckpt["ema"]), ckpt.get("ema_updates", 0))
-        else:  # EMA switched on at resume: start it from the current weights
-            run.ema.load_state_dict(run.model.state_dict(), 0)
-    run.optimizer.load_state_dict(ckpt["optimizer"])
+    load_weights(run.model, ckpt["model"], "the resumed checkpoint")
+    try:
+        if run.ema is not None:
+            if ckpt.get("ema") is not None:
+                run.ema.load_state_dict(strip_state_dict_prefixes(ckpt["ema"]), ckpt.get("ema_updates", 0))
+            else:  # EMA switched on at resume: start it from the current weights
+                run.ema.load_state_dict(run.model.state_dict(), 0)
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"The EMA or optimizer state in the resumed checkpoint does not fit the model ({str(exc)[:300]}). "
+            f"The file was edited or mixes two runs; resume from another last.pt or start a new run."
+        ) from exc
     if ckpt.get("scheduler") is not None:
         run.schedule.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler") and run.scaler.is_enabled():

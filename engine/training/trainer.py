@@ -11,6 +11,7 @@ the time budget (:mod:`~engine.training.budget`) and the reports
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,17 +90,21 @@ class Trainer:
             of the rest of the checkpoint's budget.
         clock: monotonic clock (tests pass a fake one).
         started_at: ``clock()`` at process start, so start-up time is counted.
+        resume_path: the file a loaded ``resume`` dict came from: a checkpoint folder holding
+            another run (not this file's) is then refused unless ``overwrite``.
     """
 
     def __init__(self, config: Mapping[str, Any], train_set: Optional[Dataset] = None,
                  val_set: Optional[Dataset] = None, resume: Optional[Any] = None, progress: bool = True,
                  overwrite: bool = False, new_budget: bool = False, clock: Callable[[], float] = time.perf_counter,
-                 started_at: Optional[float] = None):
+                 started_at: Optional[float] = None, resume_path: Optional[os.PathLike] = None):
         self.config = dict(config)
         self.tcfg = self.config["train"]
         self.train_set, self.val_set = train_set, val_set
         self.resume, self.progress, self.overwrite, self.new_budget = resume, progress, overwrite, new_budget
         self.clock, self.started_at = clock, started_at
+        self.resume_path = resume_path if resume_path is not None else (
+            resume if isinstance(resume, (str, os.PathLike)) else None)
         self.out_dir = Path(self.tcfg["checkpoint_dir"])
         self.reporter = RunReporter(self.out_dir, enabled=False)
         self._loaders: Optional[RunLoaders] = None
@@ -131,7 +136,8 @@ class Trainer:
         if ckpt is not None:
             check_model_matches(self.config, ckpt, self.resume if not isinstance(self.resume, Mapping) else "checkpoint")
         rt = setup_runtime(self.tcfg)
-        prepare_run_folder(self.out_dir, ckpt is not None, self.overwrite, rt.ctx.is_main, log=print)
+        prepare_run_folder(self.out_dir, ckpt is not None, self.overwrite, rt.ctx.is_main, log=print,
+                           resumed_from=self.resume_path)
         barrier()  # every rank has checked the folder before rank 0 writes into it
         if rt.ctx.is_main:
             save_config(self.config, self.out_dir / "config.yaml")
