@@ -471,7 +471,10 @@ def evaluate_checkpoint(
     for note in notes:
         log(f"Note: {note}")
 
-    predictor = Predictor(loaded.model, dev, hflip=tta, scales=tta_scales, precision=precision)
+    # Eager on GPUs: the one GPU run of evaluate with CUDA-graph replay (2026-11-24, H100) ended
+    # in a CUDA error, while predict and the Python API ran with it; until evaluate's path is
+    # proven, scores come from the eager model (same kernels, launch overhead only).
+    predictor = Predictor(loaded.model, dev, hflip=tta, scales=tta_scales, precision=precision, cuda_graphs=False)
     workers = default_num_workers() if num_workers is None else int(num_workers)
     h, w = loaded.img_size
     tta_text = f", TTA: {'hflip' if tta else 'no flip'} x scales {list(predictor.scales)}" if predictor.num_views > 1 else ""
