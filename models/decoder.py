@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DECODERS", "ConvBNAct", "FPNDecoder", "PlainFPNDecoder", "build_decoder"]
+__all__ = ["DECODERS", "ConvBNAct", "FPNDecoder", "build_decoder"]
 
 
 class ConvBNAct(nn.Sequential):
@@ -28,22 +28,25 @@ def _side_logits(side_heads: nn.ModuleList, levels: List[torch.Tensor], out_size
 
 
 class FPNDecoder(nn.Module):
-    """Top-down feature pyramid decoder with a 3x3 refinement after every merge (``"refine"``).
+    """Top-down feature pyramid decoder.
 
-    The coarsest map is upsampled and added to the next finer one, then refined by a 3x3 conv,
-    down to the finest level; a head turns the finest map into one-channel logits, upsampled to
-    the input size. Each level also has a 1x1 side head for deep supervision.
+    The coarsest map is upsampled and added to the next finer one, down to the finest level;
+    with ``refine`` each merge is followed by a 3x3 conv (``"refine"``), without it the merges
+    are plain sums (``"fpn"``: the plain FPN reference the experts must beat). A head turns the
+    finest map into one-channel logits, upsampled to the input size. Each level can also have a
+    1x1 side head for deep supervision.
 
     Args:
         dim: channels of every input level (the model projects the backbone to this width).
         num_levels: number of pyramid levels, finest first.
         side_outputs: build the deep-supervision side heads. Without them no parameter sits
             unused in training (DDP would wait for its gradient).
+        refine: a 3x3 conv after every top-down merge.
     """
 
-    def __init__(self, dim: int, num_levels: int = 4, side_outputs: bool = True):
+    def __init__(self, dim: int, num_levels: int = 4, side_outputs: bool = True, refine: bool = True):
         super().__init__()
-        self.fuse = nn.ModuleList(ConvBNAct(dim, dim) for _ in range(num_levels - 1))
+        self.fuse = nn.ModuleList((ConvBNAct(dim, dim) if refine else nn.Identity()) for _ in range(num_levels - 1))
         self.head = nn.Sequential(ConvBNAct(dim, dim), nn.Conv2d(dim, 1, 1))
         n_sides = num_levels if side_outputs else 0
         self.side_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(n_sides))
@@ -67,42 +70,12 @@ class FPNDecoder(nn.Module):
         return logits, sides
 
 
-class PlainFPNDecoder(nn.Module):
-    """Plain FPN (``"fpn"``): top-down upsample-and-sum of the laterals, one 3x3 conv head.
-
-    The reference decoder: what the mixture of experts and the refinement convs must beat.
-
-    Args:
-        dim: channels of every input level.
-        num_levels: number of pyramid levels, finest first.
-        side_outputs: build 1x1 deep-supervision heads on the merged maps.
-    """
-
-    def __init__(self, dim: int, num_levels: int = 4, side_outputs: bool = False):
-        super().__init__()
-        self.head = nn.Sequential(ConvBNAct(dim, dim), nn.Conv2d(dim, 1, 1))
-        n_sides = num_levels if side_outputs else 0
-        self.side_heads = nn.ModuleList(nn.Conv2d(dim, 1, 1) for _ in range(n_sides))
-
-    def forward(
-        self, feats: Sequence[torch.Tensor], out_size: Tuple[int, int], with_sides: bool = False
-    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Decode pyramid ``feats`` (finest first); same contract as :meth:`FPNDecoder.forward`."""
-        y = feats[-1]
-        levels = [y]
-        for f in reversed(feats[:-1]):
-            y = f + _resize(y, f.shape[-2:])
-            levels.append(y)
-        logits = _resize(self.head(y), out_size)
-        sides = _side_logits(self.side_heads, levels, out_size) if with_sides and len(self.side_heads) else []
-        return logits, sides
-
-
-DECODERS = {"refine": FPNDecoder, "fpn": PlainFPNDecoder}
+#: Decoder names of ``model.decoder`` and whether each refines its merges.
+DECODERS = {"refine": True, "fpn": False}
 
 
 def build_decoder(name: str, dim: int, num_levels: int = 4, side_outputs: bool = True) -> nn.Module:
     """Build a decoder by name (keys of :data:`DECODERS`)."""
     if name not in DECODERS:
         raise ValueError(f"Unknown decoder {name!r}. Valid decoders: {', '.join(DECODERS)}.")
-    return DECODERS[name](dim, num_levels=num_levels, side_outputs=side_outputs)
+    return FPNDecoder(dim, num_levels=num_levels, side_outputs=side_outputs, refine=DECODERS[name])

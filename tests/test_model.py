@@ -88,7 +88,7 @@ def test_new_model_equals_its_decoder_without_experts():
 
 def test_reference_fpn_has_no_moe_and_plain_decoder():
     model = build_model(backbone="edgenext_xx_small", dim=32, num_experts=0, decoder="fpn", deep_supervision=False)
-    assert len(model.moe) == 0 and not hasattr(model.decoder, "fuse")
+    assert len(model.moe) == 0 and not any(True for _ in model.decoder.fuse.parameters())
     out = model.train()(torch.randn(2, 3, 64, 64))
     assert out.side_logits == [] and out.expert_load.shape == (0, 0) and float(out.aux_loss) == 0.0
     with pytest.raises(ValueError, match="decoder must be one of refine, fpn"):
