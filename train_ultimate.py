@@ -16,7 +16,7 @@ from models.attention import attention_backend_from_env
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """CamoXpert: camouflaged object detection (train, evaluate, predict, export, benchmark, info)."""
+    """CamoXpert: camouflaged object detection (train, evaluate, predict, export, benchmark, quality-benchmark, info)."""
     try:
         attention_backend_from_env()  # a bad TORCH_SDPA_BACKEND fails here, before any work
     except ValueError as exc:
