@@ -134,9 +134,16 @@ def variant_config(model_section: Mapping[str, Any], name: str) -> CamoXpertConf
     return CamoXpertConfig.from_dict({**dict(model_section), **VARIANTS[name]})
 
 
+_STATS: Dict[torch.device, tuple] = {}
+
+
 def _normalise(images_u8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     x = images_u8.float().div_(255.0)
-    x = (x - _MEAN.to(x.device)) / _STD.to(x.device)
+    # Mean/std live on the device once: a host-to-device copy per step would stall the loop.
+    if x.device not in _STATS:
+        _STATS[x.device] = (_MEAN.to(x.device), _STD.to(x.device))
+    mean, std = _STATS[x.device]
+    x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
