@@ -38,6 +38,8 @@ def _int_list(text: str) -> Tuple[int, ...]:
 @click.option("--warmup-steps", type=int, default=100, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--cuda-graphs/--eager", default=True, show_default=True,
+              help="On CUDA, replay each variant's whole training step as one captured CUDA graph.")
 @click.option("--n-train", type=int, default=600, show_default=True, help="Synthetic training images.")
 @click.option("--n-test", type=int, default=150, show_default=True, help="Synthetic test images.")
 @click.option("--synthetic-size", type=int, default=None, help="Resolution of the synthetic images (default: --img-size).")
@@ -45,7 +47,7 @@ def _int_list(text: str) -> Tuple[int, ...]:
 @click.option("--max-test", type=int, default=None, help="Use only the first N test images.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full result here.")
 def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, seeds, config_file, set_items, backbone, img_size,
-                      batch_size, lr, warmup_steps, precision, device, n_train, n_test, synthetic_size, max_train,
+                      batch_size, lr, warmup_steps, precision, device, cuda_graphs, n_train, n_test, synthetic_size, max_train,
                       max_test, json_path: Optional[str]) -> None:
     """Train model variants from scratch for the same device time; score them with PySODMetrics.
 
@@ -74,7 +76,7 @@ def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, 
     settings = QualitySettings(
         seconds=seconds, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
         weight_decay=float(config["train"]["weight_decay"]), grad_clip=float(config["train"]["grad_clip"]),
-        dtype=autocast_dtype(dev, precision),
+        dtype=autocast_dtype(dev, precision), cuda_graphs=cuda_graphs,
     )
     try:
         data = load_quality_data(list(dataset_paths), img_size, dev, n_train=n_train, n_test=n_test,

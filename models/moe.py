@@ -5,7 +5,7 @@ gate map, so the layer is one static graph: no host-device sync, no per-sample P
 capacity drops, ``torch.compile`` captures it without breaks, DDP sees every parameter used
 every step, and a sample's output never depends on the other samples of its batch.
 
-At the stride-16 and stride-32 maps the layer sits on (576 and 144 tokens at 384 px), running
+At the stride-32 (default) and stride-16 maps the layer sits on (144 and 576 tokens at 384 px), running
 every expert densely costs few FLOPs; what it saves is the gather/scatter of a sparse dispatch
 and the samples a capacity limit would drop.
 

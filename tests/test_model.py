@@ -28,7 +28,7 @@ def test_shapes_every_backbone_non_square(backbone):
     out = model(x)
     assert isinstance(out, CamoXpertOutput)
     assert out.logits.shape == (2, 1, 64, 96)
-    assert len(out.side_logits) == 4 and all(s.shape == (2, 1, 64, 96) for s in out.side_logits)
+    assert len(out.side_logits) == 4 and all(s.shape == (2, 1, 16, 24) for s in out.side_logits)
     assert out.aux_loss.ndim == 0 and torch.isfinite(out.aux_loss)
     assert out.expert_load.shape == (4, 7) and out.layer_aux_loss.shape == (4,)
     # each token goes to exactly top_k experts

@@ -37,9 +37,9 @@ def test_cli_writes_every_variant(tmp_path, monkeypatch):
         assert all(0.0 <= v <= 1.0 for v in run["equal_time"].values())
     by_name = {r["variant"]: r for r in report["runs"]}
     assert by_name["fpn"]["moe_params_m"] == 0 and by_name["fpn"]["routing"] == {}
-    assert set(by_name["camoxpert"]["routing"]) == {"stride16"}
-    assert "attention" not in by_name["no-attention"]["routing"]["stride16"]
-    shares = by_name["camoxpert"]["routing"]["stride16"]
+    assert set(by_name["camoxpert"]["routing"]) == {"stride32"}
+    assert "attention" not in by_name["no-attention"]["routing"]["stride32"]
+    shares = by_name["camoxpert"]["routing"]["stride32"]
     assert len(shares) == 7 and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
     assert "camoxpert" in result.output and "fpn" in result.output
 

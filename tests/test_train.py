@@ -81,11 +81,11 @@ def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
     assert "structure loss (main output) train" in result.output
     # router health per MoE layer, shares of routing slots summing to 1
     for r in records:
-        assert set(r["router"]) == {"stride16"}
+        assert set(r["router"]) == {"stride32"}
         for stats in r["router"].values():
             assert len(stats["share"]) == 7 and sum(stats["share"].values()) == pytest.approx(1.0, abs=1e-6)
             assert stats["balance_loss"] >= 0
-    assert "Router stride16:" in (out / "train.log").read_text()
+    assert "Router stride32:" in (out / "train.log").read_text()
 
 
 def _stop_after(monkeypatch, step):

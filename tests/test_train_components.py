@@ -68,6 +68,19 @@ def test_cod_loss_terms_and_gradients():
     assert torch.allclose(only["loss"], only["main"])
 
 
+def test_cod_loss_scores_small_side_maps_against_the_area_averaged_mask():
+    mask = _masks(size=64)
+    side = torch.randn(2, 1, 16, 16) * 2
+    terms = CODLoss(side_weight=1.0, aux_weight=0.0)(torch.zeros_like(mask), mask, [side])
+    small = F.avg_pool2d(mask, 4)  # the mask averaged over each 4x4 block
+    reference = structure_loss(side, small, kernel=9)  # 31 px at full size is ~8 px here: 9 (odd)
+    assert torch.allclose(terms["side"], reference, atol=1e-6)
+    # a side map that matches the averaged mask scores better than its opposite
+    good = CODLoss()(mask, mask, [(small * 2 - 1) * 8])["side"]
+    bad = CODLoss()(mask, mask, [-(small * 2 - 1) * 8])["side"]
+    assert good < bad
+
+
 class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()

@@ -59,8 +59,8 @@ def benchmark_loss(output) -> torch.Tensor:
         return sum(f.float().mean() for f in output)
     target = torch.zeros_like(output.logits)
     loss = F.binary_cross_entropy_with_logits(output.logits.float(), target)
-    for side in output.side_logits:
-        loss = loss + F.binary_cross_entropy_with_logits(side.float(), target)
+    for side in output.side_logits:  # side maps are smaller than the input
+        loss = loss + F.binary_cross_entropy_with_logits(side.float(), torch.zeros_like(side, dtype=torch.float32))
     return loss + 0.01 * output.aux_loss
 
 

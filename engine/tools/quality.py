@@ -30,6 +30,12 @@ from engine.evaluation.metrics import CODMetrics
 from engine.inference.postprocess import resize_prediction
 from engine.runtime import autocast_context
 from engine.tools.quality_data import QualityData
+from engine.training.graphed_step import (
+    CUDAGraphStep,
+    capturable_adamw,
+    reset_optimizer_state_,
+    set_learning_rate,
+)
 from engine.training.losses import CODLoss
 from engine.training.rng import seed_everything
 from models import CamoXpertConfig, build_model, count_parameters
@@ -42,6 +48,7 @@ __all__ = [
     "run_quality_benchmark",
     "score_model",
     "train_bare",
+    "use_cuda_graph",
     "variant_config",
 ]
 
@@ -89,6 +96,9 @@ class QualitySettings:
         untimed_warmup_steps: steps run (then undone) before the clock starts, so kernel
             selection and allocator growth do not count against the first variant.
         channels_last: NHWC memory layout on CUDA (faster convolutions, as ``benchmark`` uses).
+        cuda_graphs: on CUDA, capture the whole step (batch gather to optimizer update) once and
+            replay it (:mod:`engine.training.graphed_step`), so a step costs its kernels and not
+            their launches. Not with fp16, whose loss scaler decides on the host.
     """
 
     seconds: float = 240.0
@@ -103,6 +113,7 @@ class QualitySettings:
     eval_batch_size: int = 32
     untimed_warmup_steps: int = 5
     channels_last: bool = True
+    cuda_graphs: bool = True
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-safe dict."""
@@ -121,6 +132,8 @@ class TrainRecord:
     snapshot_step: Optional[int] = None
     final_loss: float = float("nan")
     routing: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    cuda_graph: bool = False
+    setup_seconds: float = 0.0
 
 
 def variant_config(model_section: Mapping[str, Any], name: str) -> CamoXpertConfig:
@@ -157,6 +170,11 @@ def _batch(data: QualityData, idx: torch.Tensor, flip: torch.Tensor, channels_la
     return _normalise(images, channels_last), masks.float().div_(255.0)
 
 
+def use_cuda_graph(settings: QualitySettings, device: torch.device) -> bool:
+    """Whether :func:`train_bare` replays a captured step (CUDA, graphs on, no fp16 scaler)."""
+    return settings.cuda_graphs and device.type == "cuda" and settings.dtype != torch.float16
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -189,44 +207,61 @@ def train_bare(
     device = data.train_images.device
     n = data.train_images.shape[0]
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=settings.dtype == torch.float16)
     gen = torch.Generator(device=device).manual_seed(seed)
     channels_last = settings.channels_last and device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    graphed = use_cuda_graph(settings, device)
+    opt = capturable_adamw(params, settings.lr, settings.weight_decay, device)
 
-    def step_fn(opt, lr_scale: float) -> torch.Tensor:
-        for group in opt.param_groups:
-            group["lr"] = settings.lr * lr_scale
-        idx = torch.randint(n, (settings.batch_size,), generator=gen, device=device)
-        flip = torch.rand(settings.batch_size, generator=gen, device=device) < 0.5
+    def body(idx: torch.Tensor, flip: torch.Tensor):
+        # Everything from the batch gather to the optimizer update: the part a graph captures.
         images, masks = _batch(data, idx, flip, channels_last)
         with autocast_context(device, settings.dtype):
             out = model(images)
             loss = loss_fn(out.logits, masks, out.side_logits, out.aux_loss)["loss"]
-        opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if settings.grad_clip > 0:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip, foreach=True)
         scaler.step(opt)
         scaler.update()
-        return out, loss.detach()
+        return loss.detach(), out.expert_load.detach()
+
+    def draw():
+        idx = torch.randint(n, (settings.batch_size,), generator=gen, device=device)
+        flip = torch.rand(settings.batch_size, generator=gen, device=device) < 0.5
+        return idx, flip
+
+    def eager_step(idx, flip):
+        opt.zero_grad(set_to_none=True)
+        return body(idx, flip)
 
     model.train()
-    if settings.untimed_warmup_steps:
-        # Warm the kernels up on a throw-away copy of the state, then start from the same init.
+    record = TrainRecord(cuda_graph=graphed)
+    t0 = clock()
+    if settings.untimed_warmup_steps or graphed:
+        # Warm the kernels up (and capture the graph) on a throw-away copy of the state, then
+        # start from the same init: weights, buffers and optimizer state are restored in place,
+        # so the graph still points at them.
         state = copy.deepcopy(model.state_dict())
-        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=fused)
-        for _ in range(settings.untimed_warmup_steps):
-            step_fn(opt, 1e-3)
-        model.load_state_dict(state)
+        set_learning_rate(opt, settings.lr * 1e-3)
+        if graphed:
+            step = CUDAGraphStep(body, opt, draw(), warmup_steps=max(3, settings.untimed_warmup_steps))
+        else:
+            step = eager_step
+            for _ in range(settings.untimed_warmup_steps):
+                step(*draw())
+        with torch.no_grad():
+            model.load_state_dict(state)
+            reset_optimizer_state_(opt)
         gen.manual_seed(seed)
         _sync(device)
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=fused)
+    else:
+        step = eager_step
+    record.setup_seconds = clock() - t0
 
-    record = TrainRecord()
     load_sum: Optional[torch.Tensor] = None
     load_steps = 0
     chunks: List[tuple] = []  # (steps, load sum) per check interval, for the routing window
@@ -234,12 +269,13 @@ def train_bare(
     paused = 0.0
     start = clock()
     while True:
-        warm = min(1.0, (record.steps + 1) / max(1, settings.warmup_steps))
-        out, loss = step_fn(opt, warm)
+        if record.steps < settings.warmup_steps + 1:
+            set_learning_rate(opt, settings.lr * min(1.0, (record.steps + 1) / max(1, settings.warmup_steps)))
+        loss, load = step(*draw())
         record.steps += 1
-        if out.expert_load.numel():
-            load = out.expert_load.detach()
-            load_sum = load if load_sum is None else load_sum + load
+        if load.numel():
+            # A graph overwrites its outputs on the next replay: the sum is a new tensor.
+            load_sum = load.clone() if load_sum is None else load_sum + load
             load_steps += 1
         if snapshot_at is not None and record.steps == snapshot_at:
             t = clock()
@@ -367,6 +403,8 @@ def run_quality_benchmark(
                 "steps": record.steps,
                 "train_seconds": round(record.seconds, 2),
                 "img_per_s": round(record.steps * settings.batch_size / max(record.seconds, 1e-9), 1),
+                "cuda_graph": record.cuda_graph,
+                "setup_seconds": round(record.setup_seconds, 2),
                 "final_loss": round(record.final_loss, 4),
                 "equal_time": final,
                 "equal_steps": at_steps,

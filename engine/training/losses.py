@@ -67,10 +67,18 @@ def structure_loss(
     return (wbce + wiou).mean()
 
 
+def _scaled_kernel(kernel: int, scale: float) -> int:
+    """The boundary window for a map ``scale`` times the mask's size (odd, at least 3)."""
+    return max(3, int(round(kernel * scale)) | 1)
+
+
 class CODLoss(nn.Module):
     """Total training loss of a :class:`~models.CamoXpertOutput`.
 
     ``total = main + side_weight * mean(side losses) + aux_weight * aux_loss``
+
+    Side logits smaller than the mask are scored against the mask area-averaged to their size
+    (soft boundary values), with the boundary window scaled the same way.
 
     Args:
         side_weight: weight of the mean structure loss of the deep-supervision outputs.
@@ -105,11 +113,17 @@ class CODLoss(nn.Module):
         weight = boundary_weight(mask, self.edge_kernel, self.edge_weight)  # once for all outputs
         main = structure_loss(logits, mask, weight=weight)
         zero = main.new_zeros(())
-        side = (
-            torch.stack([structure_loss(s, mask, weight=weight) for s in side_logits]).mean()
-            if len(side_logits)
-            else zero
-        )
+        targets = {tuple(mask.shape[-2:]): (mask, weight)}  # mask and weight per side size
+        side_losses = []
+        for s in side_logits:
+            size = tuple(s.shape[-2:])
+            if size not in targets:
+                small = F.adaptive_avg_pool2d(mask, size)  # (B, 1, h, w) area average
+                k = _scaled_kernel(self.edge_kernel, size[0] / mask.shape[-2])
+                targets[size] = (small, boundary_weight(small, k, self.edge_weight))
+            target, w = targets[size]
+            side_losses.append(structure_loss(s, target, weight=w))
+        side = torch.stack(side_losses).mean() if side_losses else zero
         aux = aux_loss.float() if aux_loss is not None else zero
         total = main + self.side_weight * side + self.aux_weight * aux
         return {"loss": total, "main": main.detach(), "side": side.detach(), "aux": aux.detach()}
