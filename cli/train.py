@@ -137,7 +137,8 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
     """
     import time
 
-    started = time.perf_counter()
+    # From the process launch when run as a program (the imports before this line count too).
+    started = (click.get_current_context().obj or {}).get("launched_at") or time.perf_counter()
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
     from engine.training.resume import find_resume_checkpoint, load_resume_checkpoint, resume_output_dir

@@ -287,6 +287,9 @@ _CONSTRAINTS: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
     ("loss.edge_kernel", lambda v: _finite(v) and v >= 1 and v % 2 == 1, "a positive odd integer (e.g. 31)"),
     ("loss.edge_weight", *_NON_NEGATIVE),
     ("eval.batch_size", *_COUNT),
+    ("eval.max_images", _at_least(0), "an integer >= 0 (0: every held-out image)"),
+    ("eval.device_cache_mb", *_NON_NEGATIVE),
+    ("eval.budget_fraction", _within(0.0, 1.0), "a number in [0, 1] (0: validate only at the end)"),
 )
 
 

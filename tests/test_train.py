@@ -46,11 +46,11 @@ def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
     records = [r for r in lines if "summary" not in r]
     summary = lines[-1]["summary"]  # where the wall time went
     assert summary["status"] == "completed" and summary["step"] == 2
-    parts = ("startup_s", "data_wait_s", "steps_s", "validation_s", "checkpoints_s", "other_s")
+    parts = ("startup_s", "data_wait_s", "steps_s", "validation_s", "checkpoints_s", "teardown_s", "other_s")
     assert sum(summary[k] for k in parts) == pytest.approx(summary["total_s"], abs=0.01)
     assert summary["images_trained"] == 2 * 4 and summary["images_per_wall_s"] > 0
     assert json.loads((out / "run_summary.json").read_text())["total_s"] == summary["total_s"]
-    assert "Wall time" in result.output
+    assert "Wall time" in result.output and "img/s over the whole run (images / wall seconds, launch to exit)" in result.output
     assert [r["epoch"] for r in records] == [1, 2]
     assert [r["stage"] for r in records] == [1, 2]  # backbone frozen in epoch 1, then fine-tuned
     for r in records:

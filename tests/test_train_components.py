@@ -180,19 +180,45 @@ def test_auto_compile_only_for_long_runs():
     assert keep_compile_for_run_length(True, 60.0, 1)  # --compile forces it
 
 
-def test_validation_scored_in_worker_processes_equals_in_process():
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
-    from engine.training.validation_pass import validate
+def test_validation_on_the_device_equals_pysodmetrics():
+    from engine.evaluation.metrics import CODMetrics
+    from engine.training.validation_pass import ValidationBatches, validate
     from models import build_model
 
     torch.manual_seed(0)
     model = build_model(backbone="edgenext_xx_small", dim=16).eval()
     batches = [{"image": torch.randn(2, 3, 64, 64), "mask": (torch.rand(2, 1, 64, 64) > 0.6).float()} for _ in range(2)]
-    alone = validate(model, batches, torch.device("cpu"))
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pooled = validate(model, batches, torch.device("cpu"), pool=pool)
-    assert alone["n"] == pooled["n"] == 4
-    for key in ("Sm", "MAE", "loss"):
-        assert pooled[key] == pytest.approx(alone[key], abs=1e-9)
+    got = validate(model, batches, torch.device("cpu"))
+    reference = CODMetrics(measures=("Sm", "MAE"))
+    with torch.no_grad():
+        for b in batches:
+            for prob, gt in zip(torch.sigmoid(model(b["image"])), b["mask"]):
+                reference.update(prob[0], gt[0])
+    ref = reference.compute()
+    assert got["n"] == ref["n"] == 4
+    assert got["Sm"] == pytest.approx(ref["Sm"], abs=1e-9) and got["MAE"] == pytest.approx(ref["MAE"], abs=1e-9)
+    cached = ValidationBatches(batches, torch.device("cpu"), max_bytes=2**20)
+    first, second = validate(model, cached, torch.device("cpu")), validate(model, cached, torch.device("cpu"))
+    assert cached.cached is not None and cached.nbytes > 0
+    assert first == second and first["Sm"] == pytest.approx(got["Sm"], abs=1e-12)
+
+
+def test_validation_cache_respects_its_size_limit():
+    from engine.training.validation_pass import ValidationBatches
+
+    batches = [{"image": torch.randn(2, 3, 8, 8), "mask": torch.zeros(2, 1, 8, 8)} for _ in range(3)]
+    called = []
+    small = ValidationBatches(batches, torch.device("cpu"), max_bytes=1000, on_cached=lambda: called.append(1))
+    assert len(list(small)) == 3 and small.cached is None and not called  # too big: decoded every pass
+    big = ValidationBatches(batches, torch.device("cpu"), max_bytes=10**6, on_cached=lambda: called.append(1))
+    assert len(list(big)) == 3 and big.cached is not None and called == [1]
+    assert big.cached[0]["mask_u8"].dtype == torch.uint8
+
+
+def test_validation_subset_is_fixed_and_spread():
+    from engine.training.loaders import val_subset
+
+    assert val_subset(10, 0) == list(range(10)) and val_subset(10, 20) == list(range(10))
+    picked = val_subset(600, 150)
+    assert len(picked) == 150 and picked == val_subset(600, 150) and picked[0] == 0 and picked[-1] >= 590
+

@@ -157,7 +157,7 @@ class RunReporter:
             f"Epoch {record['epoch']} step {record['step']}/{run.schedule.total_steps}: structure loss (main output) "
             f"train {fmt_loss(record['train_main_loss'])} val {fmt_loss(record['val_loss'])} | total train loss "
             f"{fmt_loss(record['train_loss'])} | S-measure {record['val_Sm']:.4f}  MAE {record['val_MAE']:.4f} "
-            f"(n={record['val_n']}){'  * best' if record['is_best'] else ''} | {img_s:.1f} img/s"
+            f"(n={record['val_n']}){'  * best' if record['is_best'] else ''} | {img_s:.1f} img/s while training"
         )
         if record.get("val_nonfinite"):
             self.log(f"Warning: {record['val_nonfinite']} validation image(s) had NaN/inf predictions (scored as 0.5).")
@@ -188,9 +188,11 @@ class RunReporter:
         atomic_write_text(self.out_dir / "run_summary.json", json.dumps(payload, indent=2) + "\n")
         total = max(summary["total_s"], 1e-9)
         parts = ", ".join(f"{k[:-2].replace('_', ' ')} {summary[k]:.1f} s ({100 * summary[k] / total:.0f}%)"
-                          for k in ("startup_s", "data_wait_s", "steps_s", "validation_s", "checkpoints_s", "other_s"))
-        self.log(f"Wall time {summary['total_s']:.1f} s: {parts}. {summary['images_trained']} images trained, "
-                 f"{summary['images_per_wall_s']:.1f} img per wall second.")
+                          for k in ("startup_s", "data_wait_s", "steps_s", "validation_s", "checkpoints_s", "teardown_s",
+                                    "other_s"))
+        self.log(f"Wall time {summary['total_s']:.1f} s from launch: {parts}. {summary['images_trained']} images "
+                 f"trained: {summary['images_per_wall_s']:.1f} img/s over the whole run (images / wall seconds, "
+                 f"launch to exit).")
 
     def plot(self) -> None:
         """Redraw ``curves.png`` now."""

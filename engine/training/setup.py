@@ -151,7 +151,8 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
     try:
         loaders = build_loaders(data.train_set, data.val_set, batch_size, int(config["eval"]["batch_size"]),
                                 int(dcfg["num_workers"]), rt.seed, rt.ctx.rank, rt.ctx.world_size,
-                                pin_memory=rt.device.type == "cuda")
+                                pin_memory=rt.device.type == "cuda",
+                                max_val_images=int(config["eval"].get("max_images", 0) or 0))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     mcfg = dict(config["model"])

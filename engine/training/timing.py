@@ -1,4 +1,4 @@
-"""Where a run's wall time goes: start-up, data wait, steps, validation, checkpoints, other."""
+"""Where a run's wall time goes: start-up, data wait, steps, validation, checkpoints, teardown, other."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ from typing import Callable, Dict, Iterator
 
 __all__ = ["PHASES", "WallClock"]
 
-PHASES = ("startup", "data_wait", "steps", "validation", "checkpoints", "other")
+PHASES = ("startup", "data_wait", "steps", "validation", "checkpoints", "teardown", "other")
 
 
 class WallClock:
@@ -42,7 +42,12 @@ class WallClock:
         return self.clock() - self.start
 
     def summary(self, images: int) -> Dict[str, float]:
-        """Seconds per phase, the total, and images trained per wall second."""
+        """Seconds per phase, the total, and images trained per wall second.
+
+        ``total_s`` runs from the start given to the constructor (the CLI passes the moment the
+        process launched) to now; called after teardown, it is launch to exit but for the
+        interpreter's own shutdown.
+        """
         total = self.elapsed()
         out = {f"{p}_s": round(v, 3) for p, v in self.seconds.items() if p != "other"}
         out["other_s"] = round(max(0.0, total - sum(v for p, v in self.seconds.items() if p != "other")), 3)

@@ -24,7 +24,7 @@ from engine.config import save_config
 from engine.distributed import barrier, cleanup_distributed
 from engine.training.budget import StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
-from engine.training.loaders import RunLoaders
+from engine.training.loaders import RunLoaders, shutdown_loader
 from engine.training.reporting import RunReporter
 from engine.training.resume import (
     check_model_matches,
@@ -38,7 +38,7 @@ from engine.training.setup import build_data, build_run_state, eager_model, set_
 from engine.training.signals import GracefulStop
 from engine.training.state import RunState
 from engine.training.step import train_step
-from engine.training.validation_pass import validate
+from engine.training.validation_pass import ValidationBatches, validate
 from models.sdpa_probe import attention_status_line
 
 __all__ = ["FitResult", "Trainer", "TrainingDiverged"]
@@ -108,7 +108,8 @@ class Trainer:
         self.out_dir = Path(self.tcfg["checkpoint_dir"])
         self.reporter = RunReporter(self.out_dir, enabled=False)
         self._loaders: Optional[RunLoaders] = None
-        self._metric_pool = None  # processes scoring validation images, started at the first validation
+        self._val_batches: Optional[ValidationBatches] = None
+        self._cadence: Optional[Cadence] = None
 
     def log(self, message: str) -> None:
         """Print on rank 0 and append to ``train.log``."""
@@ -126,10 +127,20 @@ class Trainer:
         try:
             return self._fit()
         finally:
-            if self._metric_pool is not None:
-                self._metric_pool.shutdown(cancel_futures=True)
-            self.reporter.close()
+            self._teardown()  # already done on success; here for errors and interruptions
             cleanup_distributed()
+
+    def _teardown(self) -> None:
+        """Stop the loader workers, free the cached validation split, close the reports.
+
+        Done explicitly, before the summary is written: left to garbage collection at exit,
+        PyTorch joins busy persistent workers one by one (up to 5 s each, see
+        :func:`~engine.training.loaders.shutdown_loader`). Safe to call twice.
+        """
+        if self._loaders is not None:
+            self._loaders.close()
+        self._val_batches = None
+        self.reporter.close()
 
     def _fit(self) -> FitResult:
         ckpt = load_resume_checkpoint(self.resume) if self.resume is not None else None
@@ -149,6 +160,11 @@ class Trainer:
             restore_run(run, ckpt, self.out_dir, self.log)
             loaders.batch_sampler.start_epoch, loaders.batch_sampler.start_batch = run.epoch, run.batch_in_epoch
         self._loaders = loaders
+        ecfg = self.config["eval"]
+        self._val_batches = ValidationBatches(
+            loaders.val, run.runtime.device, max_bytes=int(float(ecfg.get("device_cache_mb", 0)) * 2**20),
+            half=run.runtime.device.type == "cuda" and run.runtime.amp_dtype is not None,
+            on_cached=lambda: shutdown_loader(loaders.val))  # cached: its workers have nothing left to do
         self._adapt_augmentation(run, loaders)
         self._log_setup(run, data)
         run.clock.seconds["startup"] = run.clock.elapsed()
@@ -163,7 +179,7 @@ class Trainer:
             self.log(f"Nothing to do: the checkpoint already took {run.step} of {run.schedule.total_steps} steps "
                      f"(raise --epochs, or give a --time-budget, to train longer).")
             return "nothing"
-        cadence = Cadence(self.tcfg, run.runtime.ctx.distributed, self.clock)
+        cadence = self._cadence = Cadence(self.tcfg, run.runtime.ctx.distributed, self.clock)
         # Short budgets cannot wait for 25 steps: 2% of the budget measured is enough.
         probe = StepTimeProbe(clock=self.clock, enough_s=0.02 * run.budget.seconds if run.budget.enabled else math.inf)
         run.last_val_at = run.last_save_at = self.clock()
@@ -244,7 +260,8 @@ class Trainer:
         epochs = max(1, int(tcfg["epochs"]))
         stage1_fraction = run.schedule.stage1_steps / max(1, epochs * run.steps_per_epoch)
         # Validations happen at epoch ends once val_every_seconds passed, or every val_every_steps.
-        val_every = max(float(tcfg["val_every_seconds"]), run.steps_per_epoch * run.step_s)
+        val_every = max(float(tcfg["val_every_seconds"]), run.steps_per_epoch * run.step_s,
+                        self._budget_val_interval(run))
         if int(tcfg["val_every_steps"]) > 0:
             val_every = min(val_every, int(tcfg["val_every_steps"]) * run.step_s)
         plan = plan_steps(run.budget.left(), run.step_s, run.step, stage1_fraction, int(tcfg["warmup_steps"]),
@@ -268,29 +285,27 @@ class Trainer:
         loaders.batch_sampler.light = run.light_augment
 
     # ------------------------------------------------------------------ validation and saving
-    def _scoring_pool(self, run: RunState, loaders: RunLoaders):
-        """Worker processes for PySODMetrics on GPU runs with 100+ validation images, else None.
-
-        On a GPU the forward pass of a validation image takes well under a millisecond while
-        scoring it takes ~10 ms of CPU, so a one-process validation would idle the GPU for
-        seconds each time; the pool is started once and kept for the run.
-        """
-        if self._metric_pool is None and run.runtime.device.type == "cuda":
-            from engine.evaluation.evaluate import default_metric_workers, metric_pool
-
-            self._metric_pool = metric_pool(default_metric_workers(len(loaders.val.dataset)))
-        return self._metric_pool
+    def _budget_val_interval(self, run: RunState) -> float:
+        """Seconds of training between validations so that, in a time-budget run, validating
+        takes at most ``eval.budget_fraction`` of the time (0 without a budget)."""
+        if not run.budget.enabled:
+            return 0.0
+        fraction = float(self.config["eval"].get("budget_fraction", 0.05))
+        if fraction <= 0:
+            return math.inf  # validate only at the end
+        return run.val_s * (1.0 - fraction) / fraction
 
     def _validate(self, run: RunState, loaders: RunLoaders) -> Dict[str, Any]:
         """Score the EMA (or model) on the held-out images; write best.pt and the record."""
         t0 = self.clock()
         with run.clock.phase("validation"):
-            val = validate(run.eval_model(), loaders.val, run.runtime.device, run.runtime.amp_dtype,
-                           self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"],
-                           pool=self._scoring_pool(run, loaders))
+            val = validate(run.eval_model(), self._val_batches, run.runtime.device, run.runtime.amp_dtype,
+                           self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"])
             interval = run.meters.read_interval(run.model.moe_layer_names, run.model.expert_names,
                                                 run.model.config.top_k)
         run.val_s = self.clock() - t0
+        if self._cadence is not None and run.budget.enabled:  # measured cost -> spacing of the next ones
+            self._cadence.val_every_s = max(float(self.tcfg["val_every_seconds"]), self._budget_val_interval(run))
         is_best = val["Sm"] > run.best_sm  # NaN compares False
         if is_best:
             run.best_sm = val["Sm"]
@@ -333,6 +348,8 @@ class Trainer:
             if not run.history or run.history[-1]["step"] != run.step:
                 self._validate(run, loaders=self._loaders)
             self._save_last(run)
+        with run.clock.phase("teardown"):
+            self._teardown()
         summary = run.clock.summary(run.images_trained)
         if run.runtime.ctx.is_main:
             self.reporter.summary(summary, status=status, step=run.step)
