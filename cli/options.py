@@ -24,7 +24,7 @@ _INFERENCE_OPTIONS = (
                  help="Comma-separated input scales to average over, e.g. 0.75,1,1.25."),
     click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1)),
     click.option("--num-workers", default=None, type=click.IntRange(min=0),
-                 help="Data-loading workers [default: up to 4]."),
+                 help="Decoding worker processes [default: up to 4, up to 8 on a GPU]."),
     click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda, cuda:N."),
     click.option("--img-size", default=None,
                  help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384]."),

@@ -56,8 +56,15 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
-    """``torch.autocast`` for ``dtype``; a no-op for None or fp32."""
+def autocast_context(device: torch.device, dtype: Optional[torch.dtype], cache: bool = True):
+    """``torch.autocast`` for ``dtype``; a no-op for None or fp32.
+
+    Args:
+        device: the compute device.
+        dtype: the autocast dtype.
+        cache: keep low-precision copies of the weights for the outermost autocast block.
+            CUDA-graph capture must turn it off (see :mod:`engine.inference.cuda_graph`).
+    """
     if dtype is None or dtype == torch.float32:
         return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)

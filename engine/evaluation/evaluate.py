@@ -21,12 +21,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import (
-    ImageFolderDataset,
-    build_eval_transform,
     combine,
     discover_dataset,
     display_path,
@@ -44,7 +41,7 @@ from engine.inference.predictor import (
     load_inference_model,
 )
 from engine.evaluation.metrics import RESULT_KEYS, CODMetrics, score_image, to_uint8_gt
-from engine.inference.postprocess import quantize_probability
+from engine.inference.preprocess import ResizedImages, inference_loader
 from engine.files import PathLike, atomic_open
 from engine.plotting import plot_test_curves
 from engine.runtime import resolve_device
@@ -278,19 +275,12 @@ def evaluate_samples(
     # Images only, masks read at native size below: an image whose size differs from its mask
     # is still scored, its prediction resized to the mask as evaluation toolkits do.
     dataset = GuardedDataset(
-        ImageFolderDataset([s.image for s in samples], build_eval_transform(img_size)),
+        ResizedImages([s.image for s in samples], img_size),
         describe=functools.partial(_describe, samples),
         extra=functools.partial(_read_gt, samples),
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=predictor.device.type == "cuda",
-        collate_fn=functools.partial(collate_guarded, keep_as_list=("gt",)),
-        persistent_workers=False,
-    )
+    loader = inference_loader(dataset, batch_size, num_workers, predictor.device,
+                              functools.partial(collate_guarded, keep_as_list=("gt",)))
     measure_groups = metrics.measures
     pending: deque = deque()  # (future, category), oldest first
     max_pending = 32  # queued (prediction, GT) pairs: keeps workers busy, bounds the memory they hold
@@ -317,10 +307,11 @@ def evaluate_samples(
             if not batch["size"]:
                 continue
             gts: List[np.ndarray] = batch["gt"]
-            probs = predictor.predict_sizes(batch["image"], [g.shape for g in gts])
-            for i, (prob, gt) in enumerate(zip(probs, gts)):
+            # Normalised, resized to each GT's size and quantised on the device: the maps
+            # quantize_probability(resize_probability(...)) gives, one copy to the host per map.
+            preds = [m.cpu().numpy() for m in predictor.masks(batch["image"], [g.shape for g in gts])]
+            for i, (pred, gt) in enumerate(zip(preds, gts)):
                 sample = samples[int(batch["index"][i])]
-                pred = quantize_probability(prob)
                 if out_dir is not None:
                     # The saved file is the very map that is scored: re-scoring it reproduces the numbers.
                     # write_image, not cv2.imwrite: names that are not UTF-8 crash imwrite.
@@ -420,6 +411,7 @@ def evaluate_checkpoint(
     precision: str = "auto",
     metric_workers: Optional[int] = None,
     skip_bad_samples: bool = False,
+    cuda_graphs: Optional[bool] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Dict[str, TestSetResult]:
@@ -436,13 +428,14 @@ def evaluate_checkpoint(
         tta: average over horizontal flips.
         tta_scales: input scales to average over (``(1.0,)`` for none).
         batch_size: images per forward pass.
-        num_workers: DataLoader workers (None: up to 4).
+        num_workers: DataLoader workers (None: :func:`engine.inference.predictor.default_num_workers`).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         img_size: network input size; None uses the checkpoint's training size (or 384).
         precision: autocast policy (see :func:`engine.runtime.autocast_dtype`).
         metric_workers: processes scoring images (None: several for large sets, see
             :func:`default_metric_workers`; 0: in this process).
         skip_bad_samples: drop unreadable/truncated test samples instead of failing.
+        cuda_graphs: replay CUDA graphs on GPUs (None: on); False runs the model eagerly.
         progress: show progress bars.
         log: where status lines go.
 
@@ -471,11 +464,11 @@ def evaluate_checkpoint(
     for note in notes:
         log(f"Note: {note}")
 
-    # Eager on GPUs: the one GPU run of evaluate with CUDA-graph replay (2026-11-24, H100) ended
-    # in a CUDA error, while predict and the Python API ran with it; until evaluate's path is
-    # proven, scores come from the eager model (same kernels, launch overhead only).
-    predictor = Predictor(loaded.model, dev, hflip=tta, scales=tta_scales, precision=precision, cuda_graphs=False)
-    workers = default_num_workers() if num_workers is None else int(num_workers)
+    # CUDA-graph replay on GPUs, as predict: the same kernels without their launch cost.
+    predictor = Predictor(loaded.model, dev, hflip=tta, scales=tta_scales, precision=precision,
+                          cuda_graphs=cuda_graphs)
+    workers = default_num_workers(dev) if num_workers is None else int(num_workers)
+    predictor.warm_up(batch_size, loaded.img_size)
     h, w = loaded.img_size
     tta_text = f", TTA: {'hflip' if tta else 'no flip'} x scales {list(predictor.scales)}" if predictor.num_views > 1 else ""
     log(

@@ -20,9 +20,10 @@ __all__ = ["GraphedForward"]
 class GraphedForward:
     """Calls ``model(x)``, replaying a captured CUDA graph for shapes that recur.
 
-    A shape is captured the ``capture_after + 1``-th time it is seen (a folder's last, smaller
-    batch then runs eagerly instead of costing a capture), and at most ``max_graphs`` shapes
-    are kept (each holds its own memory pool). On CPU every call is eager.
+    A shape is captured the ``capture_after + 1``-th time it is seen, and at most ``max_graphs``
+    shapes are kept (each holds its own memory pool). A smaller batch of a captured shape (a
+    folder's last batch) replays that graph in its first rows instead of running eagerly, which
+    would cost a cuDNN autotuning pass for a shape seen once. On CPU every call is eager.
 
     The returned tensor belongs to the graph and is overwritten by the next call with the same
     shape: use it (or copy it) before calling again.
@@ -48,11 +49,16 @@ class GraphedForward:
     def _key(x: torch.Tensor) -> Tuple:
         return tuple(x.shape), x.dtype, str(x.device), x.is_contiguous()
 
+    def _larger(self, x: torch.Tensor) -> Optional[CudaGraphInference]:
+        """The captured graph with the fewest rows that can take ``x`` in its first rows."""
+        fits = [g for g in self.graphs.values() if g.accepts(x)]
+        return min(fits, key=lambda g: g.batch_size) if fits else None
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cuda":
             return self.model(x)
         key = self._key(x)
-        graph = self.graphs.get(key)
+        graph = self.graphs.get(key) or self._larger(x)
         if graph is None:
             self._seen[key] += 1
             if self._seen[key] <= self.capture_after or len(self.graphs) >= self.max_graphs:

@@ -7,14 +7,14 @@ score images start without it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ArrayLike", "quantize_probability", "resize_prediction", "resize_probability"]
+__all__ = ["ArrayLike", "masks_at_sizes", "quantize_probability", "resize_prediction", "resize_probability"]
 
 ArrayLike = Union[np.ndarray, "torch.Tensor"]
 
@@ -69,3 +69,42 @@ def resize_prediction(prob: ArrayLike, size: Sequence[int]) -> np.ndarray:
         ``(height, width)`` uint8 map, ``round(prob * 255)`` after resizing.
     """
     return quantize_probability(resize_probability(prob, size))
+
+
+def masks_at_sizes(probs: "torch.Tensor", sizes: Sequence[Sequence[int]],
+                   threshold: Optional[float] = None) -> List["torch.Tensor"]:
+    """Masks at each image's own size, computed on ``probs``' device in one call per distinct size.
+
+    Equal, map for map, to :func:`resize_probability` followed by :func:`quantize_probability`
+    (or, with ``threshold``, ``255`` where the resized probability is ``>= threshold``), but the
+    images that share a size are resized together and nothing leaves the device.
+
+    Args:
+        probs: ``(B, 1, h, w)`` float32 probabilities.
+        sizes: ``B`` target ``(height, width)``.
+        threshold: None for 8-bit probability maps, else binary 0/255 masks.
+
+    Returns:
+        ``B`` uint8 ``(H_i, W_i)`` tensors on ``probs``' device, in input order.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if probs.dim() != 4 or probs.shape[1] != 1 or probs.shape[0] != len(sizes):
+        raise ValueError(f"Expected (B, 1, h, w) probabilities for {len(sizes)} sizes; got {tuple(probs.shape)}.")
+    groups: Dict[Tuple[int, int], List[int]] = {}
+    for i, s in enumerate(sizes):
+        groups.setdefault((int(s[0]), int(s[1])), []).append(i)
+    out: List[Optional["torch.Tensor"]] = [None] * len(sizes)
+    for size, rows in groups.items():
+        p = probs[rows].float() if len(rows) < probs.shape[0] else probs.float()  # (n, 1, h, w)
+        if tuple(p.shape[-2:]) != size:
+            p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)  # (n, 1, H, W)
+        p = p[:, 0].clamp(0.0, 1.0)  # (n, H, W)
+        if threshold is None:
+            m = (p * 255.0).round().to(torch.uint8)
+        else:
+            m = (p >= threshold).to(torch.uint8) * 255
+        for j, i in enumerate(rows):
+            out[i] = m[j]
+    return out  # type: ignore[return-value]

@@ -8,6 +8,7 @@ Overlays tint the predicted object on the photo for a quick look.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -15,16 +16,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import (
-    ImageFolderDataset,
-    build_eval_transform,
-    display_path,
-    expand_inputs,
-    read_image,
-)
+from datasets import display_path, expand_inputs, read_image, write_image
 from engine.inference.predictor import (
     GuardedDataset,
     Predictor,
@@ -34,6 +28,7 @@ from engine.inference.predictor import (
 )
 from engine.files import PathLike
 from engine.inference.postprocess import quantize_probability
+from engine.inference.preprocess import ResizedImages, inference_loader
 from engine.inference.writer import ImageWriter
 from engine.runtime import resolve_device
 
@@ -44,6 +39,7 @@ __all__ = [
     "output_names",
     "predict_images",
     "probability_to_mask",
+    "write_masks",
 ]
 
 #: RGB tint of the predicted object in overlays.
@@ -58,11 +54,14 @@ class PredictionSummary:
         masks: mask files written, in input order.
         overlays: overlay files written.
         failed: ``(input, reason)`` for inputs that could not be read.
+        seconds: wall time of ``load`` (checkpoint and model), ``warm_up`` (cuDNN autotuning,
+            CUDA-graph capture) and ``predict`` (first file read to last mask written).
     """
 
     masks: List[Path] = field(default_factory=list)
     overlays: List[Path] = field(default_factory=list)
     failed: List[Tuple[Path, str]] = field(default_factory=list)
+    seconds: Dict[str, float] = field(default_factory=dict)
 
 
 def output_names(paths: Sequence[Path]) -> List[str]:
@@ -130,6 +129,110 @@ def _describe(paths: Sequence[Path], index: int) -> str:
     return display_path(paths[index])
 
 
+def _write_overlay(image_path: Path, mask: np.ndarray, target: Path) -> Path:
+    # Runs in a writer thread: reading the photo and tinting it stay off the main thread.
+    overlay = make_overlay(read_image(image_path), mask)
+    return write_image(target, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+
+
+class _OnHost:
+    """A batch's masks on their way to host memory: copies queued, an event to wait on."""
+
+    def __init__(self, masks: List[torch.Tensor], indices: List[int]) -> None:
+        self.indices = indices
+        self.event = None
+        if masks and masks[0].is_cuda:
+            # Queued behind the forward pass; the main thread meanwhile fetches and launches the
+            # next batch, so the GPU does not wait on the host between batches.
+            self.masks = [m.to("cpu", non_blocking=True) for m in masks]
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.masks = masks
+
+    def arrays(self) -> List[np.ndarray]:
+        if self.event is not None:
+            self.event.synchronize()
+        return [m.numpy() for m in self.masks]
+
+
+def write_masks(
+    predictor: Predictor,
+    paths: Sequence[Path],
+    out_dir: Path,
+    img_size: Tuple[int, int],
+    *,
+    names: Optional[Sequence[str]] = None,
+    overlay: bool = False,
+    threshold: Optional[float] = None,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    writer_threads: Optional[int] = None,
+    progress: bool = True,
+) -> PredictionSummary:
+    """Masks for ``paths`` written to ``out_dir``: the timed part of ``predict``.
+
+    Workers decode and resize each image to ``img_size`` (uint8); the device normalises, runs
+    the model, resizes each map to its image's size and quantises it; threads encode the PNGs
+    (and overlays) while the next batch runs. Output is equal to
+    :meth:`Predictor.predict_sizes` on the evaluation transform followed by
+    :func:`probability_to_mask`.
+
+    Args:
+        predictor: the model wrapped for inference.
+        paths: image files.
+        out_dir: existing folder for ``<name>.png`` (and ``overlay/<name>.jpg``).
+        img_size: network ``(height, width)``.
+        names: output stems (None: :func:`output_names` of ``paths``).
+        overlay: also write overlays to ``out_dir/overlay`` (which must exist).
+        threshold: binary 0/255 masks at this probability instead of 8-bit maps.
+        batch_size: images per forward pass.
+        num_workers: decoding processes (0: in this process).
+        writer_threads: encoding threads (None: :func:`default_writer_threads`).
+        progress: show a progress bar.
+
+    Returns:
+        The files written and the inputs that failed to read.
+    """
+    paths = [Path(p) for p in paths]
+    names = list(names) if names is not None else output_names(paths)
+    dataset = GuardedDataset(ResizedImages(paths, img_size), describe=functools.partial(_describe, paths))
+    loader = inference_loader(dataset, batch_size, num_workers, predictor.device, collate_guarded)
+    summary = PredictionSummary()
+    overlay_dir = out_dir / "overlay"
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
+
+    def hand_over(done: _OnHost) -> None:
+        for index, mask in zip(done.indices, done.arrays()):
+            target = out_dir / f"{names[index]}.png"
+            writer.submit(target, mask)
+            summary.masks.append(target)
+            if overlay:
+                ov_path = overlay_dir / f"{names[index]}.jpg"
+                writer.call(_write_overlay, paths[index], mask, ov_path)
+                summary.overlays.append(ov_path)
+
+    try:
+        with ImageWriter(writer_threads) as writer:  # PNG/JPEG encoding off the main thread
+            in_flight: Optional[_OnHost] = None
+            for batch in loader:
+                for index, message in batch["errors"]:
+                    summary.failed.append((paths[index], message))
+                current = None
+                if batch["size"]:
+                    masks = predictor.masks(batch["image"], batch["orig_size"].tolist(), threshold)
+                    current = _OnHost(masks, [int(i) for i in batch["index"]])
+                if in_flight is not None:
+                    hand_over(in_flight)
+                in_flight = current
+                bar.update(batch["size"] + len(batch["errors"]))
+            if in_flight is not None:
+                hand_over(in_flight)
+    finally:
+        bar.close()
+    return summary
+
+
 def predict_images(
     checkpoint: PathLike,
     inputs: Sequence[PathLike],
@@ -159,7 +262,7 @@ def predict_images(
         tta: average over horizontal flips.
         tta_scales: input scales to average over.
         batch_size: images per forward pass.
-        num_workers: DataLoader workers (None: up to 4).
+        num_workers: DataLoader workers (None: :func:`default_num_workers` for the device).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         img_size: network input size; None uses the checkpoint's training size (or 384).
         precision: autocast policy (see :func:`engine.runtime.autocast_dtype`).
@@ -169,7 +272,8 @@ def predict_images(
 
     Returns:
         The files written and the inputs that failed (unreadable images are skipped, the
-        others still written; the caller decides how to report them).
+        others still written; the caller decides how to report them), with the seconds spent
+        loading, warming up and predicting in ``seconds``.
 
     Raises:
         FileNotFoundError: an input matches no image (every such input is named).
@@ -179,13 +283,14 @@ def predict_images(
         raise ValueError(f"--threshold {threshold}: use a probability between 0 and 1 (e.g. 0.5).")
     paths = expand_inputs(list(inputs), recursive=recursive)
     dev = resolve_device(device)
+    t0 = time.perf_counter()
     loaded = load_inference_model(checkpoint, dev, img_size)
     predictor = Predictor(loaded.model, dev, hflip=tta, scales=tta_scales, precision=precision)
+    t_load = time.perf_counter()
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    overlay_dir = out_dir / "overlay"
     if overlay:
-        overlay_dir.mkdir(exist_ok=True)
+        (out_dir / "overlay").mkdir(exist_ok=True)
     names = output_names(paths)
     for path, name in zip(paths, names):
         if name != path.stem:
@@ -194,39 +299,17 @@ def predict_images(
     h, w = loaded.img_size
     log(f"{len(paths)} image(s) -> {out_dir} (input {h}x{w} on {dev}"
         f"{', ' + str(predictor.num_views) + ' TTA views' if predictor.num_views > 1 else ''})")
-
-    dataset = GuardedDataset(ImageFolderDataset(paths, build_eval_transform(loaded.img_size)),
-                             describe=functools.partial(_describe, paths))
+    predictor.warm_up(min(batch_size, len(paths)), loaded.img_size)
+    t_warm = time.perf_counter()
     workers = default_num_workers(dev) if num_workers is None else int(num_workers)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=dev.type == "cuda", collate_fn=collate_guarded,
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
-    summary = PredictionSummary()
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
-    try:
-        with ImageWriter() as writer:  # PNG/JPEG encoding off the main thread: the GPU never waits on it
-            for batch in loader:
-                for index, message in batch["errors"]:
-                    summary.failed.append((paths[index], message))
-                if batch["size"]:
-                    sizes = batch["orig_size"].tolist()
-                    probs = predictor.predict_sizes(batch["image"], sizes)
-                    for i, prob in enumerate(probs):
-                        index = int(batch["index"][i])
-                        mask = probability_to_mask(prob, threshold)
-                        target = out_dir / f"{names[index]}.png"
-                        writer.submit(target, mask)
-                        summary.masks.append(target)
-                        if overlay:
-                            image = read_image(paths[index])
-                            ov = make_overlay(image, mask)
-                            ov_path = overlay_dir / f"{names[index]}.jpg"
-                            writer.submit(ov_path, cv2.cvtColor(ov, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-                            summary.overlays.append(ov_path)
-                bar.update(batch["size"] + len(batch["errors"]))
-    finally:
-        bar.close()
+    summary = write_masks(predictor, paths, out_dir, loaded.img_size, names=names, overlay=overlay,
+                          threshold=threshold, batch_size=batch_size, num_workers=workers, progress=progress)
+    t_done = time.perf_counter()
+    summary.seconds = {"load": t_load - t0, "warm_up": t_warm - t_load, "predict": t_done - t_warm}
     kind = "binary masks" if threshold is not None else "probability maps"
+    rate = len(summary.masks) / summary.seconds["predict"] if summary.seconds["predict"] > 0 else 0.0
     log(f"Wrote {len(summary.masks)} {kind} to {out_dir}"
-        + (f" and {len(summary.overlays)} overlays to {overlay_dir}" if overlay else ""))
+        + (f" and {len(summary.overlays)} overlays to {out_dir / 'overlay'}" if overlay else "")
+        + f" in {summary.seconds['predict']:.1f} s ({rate:.0f} img/s; model load {summary.seconds['load']:.1f} s, "
+          f"warm-up {summary.seconds['warm_up']:.1f} s)")
     return summary
