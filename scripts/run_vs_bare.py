@@ -52,6 +52,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="Extra train --set overrides (repeatable); the model keys also apply to the bare loop.")
     p.add_argument("--bare-steps", type=int, default=0, help="Also stop the bare loop at this many steps (tests).")
     p.add_argument("--benchmark-iters", type=int, default=20)
+    p.add_argument("--bare-cuda-graphs", action="store_true",
+                   help="Replay the bare loop's step as a CUDA graph (train runs its step eagerly, so the default "
+                        "compares eager with eager).")
     return p.parse_args(argv)
 
 
@@ -113,14 +116,14 @@ def run_bare(args: argparse.Namespace, device, dtype, model_section, loss_sectio
     data = load_quality_data([args.dataset_path], args.img_size, device)
     load_s = time.perf_counter() - t0
     settings = QualitySettings(seconds=args.seconds, max_steps=args.bare_steps, batch_size=args.batch_size,
-                               dtype=dtype, channels_last=device.type == "cuda")
+                               dtype=dtype, channels_last=device.type == "cuda", cuda_graphs=args.bare_cuda_graphs)
     seed_everything(args.seed)
     model = build_model(CamoXpertConfig.from_dict(model_section)).to(device)
     loss_kwargs = {k: v for k, v in loss_section.items() if k in ("side_weight", "aux_weight", "edge_kernel", "edge_weight")}
     record = train_bare(model, data, settings, CODLoss(**loss_kwargs), args.seed)
     scores = score_model(model, data, settings)
     out = {"train_images": int(data.train_images.shape[0]), "test_images": int(data.test_images.shape[0]),
-           "steps": record.steps, "train_seconds": round(record.seconds, 2), "data_load_s": round(load_s, 2),
+           "cuda_graph": record.cuda_graph, "steps": record.steps, "train_seconds": round(record.seconds, 2), "data_load_s": round(load_s, 2),
            "img_per_s": round(record.steps * args.batch_size / max(record.seconds, 1e-9), 1), **scores}
     del model, data
     if device.type == "cuda":
