@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import click
 
-from cli.options import inference_options
+from cli.options import inference_options, resolve_batch_size
 
 __all__ = ["evaluate"]
 
@@ -48,7 +48,7 @@ def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optio
         scales = parse_tta_scales(tta_scales)
         evaluate_checkpoint(
             checkpoint, dataset_paths, output_json=output_json, save_predictions=save_predictions,
-            curves_path=curves_path, tta=tta, tta_scales=scales, batch_size=batch_size,
+            curves_path=curves_path, tta=tta, tta_scales=scales, batch_size=resolve_batch_size(batch_size, device),
             num_workers=num_workers, device=device, img_size=img_size, precision=precision,
             metric_workers=metric_workers, skip_bad_samples=skip_bad_samples, progress=not no_progress, log=click.echo,
         )

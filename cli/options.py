@@ -1,7 +1,7 @@
 """Click options shared by the commands that run a trained checkpoint (evaluate, predict)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import click
 
@@ -22,7 +22,8 @@ _INFERENCE_OPTIONS = (
     click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image."),
     click.option("--tta-scales", default="1.0", show_default=True,
                  help="Comma-separated input scales to average over, e.g. 0.75,1,1.25."),
-    click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1)),
+    click.option("--batch-size", default=None, type=click.IntRange(min=1),
+                 help="Images per forward pass [default: 32 on a GPU, 8 on the CPU]."),
     click.option("--num-workers", default=None, type=click.IntRange(min=0),
                  help="Decoding worker processes [default: up to 4, up to 8 on a GPU]."),
     click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda, cuda:N."),
@@ -31,6 +32,18 @@ _INFERENCE_OPTIONS = (
     click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
                  help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32."),
 )
+
+
+def resolve_batch_size(batch_size: Optional[int], device: str) -> int:
+    """``--batch-size`` as given, else 32 on a GPU (the batch ``benchmark --predict`` measures) or 8 on the CPU."""
+    if batch_size:
+        return batch_size
+    from engine.runtime import resolve_device
+
+    try:
+        return 32 if resolve_device(device).type == "cuda" else 8
+    except ValueError as exc:  # e.g. --device cuda without CUDA: the message names the fix
+        raise click.ClickException(str(exc)) from exc
 
 
 def inference_options(command: Callable) -> Callable:

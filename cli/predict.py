@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import click
 
-from cli.options import inference_options
+from cli.options import inference_options, resolve_batch_size
 
 __all__ = ["predict"]
 
@@ -36,6 +36,7 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
 
     from engine.inference.video import is_video_file
 
+    batch_size = resolve_batch_size(batch_size, device)
     videos = [i for i in inputs if is_video_file(i)]
     if videos:
         if len(videos) != len(inputs):
