@@ -222,3 +222,62 @@ def test_validation_subset_is_fixed_and_spread():
     picked = val_subset(600, 150)
     assert len(picked) == 150 and picked == val_subset(600, 150) and picked[0] == 0 and picked[-1] >= 590
 
+
+
+def test_capturable_optimizer_rates_are_written_in_place_and_resumed_floats_become_tensors():
+    model = _Tiny()
+    opt = build_optimizer(model, 1e-3, 0.05, device_type="cpu", capturable_on=torch.device("cpu"))
+    sched = TwoStageSchedule(opt, base_lr=1e-3, total_steps=10, stage1_steps=0, warmup_steps=2)
+    rates = [g["lr"] for g in opt.param_groups]
+    assert all(isinstance(r, torch.Tensor) for r in rates)
+    assert len({id(r) for r in rates}) == len(rates)  # one tensor per group: backbone rates differ
+    sched.step()
+    # the same tensors (a captured step reads them), holding the schedule's new rates
+    assert all(g["lr"] is r for g, r in zip(opt.param_groups, rates))
+    assert [float(g["lr"]) for g in opt.param_groups] == pytest.approx(sched.get_last_lr())
+    # a state saved by an eager run holds floats: the next rate write turns them into tensors
+    for g in opt.param_groups:
+        g["lr"] = 0.5
+    sched.step()
+    assert all(isinstance(g["lr"], torch.Tensor) for g in opt.param_groups)
+    assert [float(g["lr"]) for g in opt.param_groups] == pytest.approx(sched.get_last_lr())
+
+
+def test_ema_prepare_then_fold_equals_update():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    a, b = ModelEma(model, decay=0.9), ModelEma(model, decay=0.9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    a.update(model)
+    b.prepare()
+    b.fold(model, apply=torch.tensor(1.0))
+    b.num_updates += 1
+    for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values()):
+        assert torch.equal(x, y)
+    # a skipped step (apply 0) leaves the average alone
+    before = [t.clone() for t in b.module.state_dict().values()]
+    b.prepare()
+    b.fold(model, apply=torch.tensor(0.0))
+    assert all(torch.equal(x, y) for x, y in zip(before, b.module.state_dict().values()))
+
+
+def test_cuda_graphs_are_used_only_where_exact():
+    from types import SimpleNamespace
+
+    from engine.config import ConfigError
+    from engine.training.setup import resolve_cuda_graphs
+
+    def rt(device="cuda", distributed=False, dtype=torch.bfloat16, compile=False):
+        return SimpleNamespace(device=torch.device(device), ctx=SimpleNamespace(distributed=distributed),
+                               amp_dtype=dtype, compile=compile)
+
+    assert resolve_cuda_graphs("auto", rt(), 1) == (True, "on")
+    assert resolve_cuda_graphs(None, rt(dtype=None), 1)[0]
+    assert resolve_cuda_graphs(False, rt(), 1) == (False, "off (train.cuda_graphs=false)")
+    off, why = resolve_cuda_graphs(True, rt(device="cpu", dtype=torch.float16, compile=True), 2)
+    assert not off and all(r in why for r in ("not a CUDA device", "fp16", "accumulation", "torch.compile"))
+    assert "several processes" in resolve_cuda_graphs("auto", rt(distributed=True), 1)[1]
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        resolve_cuda_graphs("sometimes", rt(), 1)

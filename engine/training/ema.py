@@ -31,6 +31,7 @@ class ModelEma:
             p.requires_grad_(False)
         self.decay = float(decay)
         self.num_updates = 0
+        self._weight: Optional[torch.Tensor] = None  # 0-dim, on the model's device
         self._pairs: Optional[Tuple[int, List[torch.Tensor], List[torch.Tensor], List[Tuple[torch.Tensor, torch.Tensor]]]] = None
 
     def current_decay(self) -> float:
@@ -63,10 +64,28 @@ class ModelEma:
             apply: optional 0-dim float tensor, 1 to update and 0 to leave the average as it is
                 (a skipped optimizer step), decided on the device without a host sync.
         """
-        dst, src, ints = self._tensors(model)
+        self.prepare()
+        self.fold(model, apply)
+        self.num_updates += 1
+
+    def prepare(self) -> None:
+        """Write the next update's weight ``1 - decay`` into the device tensor :meth:`fold` reads.
+
+        Separate from :meth:`fold` so that a fold captured in a CUDA graph reads each step's
+        weight (a captured ``fill_`` would replay the first step's number forever).
+        """
         weight = 1.0 - self.current_decay()
-        if apply is not None:
-            weight = apply.to(dst[0].device, torch.float32) * weight if dst else weight
+        if self._weight is None:
+            first = next((t for t in self.module.state_dict().values() if t.dtype.is_floating_point), None)
+            self._weight = torch.tensor(weight, device=first.device if first is not None else "cpu")
+        else:
+            self._weight.fill_(weight)
+
+    @torch.no_grad()
+    def fold(self, model: nn.Module, apply: Optional[torch.Tensor] = None) -> None:
+        """``ema += weight * (model - ema)`` on the device, with the weight :meth:`prepare` wrote."""
+        dst, src, ints = self._tensors(model)
+        weight = self._weight if apply is None else apply.to(self._weight.device, torch.float32) * self._weight
         if dst:
             if any(s.dtype != d.dtype for s, d in zip(src, dst)):
                 src = [s.to(d.dtype) for s, d in zip(src, dst)]
@@ -77,7 +96,6 @@ class ModelEma:
                 torch._foreach_add_(dst, torch._foreach_mul(diffs, weight))
         for target, value in ints:
             target.copy_(value)
-        self.num_updates += 1
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         """The averaged weights (a model state dict)."""

@@ -54,8 +54,9 @@ class CUDAGraphStep:
             (the optimizer step belongs in ``body``).
         sample_inputs: tensors shaped like every later call's inputs (copied into the static
             inputs; their values drive the warm-up iterations).
-        warmup_steps: eager iterations before the capture. They change the weights and the
-            optimizer state: restore them afterwards when the run must start from its init.
+        warmup_steps: eager iterations before the capture (0 when the caller already ran real
+            steps eagerly). They change the weights and the optimizer state: restore them
+            afterwards when the run must start from its init.
     """
 
     def __init__(
@@ -68,16 +69,19 @@ class CUDAGraphStep:
         self.body = body
         self.optimizer = optimizer
         self.static_inputs = [t.detach().clone() for t in sample_inputs]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(max(1, warmup_steps)):
-                optimizer.zero_grad(set_to_none=True)
-                body(*self.static_inputs)
-        torch.cuda.current_stream().wait_stream(side)
+        if warmup_steps > 0:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup_steps):
+                    optimizer.zero_grad(set_to_none=True)
+                    body(*self.static_inputs)
+            torch.cuda.current_stream().wait_stream(side)
         optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: CUDA calls of other threads (the DataLoader's pin-memory thread) during the
+        # capture do not invalidate it.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.static_outputs = tuple(body(*self.static_inputs))
 
     def __call__(self, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -10,12 +10,12 @@ The schedule is a pure function of the optimizer step, so its state is one integ
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-__all__ = ["TwoStageSchedule", "build_optimizer", "param_groups"]
+__all__ = ["TwoStageSchedule", "build_optimizer", "param_groups", "set_group_lr"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -45,13 +45,31 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.999),
-                    device_type: str = "cpu") -> torch.optim.AdamW:
+                    device_type: str = "cpu", capturable_on: Optional[torch.device] = None) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`, the fused kernel where torch has it (CUDA, and CPU since
-    torch 2.4): one kernel for all parameters, and it can skip a non-finite step on the device."""
+    torch 2.4): one kernel for all parameters, and it can skip a non-finite step on the device.
+
+    With ``capturable_on`` (a CUDA device) the step counters and every group's learning rate
+    live on that device, so a step captured in a CUDA graph reads the rates the schedule writes
+    in place (:func:`set_group_lr`).
+    """
+    if capturable_on is not None:
+        groups = param_groups(model, weight_decay)
+        for group in groups:
+            group["lr"] = torch.tensor(float(lr), device=capturable_on)  # one tensor per group
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=True, capturable=True)
     try:
         return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+
+
+def set_group_lr(group: dict, lr: float) -> None:
+    """Set a parameter group's rate: in place when it is a device tensor (a captured step reads it)."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
 
 
 class TwoStageSchedule:
@@ -114,8 +132,17 @@ class TwoStageSchedule:
         return peak * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def _apply(self) -> None:
+        capturable = bool(self.optimizer.defaults.get("capturable"))
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step_count, group.get("is_backbone", False))
+            value = self.lr_at(self.step_count, group.get("is_backbone", False))
+            device = group["params"][0].device if group["params"] else None
+            lr = group["lr"]
+            if capturable and device is not None and not (isinstance(lr, torch.Tensor) and lr.device == device):
+                # A capturable optimizer reads its rates on the device (a resumed state may hold
+                # floats or CPU tensors): give the group its own device tensor before any capture.
+                group["lr"] = torch.tensor(value, device=device)
+            else:
+                set_group_lr(group, value)
 
     def step(self) -> None:
         """Advance one optimizer step and set the groups' learning rates for the next one."""
@@ -123,8 +150,8 @@ class TwoStageSchedule:
         self._apply()
 
     def get_last_lr(self) -> List[float]:
-        """Current learning rate of each group."""
-        return [g["lr"] for g in self.optimizer.param_groups]
+        """Current learning rate of each group (computed, so device-held rates cost no sync)."""
+        return [self.lr_at(self.step_count, g.get("is_backbone", False)) for g in self.optimizer.param_groups]
 
     def resize(self, total_steps: int, stage1_steps: int, warmup_steps: int) -> None:
         """Change the run's length (a time budget sized it) and re-apply the current rates."""

@@ -27,11 +27,12 @@ from engine.training.meters import StepMeters
 from engine.training.rng import seed_everything
 from engine.training.schedule import TwoStageSchedule, build_optimizer
 from engine.training.state import Runtime, RunState
+from engine.training.step import GraphedTrainStep
 from engine.training.timing import WallClock
 from models import CamoXpertConfig, build_model, count_parameters
 
 __all__ = ["COMPILE_MIN_BUDGET_S", "COMPILE_MIN_STEPS", "RunData", "build_data", "build_run_state", "eager_model",
-           "keep_compile_for_run_length", "resolve_compile", "set_stage",
+           "keep_compile_for_run_length", "resolve_compile", "resolve_cuda_graphs", "set_stage",
            "setup_runtime"]
 
 
@@ -55,6 +56,38 @@ def resolve_compile(value: Any, device: torch.device) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(f"train.compile must be auto, true or false, got {value!r}.")
+
+
+def resolve_cuda_graphs(value: Any, rt: Runtime, accumulation: int) -> Tuple[bool, str]:
+    """``train.cuda_graphs``: whether updates are replayed from one CUDA-graph capture, and why not.
+
+    ``auto``/null and true use graphs where they are exact and possible: one CUDA process, no
+    fp16 loss scaler (it decides on the host), no gradient accumulation, no torch.compile;
+    true says so when one of these rules them out. false (the default until a GPU run of the
+    trainer has measured it; the quality benchmark's graphed step is measured) never uses them.
+    """
+    if value is None or str(value).lower() == "auto":
+        wanted = True
+    elif isinstance(value, bool):
+        wanted = value
+    else:
+        raise ConfigError(f"train.cuda_graphs must be auto, true or false, got {value!r}.")
+    if not wanted:
+        return False, "off (train.cuda_graphs=false)"
+    reasons = []
+    if rt.device.type != "cuda":
+        reasons.append("not a CUDA device")
+    if rt.ctx.distributed:
+        reasons.append("several processes")
+    if rt.amp_dtype == torch.float16:
+        reasons.append("fp16 loss scaling decides on the host")
+    if accumulation > 1:
+        reasons.append("gradient accumulation")
+    if rt.compile:
+        reasons.append("torch.compile")
+    if reasons:
+        return False, "off (" + ", ".join(reasons) + ")"
+    return True, "on"
 
 
 def keep_compile_for_run_length(value: Any, budget_s: Optional[float], planned_steps: int) -> bool:
@@ -163,7 +196,6 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         # NHWC: cuDNN's faster convolution layouts, as `benchmark` measures the step.
         model.to(memory_format=torch.channels_last)
     ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["use_ema"] else None
-    optimizer = build_optimizer(model, tcfg["lr"], tcfg["weight_decay"], tcfg["betas"], rt.device.type)
     steps_per_epoch = math.ceil(loaders.batches_per_epoch / accum)
     epochs, stage1_epochs = int(tcfg["epochs"]), int(tcfg["stage1_epochs"])
     scratch = not (config["model"].get("pretrained") or config["model"].get("pretrained_weights"))
@@ -176,6 +208,12 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         rt.compile = False
         log("Eager mode: this run is too short for torch.compile to pay back its compile time (auto compiles "
             f"runs of {COMPILE_MIN_BUDGET_S / 3600:g} h or {COMPILE_MIN_STEPS} steps and more); --compile forces it.")
+    graphs, why = resolve_cuda_graphs(tcfg.get("cuda_graphs"), rt, accum)
+    if graphs or tcfg.get("cuda_graphs") not in (False, None):
+        log(f"CUDA graphs: {why}" + (": after 3 eager updates every update replays one captured graph "
+                                     "(turn off with --set train.cuda_graphs=false)." if graphs else "."))
+    optimizer = build_optimizer(model, tcfg["lr"], tcfg["weight_decay"], tcfg["betas"], rt.device.type,
+                                capturable_on=rt.device if graphs else None)
     schedule = TwoStageSchedule(
         optimizer, base_lr=tcfg["lr"], total_steps=epochs * steps_per_epoch,
         stage1_steps=stage1_epochs * steps_per_epoch, warmup_steps=tcfg["warmup_steps"],
@@ -197,6 +235,7 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         clock=WallClock(time.perf_counter if clock is None else clock, started_at), grad_clip=float(tcfg["grad_clip"]),
         batch_size=batch_size, accumulation=accum, batches_per_epoch=loaders.batches_per_epoch,
         compiled=rt.compile, planned=not budget.enabled or continuing,
+        graphed=GraphedTrainStep() if graphs else None,
     )
     if budget.enabled and run.planned and budget.left() <= 0:
         log("Time budget already used up by the checkpoint's run; give a new --time-budget to train longer.")

@@ -75,6 +75,9 @@ class RunState:
         last_lr: the head learning rate of the last update.
         light_augment: short-run augmentation in use.
         compiled: the step runs the compiled model (False after a fallback to eager).
+        graphed: the CUDA-graph runner of single-micro-batch updates
+            (:class:`~engine.training.step.GraphedTrainStep`), or None for eager updates.
+        graphed_stage: the stage the graph was captured in.
         planned: the schedule is sized to the budget (or needs no sizing).
         last_val_at: clock time of the end of the last validation.
         last_save_at: clock time of the end of the last last.pt write.
@@ -109,6 +112,8 @@ class RunState:
     last_lr: float = 0.0
     light_augment: bool = False
     compiled: bool = False
+    graphed: Optional[Any] = None
+    graphed_stage: int = 0
     planned: bool = True
     last_val_at: float = 0.0
     last_save_at: float = 0.0
@@ -128,11 +133,8 @@ class RunState:
         return self.epoch + self.batch_in_epoch / self.batches_per_epoch
 
     def head_lr(self) -> float:
-        """Learning rate of the non-backbone parameters."""
-        for group in self.optimizer.param_groups:
-            if not group.get("is_backbone", False):
-                return float(group["lr"])
-        return float(self.optimizer.param_groups[0]["lr"])
+        """Learning rate of the non-backbone parameters (from the schedule: no device read)."""
+        return self.schedule.lr_at(self.schedule.step_count, is_backbone=False)
 
     def trainable_params(self) -> List[nn.Parameter]:
         """Parameters that currently receive gradients."""

@@ -228,7 +228,23 @@ class Trainer:
         return "completed"
 
     def _step(self, run: RunState, batches) -> None:
-        """One update; a compiled model that fails to compile falls back to eager once."""
+        """One update; a compiled model that fails to compile falls back to eager once, and so
+        does a CUDA-graph capture that fails."""
+        if run.graphed is not None and len(batches) == 1:
+            if run.graphed_stage != run.stage:  # other trainable parameters: capture again
+                run.graphed.reset()
+                run.graphed_stage = run.stage
+            try:
+                run.graphed(run, batches[0])
+                return
+            except Exception as exc:  # noqa: BLE001 - any capture failure
+                if run.graphed.captured or run.graphed.done < run.graphed.eager_steps:
+                    raise  # an eager update or a replay failed: a real error, not the capture
+                self.log(f"CUDA-graph capture failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                         f"continuing with eager updates.")
+                torch.cuda.synchronize(run.runtime.device)
+                run.optimizer.zero_grad(set_to_none=True)
+                run.graphed = None
         try:
             train_step(run, batches)
         except Exception as exc:  # noqa: BLE001 - any compiler failure
