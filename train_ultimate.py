@@ -17,7 +17,7 @@ from cli.make_synthetic import make_synthetic  # noqa: E402
 from cli.predict import predict  # noqa: E402
 from cli.quality import quality_benchmark  # noqa: E402
 from cli.train import train  # noqa: E402
-from models.attention import attention_backend_from_env  # noqa: E402
+from models.names import attention_backend_from_env  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from models import SUPPORTED_BACKBONES
+from models.names import SUPPORTED_BACKBONES
 
 
 def _fmt(value, spec=".1f") -> str:

@@ -3,18 +3,25 @@ from __future__ import annotations
 
 import json
 
-import click
-import torch
+from typing import TYPE_CHECKING
 
-from models import CamoXpertConfig, SUPPORTED_BACKBONES, build_model, count_parameters
-from models.attention import FUSED_SDPA_KERNELS, attention_backend_from_env
-from models.sdpa_probe import attention_status_line, default_probe_dtype, policy_summary, probe_sdpa_kernels
-from engine.files import atomic_write_text
-from engine.runtime import resolve_device
+import click
+
+from models.names import FUSED_SDPA_KERNELS, SUPPORTED_BACKBONES, attention_backend_from_env
+
+if TYPE_CHECKING:
+    import torch
 
 
 def collect_info(device: torch.device, backbone: str) -> dict:
     """Everything ``info`` reports, as a JSON-able dict."""
+    # Imported here, not at module level: `train_ultimate.py --help` and every other command
+    # import this module and must not pay for torch and the model.
+    import torch
+
+    from models import CamoXpertConfig, build_model, count_parameters
+    from models.sdpa_probe import attention_status_line, default_probe_dtype, probe_sdpa_kernels
+
     info = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -50,6 +57,8 @@ def collect_info(device: torch.device, backbone: str) -> dict:
 
 def format_info(info: dict) -> str:
     """The human-readable status block: versions, device, SDPA kernels, what attention runs, model."""
+    from models.sdpa_probe import policy_summary
+
     lines = [f"PyTorch {info['torch']}  CUDA {info['cuda'] or 'none'}  cuDNN {info['cudnn'] or 'none'}"]
     if "gpu" in info:
         lines.append(
@@ -77,6 +86,9 @@ def format_info(info: dict) -> str:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON here.")
 def info(device: str, backbone: str, json_out: str) -> None:
     """Show torch/CUDA versions, the GPU, usable SDPA kernels, the attention policy and model size."""
+    from engine.files import atomic_write_text
+    from engine.runtime import resolve_device
+
     try:
         dev = resolve_device(device)
     except ValueError as exc:

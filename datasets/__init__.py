@@ -44,6 +44,7 @@ _EXPORTS = {
     "validate_samples": "validation",
     "validate_splits": "validation",
     "check_splits": "validation",
+    "DecodeCache": "decode_cache",
     "ImageProbe": "probe",
     "probe_image": "probe",
     # reading and datasets
@@ -90,6 +91,7 @@ def __dir__() -> list:
 if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
     from ._types import PathLike
     from .benchmark import benchmark_data_pipeline
+    from .decode_cache import DecodeCache
     from .cod import CODDataset, ImageFolderDataset, expand_inputs, split_train_val
     from .io import ImageReadError, display_path, read_image, read_mask, write_image
     from .layouts import (

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -29,6 +30,8 @@ from typing import BinaryIO, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from .decode_cache import DecodeCache
 
 __all__ = ["JPEG_DAMAGE_WARNINGS", "find_damaged", "check_decodes"]
 
@@ -106,7 +109,12 @@ def check_decodes(paths: Sequence[Path]) -> Dict[Path, str]:
     return found
 
 
-def find_damaged(paths: Sequence[Path], workers: Optional[int] = None, progress=None) -> Dict[Path, str]:
+def find_damaged(
+    paths: Sequence[Path],
+    workers: Optional[int] = None,
+    progress=None,
+    cache: Optional[DecodeCache] = None,
+) -> Dict[Path, str]:
     """Decode every file and report those whose pixel data is damaged.
 
     Args:
@@ -115,11 +123,27 @@ def find_damaged(paths: Sequence[Path], workers: Optional[int] = None, progress=
             large sets and none for small ones.
         progress: Optional ``update(n)`` callable (a tqdm bar) told how many
             files were checked.
+        cache: Files it records as sound (unchanged since they last decoded
+            cleanly) are not decoded again; the files found sound now are
+            recorded and the cache saved. None decodes every file.
 
     Returns:
         ``{path: reason}`` for the damaged files.
     """
     paths = [Path(p) for p in paths]
+    if cache is None:
+        return _decode_all(paths, workers, progress)
+    started = time.time()
+    known, todo = cache.split(paths)
+    if known and progress is not None:
+        progress(len(known))
+    found = _decode_all(todo, workers, progress)
+    cache.record_sound([p for p in todo if p not in found], started)
+    cache.save()
+    return found
+
+
+def _decode_all(paths: List[Path], workers: Optional[int], progress) -> Dict[Path, str]:
     if workers is None:
         workers = 0 if len(paths) < _MIN_FILES_FOR_PROCESSES else min(8, os.cpu_count() or 1)
     if workers <= 1:
@@ -134,6 +158,9 @@ def find_damaged(paths: Sequence[Path], workers: Optional[int] = None, progress=
     found = {}
     done = 0
     # spawn: the caller may hold CUDA or OpenMP threads that a forked child must not inherit.
+    # A spawned child re-imports the __main__ script before its first file, which is why the
+    # entry script (train_ultimate.py) imports no heavy library at module level
+    # (tests/test_startup.py): with torch there, each worker spent seconds before decoding.
     ctx = multiprocessing.get_context("spawn")
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
@@ -147,5 +174,5 @@ def find_damaged(paths: Sequence[Path], workers: Optional[int] = None, progress=
     except (BrokenProcessPool, OSError):
         # Workers could not start (a script run from stdin, a sandbox without process
         # creation): finish in this process rather than fail the check.
-        found.update(find_damaged(paths[done:], workers=0, progress=progress))
+        found.update(_decode_all(paths[done:], 0, progress))
     return found

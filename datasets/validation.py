@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from tqdm.auto import tqdm
 
 from .layouts import DatasetSplits, SampleRef, UnusableEntry
+from .decode_cache import DecodeCache
 from .pixel_check import find_damaged
 from .probe import ImageProbe, probe_image
 
@@ -253,6 +254,7 @@ def validate_samples(
     unusable: Iterable[UnusableEntry] = (),
     progress: bool = False,
     num_threads: int = 8,
+    decode_cache: Optional[DecodeCache] = None,
 ) -> ValidationReport:
     """Check samples and report every problem found, in one pass.
 
@@ -269,6 +271,9 @@ def validate_samples(
         progress: Show a tqdm progress bar.
         num_threads: Threads reading headers; the work is file-system latency
             (network disks on Kaggle/Colab), which threads overlap.
+        decode_cache: With ``decode``, files it records as unchanged since they
+            last decoded cleanly are not decoded again (see
+            :class:`datasets.DecodeCache`); None decodes every file.
 
     Returns:
         The report; ``report.ok`` is ``True`` if nothing was found.
@@ -286,7 +291,7 @@ def validate_samples(
     if decode:
         sound = [p.path for pair in probes for p in pair if p is not None and p.ok]
         with tqdm(total=len(sound), desc="Decoding dataset", disable=not progress, unit="file") as bar:
-            damaged = find_damaged(sound, progress=bar.update)
+            damaged = find_damaged(sound, progress=bar.update, cache=decode_cache)
         probes = [
             tuple(replace(p, problem="unreadable", detail=damaged[p.path])
                   if p is not None and p.path in damaged else p for p in pair)
@@ -317,6 +322,7 @@ def validate_splits(
     check_sizes: bool = True,
     decode: bool = False,
     progress: bool = False,
+    decode_cache: Optional[DecodeCache] = None,
 ) -> ValidationReport:
     """Check every sample of ``splits`` plus the files discovery could not pair.
 
@@ -325,6 +331,7 @@ def validate_splits(
         check_sizes: Compare image and mask height/width.
         decode: Also decode every file fully.
         progress: Show a tqdm progress bar.
+        decode_cache: Skips re-decoding unchanged sound files (see :func:`validate_samples`).
 
     Returns:
         The report. A dataset with no samples at all gets a ``no_samples``
@@ -340,6 +347,7 @@ def validate_splits(
         empty_dirs=splits.empty_dirs,
         unusable=splits.unusable,
         progress=progress,
+        decode_cache=decode_cache,
     )
     if not samples:
         report.problems.insert(0, Problem(Path(splits.root), NO_SAMPLES, "no image/mask pairs found"))
@@ -353,6 +361,7 @@ def check_splits(
     check_sizes: bool = True,
     decode: bool = False,
     progress: bool = False,
+    decode_cache: Optional[DecodeCache] = None,
 ) -> Tuple[DatasetSplits, ValidationReport]:
     """Validate before training or evaluating: stop on errors, or drop the bad samples.
 
@@ -366,6 +375,7 @@ def check_splits(
         check_sizes: Compare image and mask height/width.
         decode: Also decode every file fully.
         progress: Show a tqdm progress bar.
+        decode_cache: Skips re-decoding unchanged sound files (see :func:`validate_samples`).
 
     Returns:
         ``(splits, report)``: the usable splits (filtered when
@@ -380,7 +390,8 @@ def check_splits(
     parts = {"all": splits, "train": replace(splits, tests={}), "tests": replace(splits, train=[])}
     if part not in parts:
         raise ValueError(f"part={part!r}; use one of {sorted(parts)}.")
-    report = validate_splits(parts[part], check_sizes=check_sizes, decode=decode, progress=progress)
+    report = validate_splits(parts[part], check_sizes=check_sizes, decode=decode, progress=progress,
+                             decode_cache=decode_cache)
     if not report.has_errors:
         return splits, report
     if not skip_bad_samples:

@@ -13,12 +13,13 @@ switches a built model without touching its weights.
 from __future__ import annotations
 
 import contextlib
-import os
-from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# The policy names live in a torch-free module (the CLI checks them before importing torch).
+from .names import ATTENTION_BACKENDS, ENV_VAR, FUSED_SDPA_KERNELS, attention_backend_from_env, resolve_attention_backend
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -32,34 +33,6 @@ __all__ = [
     "sdpa_kernel_context",
     "set_attention_backend",
 ]
-
-ENV_VAR = "TORCH_SDPA_BACKEND"
-#: SDPA's fused kernels, each of which a policy can pin.
-FUSED_SDPA_KERNELS = ("flash", "efficient", "cudnn")
-#: Every policy name: SDPA choosing (auto), SDPA pinned to one fused kernel, explicit math.
-ATTENTION_BACKENDS = ("auto", *FUSED_SDPA_KERNELS, "math")
-
-
-def resolve_attention_backend(value: Optional[str]) -> str:
-    """Validate a backend name (case-insensitive); ``None`` or ``""`` means ``auto``.
-
-    Raises:
-        ValueError: naming the bad value and listing the valid ones.
-    """
-    if value is None or str(value).strip() == "":
-        return "auto"
-    name = str(value).strip().lower()
-    if name not in ATTENTION_BACKENDS:
-        raise ValueError(
-            f"Unknown attention backend {value!r}. Valid values: {', '.join(ATTENTION_BACKENDS)} "
-            f"(set with {ENV_VAR}=<value> or set_attention_backend(model, <value>))."
-        )
-    return name
-
-
-def attention_backend_from_env() -> str:
-    """The process-wide policy from ``TORCH_SDPA_BACKEND`` (``auto`` when unset)."""
-    return resolve_attention_backend(os.environ.get(ENV_VAR))
 
 
 def _sdpa_backends() -> dict:

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import torch
 import torch.nn as nn
 
+from .names import SUPPORTED_BACKBONES
 from .positional import use_device_positional_encoding
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "hub_reachable",
 ]
 
-SUPPORTED_BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base")
 
 
 class PretrainedWeightsError(RuntimeError):

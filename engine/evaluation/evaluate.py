@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import (
+    DecodeCache,
     combine,
     discover_dataset,
     display_path,
@@ -152,7 +153,7 @@ def check_test_set(
     Raises:
         EvaluationError: unreadable or truncated files and ``skip_bad`` is False (every file named).
     """
-    report = validate_samples(samples, check_sizes=True, decode=True)
+    report = validate_samples(samples, check_sizes=True, decode=True, decode_cache=DecodeCache.default())
     broken = [p for p in report.problems if p.kind in (UNREADABLE, TRUNCATED)]
     notes: List[str] = []
     skipped: List[Tuple[Path, str]] = []

@@ -138,6 +138,7 @@ def build_train_data(
     """
     from datasets import (
         CODDataset,
+        DecodeCache,
         build_eval_transform,
         build_train_transform,
         check_splits,
@@ -159,8 +160,10 @@ def build_train_data(
     n_found = len(splits.train)
     skip_bad = bool(data_cfg.get("skip_bad_samples"))
     # Only the training samples are checked (a damaged test image must not stop training), down
-    # to their pixel data. Raises DatasetValidationError (listing every problem) unless skip_bad.
-    splits, report = check_splits(splits, skip_bad_samples=skip_bad, part="train", decode=True, progress=progress)
+    # to their pixel data, except files unchanged since a previous run found them sound (the
+    # decode cache). Raises DatasetValidationError (listing every problem) unless skip_bad.
+    splits, report = check_splits(splits, skip_bad_samples=skip_bad, part="train", decode=True, progress=progress,
+                                  decode_cache=DecodeCache.default())
     samples = list(splits.train)
     n_skipped = n_found - len(samples)
     if not report.ok:

@@ -1,0 +1,50 @@
+"""Names the command line checks before any work: backbones and attention policies.
+
+Kept free of torch and timm so that ``train_ultimate.py --help``, option parsing and the
+``TORCH_SDPA_BACKEND`` check cost no heavy import. :mod:`models.attention` and
+:mod:`models.backbone` re-export these.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "ENV_VAR",
+    "FUSED_SDPA_KERNELS",
+    "SUPPORTED_BACKBONES",
+    "attention_backend_from_env",
+    "resolve_attention_backend",
+]
+
+#: timm EdgeNeXt variants the backbone wrapper builds.
+SUPPORTED_BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base")
+
+ENV_VAR = "TORCH_SDPA_BACKEND"
+#: SDPA's fused kernels, each of which a policy can pin.
+FUSED_SDPA_KERNELS = ("flash", "efficient", "cudnn")
+#: Every policy name: SDPA choosing (auto), SDPA pinned to one fused kernel, explicit math.
+ATTENTION_BACKENDS = ("auto", *FUSED_SDPA_KERNELS, "math")
+
+
+def resolve_attention_backend(value: Optional[str]) -> str:
+    """Validate a backend name (case-insensitive); ``None`` or ``""`` means ``auto``.
+
+    Raises:
+        ValueError: naming the bad value and listing the valid ones.
+    """
+    if value is None or str(value).strip() == "":
+        return "auto"
+    name = str(value).strip().lower()
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"Unknown attention backend {value!r}. Valid values: {', '.join(ATTENTION_BACKENDS)} "
+            f"(set with {ENV_VAR}=<value> or set_attention_backend(model, <value>))."
+        )
+    return name
+
+
+def attention_backend_from_env() -> str:
+    """The process-wide policy from ``TORCH_SDPA_BACKEND`` (``auto`` when unset)."""
+    return resolve_attention_backend(os.environ.get(ENV_VAR))
