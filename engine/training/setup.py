@@ -61,19 +61,19 @@ def resolve_compile(value: Any, device: torch.device) -> bool:
 def resolve_cuda_graphs(value: Any, rt: Runtime, accumulation: int) -> Tuple[bool, str]:
     """``train.cuda_graphs``: whether updates are replayed from one CUDA-graph capture, and why not.
 
-    ``auto``/null and true use graphs where they are exact and possible: one CUDA process, no
-    fp16 loss scaler (it decides on the host), no gradient accumulation, no torch.compile;
-    true says so when one of these rules them out. false (the default until a GPU run of the
-    trainer has measured it; the quality benchmark's graphed step is measured) never uses them.
+    ``auto`` and true use graphs where they are exact and possible: one CUDA process, no fp16
+    loss scaler (it decides on the host), no gradient accumulation, no torch.compile; true says
+    so when one of these rules them out. null (the default, until a GPU run of the trainer has
+    measured it; the quality benchmark's graphed step is measured) and false never use them.
     """
-    if value is None or str(value).lower() == "auto":
+    if isinstance(value, str) and value.lower() == "auto":
         wanted = True
-    elif isinstance(value, bool):
-        wanted = value
+    elif value is None or isinstance(value, bool):
+        wanted = bool(value)
     else:
-        raise ConfigError(f"train.cuda_graphs must be auto, true or false, got {value!r}.")
+        raise ConfigError(f"train.cuda_graphs must be auto, true, false or null, got {value!r}.")
     if not wanted:
-        return False, "off (train.cuda_graphs=false)"
+        return False, "off (train.cuda_graphs: set it to auto to use them)"
     reasons = []
     if rt.device.type != "cuda":
         reasons.append("not a CUDA device")
