@@ -29,7 +29,11 @@ def format_report(r: dict) -> str:
             f"{_fmt(m['peak_train_mem_mb'], '.0f'):>15}"
         )
     ratio = r["ratio_to_backbone"]
-    lines.append(f"ratio to backbone: train {ratio['train']:.2f}, inference {ratio['inference']:.2f}")
+    lines.append(f"ratio to backbone: train {ratio['train']:.2f}, inference {ratio['inference']:.2f}"
+                 + (f", inference replayed from a CUDA graph {ratio['inference_cuda_graph']:.2f} "
+                    f"({_fmt(r['model']['infer_cuda_graph_img_per_s'])} against "
+                    f"{_fmt(r['backbone_alone']['infer_cuda_graph_img_per_s'])} img/s)"
+                    if "inference_cuda_graph" in ratio else ""))
     if "graph_breaks" in r:
         lines.append(f"graph breaks: train {r['graph_breaks']['train']}, eval {r['graph_breaks']['eval']}")
     for name, b in r.get("model_attention_backends", {}).items():

@@ -30,3 +30,19 @@ def test_benchmark_cpu_writes_every_number(tmp_path):
 def test_benchmark_rejects_bad_override():
     result = CliRunner().invoke(main, ["benchmark", "--device", "cpu", "--set", "dim"])
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+def test_report_shows_the_cuda_graph_inference_ratio_when_measured():
+    from cli.benchmark import format_report
+
+    row = {"train_img_per_s": 400.0, "infer_img_per_s": 2000.0, "latency_b1_ms": 8.0,
+           "latency_b1_cuda_graph_ms": 1.4, "peak_train_mem_mb": 1800.0}
+    r = {"gpu": "GPU X", "device": "cuda", "backbone": "edgenext_small", "batch_size": 16, "img_size": 384,
+         "dtype": "bfloat16", "compile": False,
+         "backbone_alone": {**row, "infer_cuda_graph_img_per_s": 4000.0},
+         "model": {**row, "infer_cuda_graph_img_per_s": 3000.0},
+         "ratio_to_backbone": {"train": 1.0, "inference": 1.0, "inference_cuda_graph": 0.75}}
+    text = format_report(r)
+    assert "inference replayed from a CUDA graph 0.75 (3000.0 against 4000.0 img/s)" in text
+    del r["ratio_to_backbone"]["inference_cuda_graph"]
+    assert "CUDA graph" not in format_report(r).splitlines()[-1]
