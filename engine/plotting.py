@@ -41,6 +41,16 @@ def _series(records: List[Mapping[str, Any]], key: str) -> Tuple[List[float], Li
     return xs, ys
 
 
+def _plot_labelled(ax, records, keys_labels, title: str) -> None:
+    """One line per (record key, legend label) that has values, then the title and legend."""
+    for key, label in keys_labels:
+        xs, ys = _series(records, key)
+        if xs:
+            ax.plot(xs, ys, marker="o", label=label)
+    ax.set_title(title)
+    ax.legend()
+
+
 def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike) -> Optional[Path]:
     """Draw losses, validation S-measure/MAE and learning rate per epoch to a PNG.
 
@@ -59,18 +69,10 @@ def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike) -> Op
     except ImportError:
         return None
     # Main-output structure loss on both sides (the training total adds side and MoE terms).
-    for key, label in (("train_main_loss", "train"), ("val_loss", "validation")):
-        xs, ys = _series(records, key)
-        if xs:
-            axes[0].plot(xs, ys, marker="o", label=label)
-    axes[0].set_title("structure loss (main output)")
-    axes[0].legend()
-    for key, label in (("val_Sm", "S-measure"), ("val_MAE", "MAE")):
-        xs, ys = _series(records, key)
-        if xs:
-            axes[1].plot(xs, ys, marker="o", label=label)
-    axes[1].set_title("validation (held-out training images)")
-    axes[1].legend()
+    _plot_labelled(axes[0], records, (("train_main_loss", "train"), ("val_loss", "validation")),
+                   "structure loss (main output)")
+    _plot_labelled(axes[1], records, (("val_Sm", "S-measure"), ("val_MAE", "MAE")),
+                   "validation (held-out training images)")
     xs, ys = _series(records, "lr")
     if xs:
         axes[2].plot(xs, ys, marker="o")
