@@ -34,6 +34,12 @@ def format_report(r: dict) -> str:
                     f"({_fmt(r['model']['infer_cuda_graph_img_per_s'])} against "
                     f"{_fmt(r['backbone_alone']['infer_cuda_graph_img_per_s'])} img/s)"
                     if "inference_cuda_graph" in ratio else ""))
+    firsts = [(label, r[key]) for key, label in (("backbone_alone", "backbone"), ("model", "CamoXpert"))
+              if "first_train_step_s" in r[key]]
+    if firsts:
+        what = "compile + first call" if r["compile"] else "first call (cuDNN kernel search)"
+        lines.append(f"{what}: " + "; ".join(f"{label} train {m['first_train_step_s']:.1f} s, inference "
+                                             f"{m['first_infer_s']:.1f} s" for label, m in firsts))
     if "graph_breaks" in r:
         lines.append(f"graph breaks: train {r['graph_breaks']['train']}, eval {r['graph_breaks']['eval']}")
     for name, b in r.get("model_attention_backends", {}).items():

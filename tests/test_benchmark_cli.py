@@ -17,8 +17,9 @@ def test_benchmark_cpu_writes_every_number(tmp_path):
     assert "ratio to backbone" in result.output
     report = json.loads(out.read_text())
     for key in ("backbone_alone", "model"):
-        for metric in ("train_img_per_s", "infer_img_per_s", "latency_b1_ms"):
+        for metric in ("train_img_per_s", "infer_img_per_s", "latency_b1_ms", "first_train_step_s", "first_infer_s"):
             assert report[key][metric] > 0
+    assert "first call (cuDNN kernel search): backbone train" in result.output
     assert report["ratio_to_backbone"]["train"] > 0 and report["ratio_to_backbone"]["inference"] > 0
     assert report["model_config"]["dim"] == 32
     backends = report["model_attention_backends"]

@@ -281,3 +281,40 @@ def test_cuda_graphs_are_used_only_where_exact():
     assert "several processes" in resolve_cuda_graphs("auto", rt(distributed=True), 1)[1]
     with pytest.raises(ConfigError, match="cuda_graphs"):
         resolve_cuda_graphs("sometimes", rt(), 1)
+
+
+def test_ema_fold_never_reads_its_weight_on_the_host():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RecordOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ema = ModelEma(model, decay=0.9)
+    ema.prepare()
+    with RecordOps() as recorded:
+        ema.fold(model, apply=torch.tensor(1.0))
+        ema.fold(model)
+    # _local_scalar_dense is .item(): on a GPU a wait for the device on every step, and inside a
+    # CUDA-graph capture an error that breaks the capture.
+    assert "_local_scalar_dense" not in recorded.ops
+    assert any(op.startswith("_foreach") for op in recorded.ops)
+
+
+def test_raised_at_names_the_project_line():
+    from engine.training.graphed_step import raised_at
+
+    def broken():
+        return torch.zeros(2).item()  # a host read, raised inside torch
+
+    try:
+        broken()
+    except Exception as exc:  # noqa: BLE001
+        where = raised_at(exc)
+    assert where.startswith("tests/test_train_components.py:")

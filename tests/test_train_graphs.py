@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import engine.training.setup as setup
 import engine.training.step as step
@@ -23,6 +24,7 @@ class _EagerGraph:
     """CUDAGraphStep's interface; "capture" keeps the body, "replay" runs it on the static inputs."""
 
     captures = 0
+    replayed_ops = []
 
     def __init__(self, body, optimizer, sample_inputs, warmup_steps=0):
         assert warmup_steps == 0  # the trainer's own eager updates are the warm-up
@@ -33,7 +35,22 @@ class _EagerGraph:
     def __call__(self, *inputs):
         for static, new in zip(self.static_inputs, inputs):
             static.copy_(new)
-        return self.body(*self.static_inputs)
+        with _RecordOps() as recorded:
+            out = self.body(*self.static_inputs)
+        type(self).replayed_ops.extend(recorded.ops)
+        return out
+
+
+class _RecordOps(TorchDispatchMode):
+    """Names of the aten operations run inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
 
 
 class _Stream:
@@ -49,6 +66,7 @@ def graphs_on_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: _Stream())
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     _EagerGraph.captures = 0
+    _EagerGraph.replayed_ops = []
     return _EagerGraph
 
 
@@ -67,6 +85,8 @@ def test_graphed_updates_train_like_eager_ones(tmp_path, graphs_on_cpu, monkeypa
     assert "CUDA graphs: on" in graphed.output
     # stage 1: 2 eager updates (never captured); stage 2: 3 eager, then one capture for the rest
     assert graphs_on_cpu.captures == 1
+    # no host reads in the captured body (.item() breaks a capture; eagerly it waits for the GPU)
+    assert "_local_scalar_dense" not in graphs_on_cpu.replayed_ops
 
     # The same run with eager updates and the same (capturable) optimizer: the stand-ins stay
     # installed but are not used.

@@ -64,6 +64,17 @@ def benchmark_loss(output) -> torch.Tensor:
     return loss + 0.01 * output.aux_loss
 
 
+def _time_once(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call of ``fn``, waited for on the device."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def _peak_mb(device: torch.device) -> Optional[float]:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
@@ -138,15 +149,30 @@ class _Workload:
 
 
 def compare_workloads(
-    workloads: Dict[str, "_Workload"], warmup: int, iters: int, rounds: int = 3, cuda_graphs: bool = True
+    workloads: Dict[str, "_Workload"], warmup: int, iters: int, rounds: int = 3, cuda_graphs: bool = True,
+    batch1: bool = True, progress: Callable[[str], None] = lambda msg: None,
 ) -> Dict[str, Dict[str, Optional[float]]]:
     """Measure every workload's metrics in alternation, ``rounds`` times, and keep the medians.
 
     Alternating the model with its reference inside one run keeps clock and thermal drift
-    out of their ratio.
+    out of their ratio. The first training step and the first batched inference of each
+    workload are timed on their own (``first_train_step_s``, ``first_infer_s``): that is where
+    compilation (with ``--compile``) and cuDNN's kernel search happen.
+
+    Args:
+        batch1: also measure batch-1 latency (off for compiled modules: a second input shape
+            recompiles the whole model).
     """
-    metrics = {"train_step_ms": "train_step", "infer_batch_ms": "infer", "latency_b1_ms": "infer_b1"}
+    metrics = {"train_step_ms": "train_step", "infer_batch_ms": "infer"}
+    if batch1:
+        metrics["latency_b1_ms"] = "infer_b1"
     first = next(iter(workloads.values()))
+    first_calls = {}
+    for name, w in workloads.items():
+        first_calls[name] = {}
+        for key, method in (("first_train_step_s", "train_step"), ("first_infer_s", "infer")):
+            progress(f"{name}: first {method.replace('_', ' ')} (compiles with --compile)")
+            first_calls[name][key] = _time_once(getattr(w, method), w.device)
     graph_metrics = {"latency_b1_cuda_graph_ms": "infer_b1_graph", "infer_batch_cuda_graph_ms": "infer_graph"}
     capture_errors = {}
     if cuda_graphs and first.device.type == "cuda":
@@ -168,6 +194,7 @@ def compare_workloads(
         if "infer_batch_cuda_graph_ms" in med:
             med["infer_cuda_graph_img_per_s"] = w.batch_size / med["infer_batch_cuda_graph_ms"] * 1e3
         med["peak_train_mem_mb"] = peaks[name]
+        med.update(first_calls[name])
         if capture_errors.get(name):
             med["cuda_graph_error"] = capture_errors[name]
         out[name] = med
@@ -270,7 +297,8 @@ def run_benchmark(
         "model": _Workload(maybe_compile(model), device, batch_size, img_size, dtype, channels_last),
     }
     # CUDA-graph capture of a compiled module is torch.compile's own job (mode="reduce-overhead").
-    result.update(compare_workloads(workloads, warmup, iters, rounds, cuda_graphs=not compile))
+    result.update(compare_workloads(workloads, warmup, iters, rounds, cuda_graphs=not compile, batch1=not compile,
+                                    progress=progress))
     del workloads
     m, b = result["model"], result["backbone_alone"]
     result["ratio_to_backbone"] = {

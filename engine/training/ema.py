@@ -13,8 +13,9 @@ __all__ = ["ModelEma"]
 class ModelEma:
     """EMA copy of a model: ``ema = d * ema + (1 - d) * weights`` after every optimizer step.
 
-    The update is one fused ``torch._foreach_lerp_`` over all floating-point tensors (as in
-    timm's ``ModelEmaV3``) instead of one kernel per tensor. The decay warms up as
+    The update is three fused ``torch._foreach_*`` operations over all floating-point tensors
+    (as in timm's ``ModelEmaV3``) instead of one kernel per tensor, with its weight read from the
+    device so that no step waits for the GPU. The decay warms up as
     ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that short runs are not dominated
     by the random initial weights: 0.5 after 8 updates, 0.99 after about 900, 0.999 after
     about 9000. Floating-point buffers (BatchNorm running statistics) are averaged too;
@@ -89,11 +90,12 @@ class ModelEma:
         if dst:
             if any(s.dtype != d.dtype for s, d in zip(src, dst)):
                 src = [s.to(d.dtype) for s, d in zip(src, dst)]
-            try:
-                torch._foreach_lerp_(dst, src, weight)
-            except (RuntimeError, TypeError):  # torch builds without the 0-dim tensor weight overload
-                diffs = torch._foreach_sub(src, dst)
-                torch._foreach_add_(dst, torch._foreach_mul(diffs, weight))
+            # ema + weight * (model - ema). Not _foreach_lerp_: it takes its weight as a Python
+            # scalar, and turning the device tensor into one waits for the GPU on every step (and
+            # is illegal inside a CUDA-graph capture). _foreach_mul_ has a 0-dim tensor overload.
+            diffs = torch._foreach_sub(src, dst)
+            torch._foreach_mul_(diffs, weight)
+            torch._foreach_add_(dst, diffs)
         for target, value in ints:
             target.copy_(value)
 

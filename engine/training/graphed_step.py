@@ -14,11 +14,15 @@ with ``capturable=True`` and a tensor learning rate (see :func:`capturable_adamw
 """
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Callable, Sequence, Tuple
 
 import torch
 
-__all__ = ["CUDAGraphStep", "capturable_adamw", "reset_optimizer_state_", "set_learning_rate"]
+__all__ = ["CUDAGraphStep", "capturable_adamw", "raised_at", "reset_optimizer_state_", "set_learning_rate"]
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def capturable_adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
@@ -81,8 +85,15 @@ class CUDAGraphStep:
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA calls of other threads (the DataLoader's pin-memory thread) during the
         # capture do not invalidate it.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.static_outputs = tuple(body(*self.static_inputs))
+        generators = _snapshot_generators()
+        try:
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.static_outputs = tuple(body(*self.static_inputs))
+        except Exception:
+            # A capture that fails half-way leaves the CUDA generators in their capture state, so
+            # every later random op (router noise, drop path) would fail eagerly too.
+            _restore_generators(generators)
+            raise
 
     def __call__(self, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Copy ``inputs`` into the static inputs, replay the step, return the static outputs."""
@@ -90,6 +101,36 @@ class CUDAGraphStep:
             static.copy_(new, non_blocking=True)
         self.graph.replay()
         return self.static_outputs
+
+
+def raised_at(exc: BaseException) -> str:
+    """``file:line`` of the innermost project frame that raised ``exc`` (where a capture broke).
+
+    A capture fails at the first operation that is illegal inside it (a host read such as
+    ``.item()``), and that line is what a report needs, not the frame inside torch.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(_PROJECT_ROOT)]
+    frame = (ours or frames or [None])[-1]
+    if frame is None:
+        return "unknown"
+    path = Path(frame.filename).resolve()
+    shown = path.relative_to(_PROJECT_ROOT) if path.is_relative_to(_PROJECT_ROOT) else path.name
+    return f"{shown}:{frame.lineno}"
+
+
+def _snapshot_generators() -> list:
+    """Copies of every CUDA device's default generator state (empty on torch without the API)."""
+    gens = list(getattr(torch.cuda, "default_generators", ()))
+    if not gens or not hasattr(gens[0], "clone_state"):
+        return []
+    return [(g, g.clone_state()) for g in gens]
+
+
+def _restore_generators(snapshot: list) -> None:
+    """Put back the states :func:`_snapshot_generators` copied."""
+    for generator, state in snapshot:
+        generator.graphsafe_set_state(state)
 
 
 def reset_optimizer_state_(optimizer: torch.optim.Optimizer) -> None:

@@ -24,6 +24,7 @@ from engine.config import save_config
 from engine.distributed import barrier, cleanup_distributed
 from engine.training.budget import StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
+from engine.training.graphed_step import raised_at
 from engine.training.loaders import RunLoaders, shutdown_loader
 from engine.training.reporting import RunReporter
 from engine.training.resume import (
@@ -240,8 +241,8 @@ class Trainer:
             except Exception as exc:  # noqa: BLE001 - any capture failure
                 if run.graphed.captured or run.graphed.done < run.graphed.eager_steps:
                     raise  # an eager update or a replay failed: a real error, not the capture
-                self.log(f"CUDA-graph capture failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                         f"continuing with eager updates.")
+                self.log(f"CUDA-graph capture failed ({type(exc).__name__} at {raised_at(exc)}: "
+                         f"{str(exc).splitlines()[0][:160]}); continuing with eager updates.")
                 torch.cuda.synchronize(run.runtime.device)
                 run.optimizer.zero_grad(set_to_none=True)
                 run.graphed = None
