@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Optional
 
 import click
@@ -144,8 +145,11 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
         model_overrides[key.strip()] = yaml.safe_load(value)
     size = img_size or (384 if gpu else 128)
 
+    started = time.perf_counter()
+
     def say(msg: str) -> None:
-        click.echo(f"… {msg}", err=True)
+        # elapsed seconds: compiling takes minutes, and this shows which part took them
+        click.echo(f"… [{time.perf_counter() - started:5.0f} s] {msg}", err=True)
 
     result: dict = {}
     if not predict_only:
