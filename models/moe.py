@@ -15,7 +15,7 @@ and the samples a capacity limit would drop.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -30,14 +30,14 @@ class MoEOutput(NamedTuple):
 
     Attributes:
         features: (B, C, H, W) input plus the gated expert updates.
-        aux_loss: scalar load-balancing loss (differentiable w.r.t. the router).
+        aux_loss: scalar load-balancing loss (differentiable w.r.t. the router); None in eval mode.
         load: (E,) fraction of routing choices per expert, times top_k (sums to top_k; no
-            gradient): the share of tokens (or images) that picked each expert.
+            gradient): the share of tokens (or images) that picked each expert; None in eval mode.
     """
 
     features: torch.Tensor
-    aux_loss: torch.Tensor
-    load: torch.Tensor
+    aux_loss: Optional[torch.Tensor]
+    load: Optional[torch.Tensor]
 
 
 class Router(nn.Module):
@@ -139,6 +139,8 @@ class MoELayer(nn.Module):
         # One stack + one weighted reduction: at these map sizes the cost is kernel launches.
         ys = torch.stack([expert(h) for expert in self.experts], dim=1)  # (B, E, C, H, W)
         out = (ys * gates.unsqueeze(2).to(ys.dtype)).sum(dim=1)  # (B, C, H, W)
+        if not self.training:  # the balance statistics are training signals: no kernels for them
+            return MoEOutput(x + out.to(x.dtype), None, None)
         aux = switch_balance_loss(probs, dispatch, self.top_k)
         load = dispatch.float().mean(dim=[d for d in range(dispatch.dim()) if d != 1]).detach()  # (E,)
         return MoEOutput(x + out.to(x.dtype), aux, load)

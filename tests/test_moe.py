@@ -119,3 +119,13 @@ def test_moe_traces_without_graph_breaks(training):
     explanation = torch._dynamo.explain(moe)(torch.randn(8, 32, 8, 8))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def test_balance_statistics_only_in_training():
+    moe = _moe()
+    x = torch.randn(2, 32, 8, 8)
+    trained = moe.train()(x)
+    assert trained.aux_loss.ndim == 0 and trained.load.shape == (7,)
+    with torch.no_grad():
+        evaluated = moe.eval()(x)
+    assert evaluated.aux_loss is None and evaluated.load is None

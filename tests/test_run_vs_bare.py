@@ -26,3 +26,4 @@ def test_run_vs_bare_script_on_cpu(tmp_path):
     assert result["benchmark"]["train_img_per_s"] > 0
     assert result["whole_run_vs_benchmark"] == round(run["img_per_wall_s"] / result["benchmark"]["train_img_per_s"], 4)
     assert "whole-run img/s / benchmark step img/s" in proc.stdout
+    assert result["whole_run_vs_bare_step"] == round(run["img_per_wall_s"] / bare["img_per_s"], 4)

@@ -106,3 +106,14 @@ def test_graphed_updates_train_like_eager_ones(tmp_path, graphs_on_cpu, monkeypa
     for ra, rb in zip(rows_a, rows_b):
         if "step" in ra:
             assert ra["step"] == rb["step"] and ra["lr"] == rb["lr"] and ra["train_loss"] == rb["train_loss"]
+
+
+def test_auto_compile_gives_way_to_cuda_graphs(tmp_path, graphs_on_cpu, monkeypatch):
+    # As on a GPU: auto would compile, and graphs are possible only without compiling.
+    monkeypatch.setattr(setup, "resolve_compile", lambda value, device: True)
+    monkeypatch.setattr(setup, "resolve_cuda_graphs", lambda value, rt, accumulation: (not rt.compile, "on"))
+    data = make_dataset(tmp_path / "data", n_train=12, n_test=2)
+    result = _train(data, tmp_path / "run")
+    assert "Eager mode: CUDA-graph replay of the eager step is faster" in result.output
+    assert "CUDA graphs: on" in result.output
+    assert graphs_on_cpu.captures == 1
