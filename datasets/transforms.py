@@ -80,12 +80,16 @@ def _normalize_and_tensor() -> list:
     ]
 
 
-def build_train_transform(img_size: SizeLike, aug: Optional[Mapping[str, Any]] = None) -> A.Compose:
+def build_train_transform(img_size: SizeLike, aug: Optional[Mapping[str, Any]] = None,
+                          normalize: bool = True) -> A.Compose:
     """Training augmentation: crop/resize, flips, rotation, colour jitter, normalize.
 
     Args:
         img_size: Output size, ``int`` for square or ``(height, width)``.
         aug: Overrides of :data:`DEFAULT_TRAIN_AUG` (unknown keys raise).
+        normalize: False leaves the image uint8 ``(h, w, 3)`` and the mask a float32 array,
+            for a trainer that normalises on the device (a quarter of the bytes through the
+            loader; :class:`engine.inference.preprocess.DeviceNormalizer` gives the same numbers).
 
     Returns:
         Compose called as ``t(image=uint8 HxWx3 RGB, mask=float32 HxW)``,
@@ -132,7 +136,7 @@ def build_train_transform(img_size: SizeLike, aug: Optional[Mapping[str, Any]] =
             hue=cfg["hue"],
             p=cfg["color_p"],
         ))
-    return A.Compose(ops + _normalize_and_tensor())
+    return A.Compose(ops + (_normalize_and_tensor() if normalize else []))
 
 
 def build_eval_transform(img_size: Optional[SizeLike]) -> A.Compose:

@@ -4,6 +4,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from _train_helpers import TINY_ARGS, make_dataset, run_cli, run_subprocess, train_cmd
 
@@ -67,3 +68,20 @@ def test_make_synthetic_command(tmp_path):
     assert len(list((out / "Test" / "GT_Object").iterdir())) == 2
     image = cv2.imread(str(next((out / "Train" / "Image").iterdir())))
     assert image.shape[:2] == (64, 64)
+
+
+def test_training_images_travel_as_uint8_and_are_normalised_on_the_device():
+    import numpy as np
+
+    from datasets import build_eval_transform, build_train_transform
+    from engine.training.step import device_batch
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    out = build_train_transform(32, {"hflip_p": 0.0}, normalize=False)(image=pixels[0], mask=np.zeros((32, 32), np.float32))
+    assert out["image"].dtype == np.uint8 and out["image"].shape == (32, 32, 3)
+    batch = {"image": torch.from_numpy(pixels), "mask": torch.zeros(2, 1, 32, 32)}
+    images, masks = device_batch(batch, torch.device("cpu"))
+    expected = torch.stack([torch.as_tensor(build_eval_transform(None)(image=p)["image"]) for p in pixels])
+    assert images.shape == (2, 3, 32, 32) and torch.equal(images, expected)
+    assert masks.dtype == torch.float32

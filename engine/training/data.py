@@ -181,9 +181,12 @@ def build_train_data(
     augment = dict(data_cfg.get("augment") or {})
     # With skip_bad a file that still fails to load mid-epoch (changed on disk, a decoder
     # failure the check could not see) is reported and replaced, instead of ending the run.
-    train_ds = CODDataset(train, build_train_transform(img_size, augment or None), cache_size=cache,
-                          skip_unreadable=skip_bad)
-    light = build_train_transform(img_size, light_augment(augment))
+    # Training images leave the workers as uint8 and are normalised on the device
+    # (engine.training.step.device_batch): a quarter of the bytes through the loader's queues
+    # and the pin-memory copy, which kept graph-replayed steps waiting for data.
+    train_ds = CODDataset(train, build_train_transform(img_size, augment or None, normalize=False),
+                          cache_size=cache, skip_unreadable=skip_bad)
+    light = build_train_transform(img_size, light_augment(augment), normalize=False)
     val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache, skip_unreadable=skip_bad)
     log(f"Data: {len(train)} training and {len(val)} validation images (held out from training data).")
     return TrainData(

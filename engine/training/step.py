@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from engine.distributed import all_reduce_max
+from engine.inference.preprocess import DeviceNormalizer
 from engine.runtime import autocast_context
 from engine.training.graphed_step import CUDAGraphStep
 from engine.training.meters import LOSS_TERMS
@@ -151,7 +152,11 @@ class GraphedTrainStep:
             self.done += 1
             return
         if self.graph is None:
-            images, masks = device_batch(batch, run.runtime.device)
+            # The graph's inputs are the batch as the loader sends it (uint8 images): the
+            # normalisation is part of the captured step.
+            device = run.runtime.device
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
             run.optimizer.zero_grad(set_to_none=True)
 
             def body(images: torch.Tensor, masks: torch.Tensor):
@@ -165,9 +170,23 @@ class GraphedTrainStep:
         finish_update(run)
 
 
+_NORMALISERS: Dict[torch.device, DeviceNormalizer] = {}
+
+
 def device_batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A micro-batch's images (channels-last on CUDA) and float masks on ``device``."""
-    images = batch["image"].to(device, non_blocking=True)
+    """A micro-batch's images (normalised, channels-last on CUDA) and float masks on ``device``.
+
+    Images come as the training loader sends them, ``(B, h, w, 3)`` uint8, and are normalised
+    here (inside a captured step when graphs are on); float ``(B, 3, h, w)`` images are taken as
+    already normalised.
+    """
+    images = batch["image"]
+    if images.dtype == torch.uint8:
+        if device not in _NORMALISERS:
+            _NORMALISERS[device] = DeviceNormalizer(device)
+        images = _NORMALISERS[device](images)  # (B, h, w, 3) uint8 -> (B, 3, h, w) float32
+    else:
+        images = images.to(device, non_blocking=True)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images, batch["mask"].to(device, non_blocking=True).float()
