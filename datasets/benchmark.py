@@ -74,7 +74,8 @@ def benchmark_data_pipeline(
 
     with tempfile.TemporaryDirectory(prefix="camoxpert-bench-") as tmp:
         samples = _write_sources(Path(tmp), n_images, src_size, seed)
-        dataset = CODDataset(samples, build_train_transform(img_size, aug))
+        # As train's loader runs it: uint8 out, normalised later on the device.
+        dataset = CODDataset(samples, build_train_transform(img_size, aug, normalize=False))
         result: Dict[str, Any] = {"img_size": img_size, "src_size": src_size, "workers": workers}
 
         if workers == 0:

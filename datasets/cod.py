@@ -59,7 +59,8 @@ class CODDataset(Dataset):
 
     Each item is a dict:
 
-    * ``"image"``: float32 ``(3, H, W)``, ImageNet-normalized.
+    * ``"image"``: float32 ``(3, H, W)``, ImageNet-normalized (uint8 ``(H, W, 3)`` with a
+      transform that does not normalise, as ``train``'s loader uses).
     * ``"mask"``: float32 ``(1, H, W)`` in ``[0, 1]`` (soft masks stay soft).
     * ``"orig_size"``: int64 ``(2,)``, ``[h, w]`` of the ground-truth file;
       metrics must be computed at this size (resize the prediction, never the
@@ -188,13 +189,16 @@ class CODDataset(Dataset):
                                  f"first failure: {next(iter(self.skipped.values()), '')}")
         image, mask, orig = loaded
         out = _apply(self.transform, image, mask)
+        image_t = out["image"]
+        if not isinstance(image_t, torch.Tensor):  # a transform without normalisation: (H, W, 3) uint8
+            image_t = torch.from_numpy(np.ascontiguousarray(image_t))
         mask_t = out["mask"]
         if not isinstance(mask_t, torch.Tensor):
             mask_t = torch.from_numpy(np.ascontiguousarray(mask_t))
         if mask_t.ndim == 2:
             mask_t = mask_t.unsqueeze(0)  # (H, W) -> (1, H, W)
         return {
-            "image": out["image"],
+            "image": image_t,
             "mask": mask_t.float(),
             "orig_size": torch.tensor(orig, dtype=torch.long),
             "index": index,
