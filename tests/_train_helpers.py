@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from click.testing import CliRunner
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,3 +73,15 @@ def run_subprocess(cmd: Sequence[str], timeout: float = 240, env=None) -> subpro
 def load_ckpt(path: Path) -> dict:
     """Exactly how evaluate/predict load: ``torch.load(weights_only=True)``."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class RecordOps(TorchDispatchMode):
+    """Names of the aten operations run inside the block (``_local_scalar_dense`` is a host read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: List[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))

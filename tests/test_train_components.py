@@ -285,16 +285,7 @@ def test_cuda_graphs_are_used_only_where_exact():
 
 
 def test_ema_fold_never_reads_its_weight_on_the_host():
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class RecordOps(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
+    from _train_helpers import RecordOps
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     ema = ModelEma(model, decay=0.9)

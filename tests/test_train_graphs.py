@@ -12,12 +12,11 @@ import json
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import engine.training.setup as setup
 import engine.training.step as step
 from engine.checkpoint import load_checkpoint
-from _train_helpers import TINY_ARGS, make_dataset, run_cli
+from _train_helpers import TINY_ARGS, RecordOps, make_dataset, run_cli
 
 
 class _EagerGraph:
@@ -35,22 +34,10 @@ class _EagerGraph:
     def __call__(self, *inputs):
         for static, new in zip(self.static_inputs, inputs):
             static.copy_(new)
-        with _RecordOps() as recorded:
+        with RecordOps() as recorded:
             out = self.body(*self.static_inputs)
         type(self).replayed_ops.extend(recorded.ops)
         return out
-
-
-class _RecordOps(TorchDispatchMode):
-    """Names of the aten operations run inside the block."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
 
 
 class _Stream:
