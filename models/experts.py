@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import SDTAEncoder
+from .resize import resize
 
 __all__ = [
     "EXPERT_TYPES",
@@ -129,13 +130,20 @@ class EdgeExpert(nn.Module):
         sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
         laplace = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]) / 4.0
         kernels = torch.stack([sobel_x, sobel_x.t(), laplace])  # (3, 3, 3)
-        # (3*dim, 1, 3, 3): with groups=dim each channel yields its three edge responses.
+        # (3*dim, 1, 3, 3): channel 3c+j of the tripled map gets filter j of channel c.
         self.register_buffer("kernels", kernels.repeat(dim, 1, 1).unsqueeze(1), persistent=False)
         self.dim = dim
         self.fuse = nn.Sequential(_pw(3 * dim, dim), nn.GELU(), zero_init_(_pw(dim, dim)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        edges = F.conv2d(x, self.kernels.to(x.dtype), padding=1, groups=self.dim)  # (B, 3C, H, W)
+        B, C, H, W = x.shape
+        # Each channel three times in a row, built channels-last, then one plain depthwise conv
+        # (groups = 3C). The same filters as a grouped conv with 3 outputs per group
+        # (groups = C): measured on an H100, cuDNN ran that one as ~64 kernel launches, 0.4 ms
+        # of host time for a 12x12 map.
+        tripled = x.permute(0, 2, 3, 1).unsqueeze(-1).expand(B, H, W, C, 3)  # (B, H, W, C, 3)
+        tripled = tripled.reshape(B, H, W, 3 * C).permute(0, 3, 1, 2)  # (B, 3C, H, W)
+        edges = F.conv2d(tripled, self.kernels.to(x.dtype), padding=1, groups=3 * C)  # (B, 3C, H, W)
         return self.fuse(edges.abs())
 
 
@@ -156,10 +164,14 @@ class SemanticContextExpert(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         r = self.reduce(x)  # (B, C/4, H, W)
-        context = sum(
-            F.interpolate(F.adaptive_avg_pool2d(r, b), size=size, mode="bilinear", align_corners=False)
-            for b in self.bins
-        )
+        context = None
+        for b in self.bins:
+            pooled = F.adaptive_avg_pool2d(r, b)  # (B, C/4, b, b)
+            # A 1x1 bin resized bilinearly is a constant map: it joins the sum by broadcasting.
+            pooled = pooled if b == 1 else resize(pooled, size)
+            context = pooled if context is None else context + pooled
+        if context.shape[-2:] != size:  # only 1x1 bins
+            context = context.expand_as(r)
         return self.fuse(F.gelu(torch.cat([x, context], dim=1)))
 
 

@@ -119,28 +119,44 @@ class MoELayer(nn.Module):
         self.norm = nn.BatchNorm2d(dim)
         self.router = Router(dim, self.num_experts, routing)
 
-    def route(self, x: torch.Tensor):
-        """Router probabilities, gates and dispatch mask, each (B, E, h, w) (h = w = 1 per image)."""
-        logits = self.router(x).float()
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.router(x).float()  # (B, E, h, w)
         if self.training and self.router_noise > 0:
             logits = logits + torch.randn_like(logits) * self.router_noise
-        probs = logits.softmax(dim=1)  # (B, E, h, w)
-        top_p, top_i = probs.topk(self.top_k, dim=1)  # (B, k, h, w)
+        return logits
+
+    def _gates(self, logits: torch.Tensor, probs: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, E, h, w) gates: each token's top-k probabilities, zero for the experts it skips."""
+        top_logits, top_i = logits.topk(self.top_k, dim=1)  # (B, k, h, w)
         if self.top_k > 1:
-            top_p = top_p / top_p.sum(dim=1, keepdim=True)
-        # With k == 1 the raw probability is the gate (as in Switch); renormalising it to 1
-        # would cut the router off from the task gradient.
-        gates = torch.zeros_like(probs).scatter(1, top_i, top_p)
+            # The top-k probabilities renormalised to sum to 1 are the softmax over the chosen
+            # logits alone: the same gates without a full softmax, a sum and a division.
+            top_p = top_logits.softmax(dim=1)
+        else:
+            # With k == 1 the raw probability is the gate (as in Switch); renormalising it to 1
+            # would cut the router off from the task gradient.
+            top_p = (logits.softmax(dim=1) if probs is None else probs).gather(1, top_i)
+        return torch.zeros_like(logits).scatter(1, top_i, top_p)
+
+    def route(self, x: torch.Tensor):
+        """Router probabilities, gates and dispatch mask, each (B, E, h, w) (h = w = 1 per image)."""
+        logits = self._logits(x)
+        probs = logits.softmax(dim=1)
+        gates = self._gates(logits, probs)
         return probs, gates, gates > 0
 
     def forward(self, x: torch.Tensor) -> MoEOutput:
         h = self.norm(x)
-        probs, gates, dispatch = self.route(h)
+        logits = self._logits(h)
+        # Full probabilities feed only the balance loss, a training signal: eval skips them.
+        probs = logits.softmax(dim=1) if self.training else None
+        gates = self._gates(logits, probs)
         # One stack + one weighted reduction: at these map sizes the cost is kernel launches.
         ys = torch.stack([expert(h) for expert in self.experts], dim=1)  # (B, E, C, H, W)
         out = (ys * gates.unsqueeze(2).to(ys.dtype)).sum(dim=1)  # (B, C, H, W)
-        if not self.training:  # the balance statistics are training signals: no kernels for them
+        if not self.training:
             return MoEOutput(x + out.to(x.dtype), None, None)
+        dispatch = gates > 0
         aux = switch_balance_loss(probs, dispatch, self.top_k)
         load = dispatch.float().mean(dim=[d for d in range(dispatch.dim()) if d != 1]).detach()  # (E,)
         return MoEOutput(x + out.to(x.dtype), aux, load)

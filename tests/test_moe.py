@@ -129,3 +129,41 @@ def test_balance_statistics_only_in_training():
     with torch.no_grad():
         evaluated = moe.eval()(x)
     assert evaluated.aux_loss is None and evaluated.load is None
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_gates_are_renormalised_top_k_probabilities(top_k):
+    moe = _moe(top_k=top_k).eval()
+    with torch.no_grad():
+        probs, gates, dispatch = moe.route(moe.norm(torch.randn(2, 32, 6, 6)))
+    top_p, top_i = probs.topk(top_k, dim=1)  # (B, k, h, w)
+    if top_k > 1:
+        top_p = top_p / top_p.sum(dim=1, keepdim=True)
+    expected = torch.zeros_like(probs).scatter(1, top_i, top_p)
+    assert torch.allclose(gates, expected, atol=1e-6)
+    assert torch.equal(dispatch, expected > 0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_edge_expert_applies_three_filters_to_every_channel(channels_last):
+    expert = _randomise_(build_experts(["edge"], 16)[0])
+    x = torch.randn(2, 16, 7, 9)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    # The reference: a grouped conv with three output channels per input channel.
+    edges = torch.nn.functional.conv2d(x, expert.kernels, padding=1, groups=16)  # (B, 3C, H, W)
+    with torch.no_grad():
+        assert torch.allclose(expert(x), expert.fuse(edges.abs()), atol=1e-5)
+
+
+def test_context_expert_matches_resized_pyramid_bins():
+    expert = _randomise_(build_experts(["context"], 32)[0])
+    x = torch.randn(2, 32, 8, 12)
+    F = torch.nn.functional
+    with torch.no_grad():
+        r = expert.reduce(x)
+        context = sum(
+            F.interpolate(F.adaptive_avg_pool2d(r, b), size=(8, 12), mode="bilinear", align_corners=False)
+            for b in expert.bins
+        )
+        assert torch.allclose(expert(x), expert.fuse(F.gelu(torch.cat([x, context], dim=1))), atol=1e-5)
