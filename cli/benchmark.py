@@ -30,11 +30,13 @@ def format_report(r: dict) -> str:
             f"{_fmt(m['peak_train_mem_mb'], '.0f'):>15}"
         )
     ratio = r["ratio_to_backbone"]
-    lines.append(f"ratio to backbone: train {ratio['train']:.2f}, inference {ratio['inference']:.2f}"
-                 + (f", inference replayed from a CUDA graph {ratio['inference_cuda_graph']:.2f} "
-                    f"({_fmt(r['model']['infer_cuda_graph_img_per_s'])} against "
-                    f"{_fmt(r['backbone_alone']['infer_cuda_graph_img_per_s'])} img/s)"
-                    if "inference_cuda_graph" in ratio else ""))
+    line = f"ratio to backbone: train {ratio['train']:.2f}, inference {ratio['inference']:.2f}"
+    for key, what in (("train_cuda_graph", "train"), ("infer_cuda_graph", "inference")):
+        name = key.replace("infer_", "inference_")
+        if name in ratio:
+            line += (f", {what} replayed from a CUDA graph {ratio[name]:.2f} ({_fmt(r['model'][key + '_img_per_s'])} "
+                     f"against {_fmt(r['backbone_alone'][key + '_img_per_s'])} img/s)")
+    lines.append(line)
     firsts = [(label, r[key]) for key, label in (("backbone_alone", "backbone"), ("model", "CamoXpert"))
               if "first_train_step_s" in r[key]]
     if firsts:

@@ -33,17 +33,18 @@ def test_benchmark_rejects_bad_override():
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
 
 
-def test_report_shows_the_cuda_graph_inference_ratio_when_measured():
+def test_report_shows_the_cuda_graph_ratios_when_measured():
     from cli.benchmark import format_report
 
     row = {"train_img_per_s": 400.0, "infer_img_per_s": 2000.0, "latency_b1_ms": 8.0,
            "latency_b1_cuda_graph_ms": 1.4, "peak_train_mem_mb": 1800.0}
     r = {"gpu": "GPU X", "device": "cuda", "backbone": "edgenext_small", "batch_size": 16, "img_size": 384,
          "dtype": "bfloat16", "compile": False,
-         "backbone_alone": {**row, "infer_cuda_graph_img_per_s": 4000.0},
-         "model": {**row, "infer_cuda_graph_img_per_s": 3000.0},
-         "ratio_to_backbone": {"train": 1.0, "inference": 1.0, "inference_cuda_graph": 0.75}}
+         "backbone_alone": {**row, "infer_cuda_graph_img_per_s": 4000.0, "train_cuda_graph_img_per_s": 1000.0},
+         "model": {**row, "infer_cuda_graph_img_per_s": 3000.0, "train_cuda_graph_img_per_s": 800.0},
+         "ratio_to_backbone": {"train": 1.0, "inference": 1.0, "train_cuda_graph": 0.8, "inference_cuda_graph": 0.75}}
     text = format_report(r)
+    assert "train replayed from a CUDA graph 0.80 (800.0 against 1000.0 img/s)" in text
     assert "inference replayed from a CUDA graph 0.75 (3000.0 against 4000.0 img/s)" in text
-    del r["ratio_to_backbone"]["inference_cuda_graph"]
+    del r["ratio_to_backbone"]["inference_cuda_graph"], r["ratio_to_backbone"]["train_cuda_graph"]
     assert "CUDA graph" not in format_report(r).splitlines()[-1]

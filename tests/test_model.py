@@ -142,14 +142,3 @@ def test_whole_model_traces_as_one_graph(training):
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 64, 64))
     assert explanation.graph_break_count == 0, [str(r.reason) for r in explanation.break_reasons]
     assert explanation.graph_count == 1
-
-
-def test_resize_keeps_the_map_dtype_under_autocast():
-    from models.resize import resize
-
-    x = torch.randn(1, 4, 6, 6)
-    with torch.autocast("cpu", torch.bfloat16):
-        y = resize(x.bfloat16(), (12, 12))
-    assert y.dtype == torch.bfloat16 and y.shape == (1, 4, 12, 12)
-    expected = torch.nn.functional.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False)
-    assert torch.allclose(resize(x, (12, 12)), expected)

@@ -95,12 +95,27 @@ def test_graphed_updates_train_like_eager_ones(tmp_path, graphs_on_cpu, monkeypa
             assert ra["step"] == rb["step"] and ra["lr"] == rb["lr"] and ra["train_loss"] == rb["train_loss"]
 
 
-def test_auto_compile_gives_way_to_cuda_graphs(tmp_path, graphs_on_cpu, monkeypatch):
-    # As on a GPU: auto would compile, and graphs are possible only without compiling.
-    monkeypatch.setattr(setup, "resolve_compile", lambda value, device: True)
-    monkeypatch.setattr(setup, "resolve_cuda_graphs", lambda value, rt, accumulation: (not rt.compile, "on"))
+class _FailingCompiled(torch.nn.Module):
+    """A compiled model that fails at its first call, as a compiler error would."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        raise RuntimeError("backend compiler failed (stand-in)")
+
+
+@pytest.mark.parametrize("compiler_fails", [False, True])
+def test_compiled_step_is_captured_too(tmp_path, graphs_on_cpu, monkeypatch, compiler_fails):
+    # A CPU stand-in for the compiler: the real one's step is captured like an eager one on a GPU.
+    compiled = []
+    monkeypatch.setattr(setup, "compile_model",
+                        lambda model: compiled.append(model) or (_FailingCompiled(model) if compiler_fails else model))
     data = make_dataset(tmp_path / "data", n_train=12, n_test=2)
-    result = _train(data, tmp_path / "run")
-    assert "Eager mode: CUDA-graph replay of the eager step is faster" in result.output
+    result = _train(data, tmp_path / "run", "--compile")
+    assert len(compiled) == 1
     assert "CUDA graphs: on" in result.output
-    assert graphs_on_cpu.captures == 1
+    assert ("torch.compile failed (RuntimeError: backend compiler failed" in result.output) == compiler_fails
+    assert graphs_on_cpu.captures == 1  # stage 2's capture, of the eager model after a failed compile
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 6

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from engine.compile import compile_model
 from engine.inference.cuda_graph import CudaGraphInference
 from engine.runtime import autocast_context as _autocast
+from engine.training.graphed_step import CUDAGraphStep, capturable_adamw
 from models import build_backbone, build_model, count_parameters, set_attention_backend
 from models.attention import ATTENTION_BACKENDS, FUSED_SDPA_KERNELS, math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
@@ -94,6 +95,7 @@ class _Workload:
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.graph_b1: Optional[CudaGraphInference] = None
         self.graph_batch: Optional[CudaGraphInference] = None
+        self.graph_train: Optional[CUDAGraphStep] = None
 
     def train_step(self):
         self.module.train()
@@ -103,6 +105,24 @@ class _Workload:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
+
+    def train_graph(self):
+        """The training step replayed from one captured CUDA graph, as ``train`` runs it."""
+        if self.graph_train is None:
+            # Its own capturable AdamW (device-side step counters), as the trainer builds it.
+            params = [p for p in self.module.parameters() if p.requires_grad]
+            opt = capturable_adamw(params, 1e-4, 0.01, self.device)
+
+            def body(x):
+                self.module.train()
+                with _autocast(self.device, self.dtype):
+                    loss = benchmark_loss(self.module(x))
+                loss.backward()
+                opt.step()
+                return (loss.detach(),)
+
+            self.graph_train = CUDAGraphStep(body, opt, [self.x], warmup_steps=3)
+        return self.graph_train(self.x)
 
     def infer(self, x=None):
         self.module.eval()
@@ -125,14 +145,14 @@ class _Workload:
             self.graph_batch = CudaGraphInference(self.module, self.x, self.dtype)
         return self.graph_batch(self.x)
 
-    def can_capture(self) -> Optional[str]:
-        """None when the inference graphs capture, else why not (e.g. a host copy inside)."""
+    def can_capture(self, methods: Sequence[str]) -> Optional[str]:
+        """None when the graphs of ``methods`` capture, else why not (e.g. a host copy inside)."""
         try:
-            self.infer_b1_graph()
-            self.infer_graph()
+            for method in methods:
+                getattr(self, method)()
             return None
         except RuntimeError as exc:
-            self.graph_b1 = self.graph_batch = None
+            self.graph_b1 = self.graph_batch = self.graph_train = None
             torch.cuda.synchronize(self.device)
             return str(exc).splitlines()[0][:200]
 
@@ -173,10 +193,14 @@ def compare_workloads(
         for key, method in (("first_train_step_s", "train_step"), ("first_infer_s", "infer")):
             progress(f"{name}: first {method.replace('_', ' ')} (compiles with --compile)")
             first_calls[name][key] = _time_once(getattr(w, method), w.device)
-    graph_metrics = {"latency_b1_cuda_graph_ms": "infer_b1_graph", "infer_batch_cuda_graph_ms": "infer_graph"}
+    graph_metrics = {"train_step_cuda_graph_ms": "train_graph", "infer_batch_cuda_graph_ms": "infer_graph"}
+    if batch1:
+        graph_metrics["latency_b1_cuda_graph_ms"] = "infer_b1_graph"
+    if first.dtype == torch.float16:  # fp16 loss scaling decides on the host: train cannot replay it
+        del graph_metrics["train_step_cuda_graph_ms"]
     capture_errors = {}
     if cuda_graphs and first.device.type == "cuda":
-        capture_errors = {name: w.can_capture() for name, w in workloads.items()}
+        capture_errors = {name: w.can_capture(list(graph_metrics.values())) for name, w in workloads.items()}
         if not any(capture_errors.values()):
             metrics.update(graph_metrics)
     samples = {name: {m: [] for m in metrics} for name in workloads}
@@ -193,6 +217,8 @@ def compare_workloads(
         med["infer_img_per_s"] = w.batch_size / med["infer_batch_ms"] * 1e3
         if "infer_batch_cuda_graph_ms" in med:
             med["infer_cuda_graph_img_per_s"] = w.batch_size / med["infer_batch_cuda_graph_ms"] * 1e3
+        if "train_step_cuda_graph_ms" in med:
+            med["train_cuda_graph_img_per_s"] = w.batch_size / med["train_step_cuda_graph_ms"] * 1e3
         med["peak_train_mem_mb"] = peaks[name]
         med.update(first_calls[name])
         if capture_errors.get(name):
@@ -304,8 +330,10 @@ def run_benchmark(
         "backbone_alone": _Workload(maybe_compile(ref), device, batch_size, img_size, dtype, channels_last),
         "model": _Workload(maybe_compile(model), device, batch_size, img_size, dtype, channels_last),
     }
-    # CUDA-graph capture of a compiled module is torch.compile's own job (mode="reduce-overhead").
-    result.update(compare_workloads(workloads, warmup, iters, rounds, cuda_graphs=not compile, batch1=not compile,
+    # Compiled modules are captured too (Inductor's default mode leaves graphs to the caller), as
+    # train captures its compiled step; reduce-overhead mode brings its own graphs.
+    graphs = compile_mode != "reduce-overhead" if compile else True
+    result.update(compare_workloads(workloads, warmup, iters, rounds, cuda_graphs=graphs, batch1=not compile,
                                     progress=progress))
     del workloads
     m, b = result["model"], result["backbone_alone"]
@@ -313,11 +341,12 @@ def run_benchmark(
         "train": m["train_img_per_s"] / b["train_img_per_s"],
         "inference": m["infer_img_per_s"] / b["infer_img_per_s"],
     }
-    if "infer_cuda_graph_img_per_s" in m and "infer_cuda_graph_img_per_s" in b:
-        # the path predict, evaluate and the API take on a GPU
-        result["ratio_to_backbone"]["inference_cuda_graph"] = m["infer_cuda_graph_img_per_s"] / b["infer_cuda_graph_img_per_s"]
-    progress(f"ratio to backbone: train {result['ratio_to_backbone']['train']:.3f}, "
-             f"inference {result['ratio_to_backbone']['inference']:.3f}")
+    # The graph-replayed paths: train's step (train_cuda_graph), predict/evaluate/API (inference_cuda_graph).
+    for key in ("train_cuda_graph", "infer_cuda_graph"):
+        if f"{key}_img_per_s" in m and f"{key}_img_per_s" in b:
+            name = key.replace("infer_", "inference_")
+            result["ratio_to_backbone"][name] = m[f"{key}_img_per_s"] / b[f"{key}_img_per_s"]
+    progress("ratio to backbone: " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratio_to_backbone"].items()))
 
     if attention_backends:
         progress("attention backends in the model")

@@ -238,7 +238,11 @@ class Trainer:
             try:
                 run.graphed(run, batches[0])
                 return
-            except Exception as exc:  # noqa: BLE001 - any capture failure
+            except Exception as exc:  # noqa: BLE001 - any capture or compiler failure
+                if self._compile_failed(run, exc):  # the first eager update compiles
+                    run.graphed.reset()
+                    run.graphed(run, batches[0])
+                    return
                 if run.graphed.captured or run.graphed.done < run.graphed.eager_steps:
                     raise  # an eager update or a replay failed: a real error, not the capture
                 self.log(f"CUDA-graph capture failed ({type(exc).__name__} at {raised_at(exc)}: "
@@ -249,14 +253,20 @@ class Trainer:
         try:
             train_step(run, batches)
         except Exception as exc:  # noqa: BLE001 - any compiler failure
-            if not run.compiled or run.step > 0 and run.step_s:
+            if not self._compile_failed(run, exc):
                 raise
-            self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                     f"continuing without compiling.")
-            run.optimizer.zero_grad(set_to_none=True)
-            run.train_model = eager_model(run)
-            run.compiled = False
             train_step(run, batches)
+
+    def _compile_failed(self, run: RunState, exc: Exception) -> bool:
+        """Whether ``exc`` is a compiled model failing its first update; if so, go on eagerly."""
+        if not run.compiled or run.step > 0 and run.step_s:
+            return False
+        self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                 f"continuing without compiling.")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.train_model = eager_model(run)
+        run.compiled = False
+        return True
 
     def _measured(self, run: RunState, probe: StepTimeProbe, loaders: RunLoaders) -> None:
         """The step time is known: log it (and the compile time), size a budgeted schedule."""
