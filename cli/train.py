@@ -99,7 +99,7 @@ def _resolve(config_file, flags, set_items, base=None) -> Dict[str, Any]:
 @click.option("--deep-supervision/--no-deep-supervision", default=None, help="Side-output losses " + _default("model.deep_supervision") + ".")
 @click.option("--use-ema/--no-ema", default=None, help="Keep EMA weights, validate and save them " + _default("train.use_ema") + ".")
 @click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the model [default: on for CUDA devices, off on CPU; a failed compile falls back to eager].")
+              help="torch.compile the model (its step is still replayed from a CUDA graph) [default: on CUDA devices for runs of 1 h or 50,000 steps and more, off on CPU; a failed compile falls back to eager].")
 @click.option("--time-budget", type=str, default=None,
               help="Wall-time budget such as 8h30m, 90m or 240s: the schedule is sized to end, checkpoints written, "
                    "inside it. With --resume: a new budget for this session (without it, the rest of the saved one).")

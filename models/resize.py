@@ -11,8 +11,8 @@ Two concerns, both exact:
   H100 (384 px, batch 16, bf16) those scatters took 0.72 ms of the 3.0 ms the head adds to
   the backbone. Under ``torch.compile`` an upsampling by whole factors is written instead as
   weighted sums of shifted copies (:func:`upsample_by_shifts`), the same numbers, which
-  compile to fused elementwise kernels in both directions. Eager code, export and other sizes
-  keep ``F.interpolate``.
+  compile to fused elementwise kernels in both directions. Eager code, dynamic shapes (export)
+  and other sizes keep ``F.interpolate``.
 """
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ def _whole_factors(x: torch.Tensor, size: Tuple[int, int]) -> Optional[Tuple[int
 def _bilinear(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == size:
         return x  # interpolate to the same size is the identity
-    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+    # Not ``is_exporting()``: torch 2.11's dynamo folds it to True under torch.compile too. Export
+    # traces dynamic heights and widths, which _whole_factors leaves to interpolate.
+    if torch.compiler.is_compiling():
         factors = _whole_factors(x, size)
         if factors is not None:
             return upsample_by_shifts(x, factors)

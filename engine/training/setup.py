@@ -38,9 +38,11 @@ __all__ = ["COMPILE_MIN_BUDGET_S", "COMPILE_MIN_STEPS", "RunData", "build_data",
 
 #: ``train.compile: auto`` compiles only runs at least this long (time budget, in seconds) ...
 COMPILE_MIN_BUDGET_S = 3600.0
-#: ... or, without a budget, with at least this many planned optimizer steps. Measured on an
-#: H100 (2026-11-24, edgenext_small, 384 px, batch 16): compiling took 154 s in a fresh process
-#: with a cold inductor cache and 34 s with a warm one, so shorter runs lose more than it wins.
+#: ... or, without a budget, with at least this many planned optimizer steps. Measured in
+#: ``train`` on an H100 (2026-11-24, edgenext_small, 384 px, batch 16, bf16, both replayed from
+#: CUDA graphs): a compiled update took 11 ms against 19 ms eager, and compiling took 139 s in a
+#: fresh process (34 s with a warm inductor cache), so a run needs ~17,000 updates to win it back;
+#: slower host CPUs compile for longer, hence the margin.
 COMPILE_MIN_STEPS = 50_000
 
 
