@@ -48,3 +48,40 @@ def test_report_shows_the_cuda_graph_ratios_when_measured():
     assert "inference replayed from a CUDA graph 0.75 (3000.0 against 4000.0 img/s)" in text
     del r["ratio_to_backbone"]["inference_cuda_graph"], r["ratio_to_backbone"]["train_cuda_graph"]
     assert "CUDA graph" not in format_report(r).splitlines()[-1]
+
+
+def test_graphed_benchmark_step_trains_like_the_eager_step(monkeypatch):
+    # A CPU stand-in for the capture: it runs the body for the warm-up steps, then at every
+    # "replay", as a graph replays what it captured. The step it times must be the eager step.
+    import torch
+
+    import engine.tools.benchmark as bench
+    from models import build_model
+
+    class EagerGraph:
+        def __init__(self, body, optimizer, sample_inputs, warmup_steps=3):
+            self.body, self.inputs = body, [t.clone() for t in sample_inputs]
+            for _ in range(warmup_steps):
+                optimizer.zero_grad(set_to_none=True)
+                body(*self.inputs)
+            optimizer.zero_grad(set_to_none=True)
+
+        def __call__(self, *inputs):
+            return self.body(*self.inputs)
+
+    monkeypatch.setattr(bench, "CUDAGraphStep", EagerGraph)
+    workloads = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model(backbone="edgenext_xx_small", dim=32, router_noise=0.0)
+        workloads.append(bench._Workload(model, torch.device("cpu"), 2, 64, None, channels_last=False))
+    workloads[1].x.copy_(workloads[0].x)
+    eager, graphed = workloads
+    before = eager.module.decoder.head[1].weight.detach().clone()
+    for _ in range(4):  # the graph's 3 warm-up steps and one replay
+        eager.train_step()
+    graphed.train_graph()
+    assert graphed.graph_train is not None
+    for (name, a), b in zip(eager.module.named_parameters(), graphed.module.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert not torch.equal(eager.module.decoder.head[1].weight, before)  # the steps did train
