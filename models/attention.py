@@ -13,6 +13,7 @@ switches a built model without touching its weights.
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -168,22 +169,38 @@ class SDTAEncoder(nn.Module):
         with sdpa_kernel_context(self.attn_backend):
             return F.scaled_dot_product_attention(q, k, v)
 
-    def _tokens_attention(self, t: torch.Tensor) -> torch.Tensor:
+    def _tokens_attention(self, t: torch.Tensor, core_dtype: Optional[torch.dtype]) -> torch.Tensor:
         B, N, C = t.shape
         qkv = self.qkv(self.norm1(t))  # (B, N, 3C)
+        if core_dtype is not None:
+            qkv = qkv.to(core_dtype)  # one cast for q, k and v
         qkv = qkv.view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
         q, k, v = qkv.unbind(0)
         out = self.attend(q, k, v)  # (B, nh, N, hd)
-        out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
+        out = out.transpose(1, 2).reshape(B, N, C).to(t.dtype)  # (B, N, C)
         return self.proj(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W) in the parameters' dtype.
+
+        Under autocast only the attention core (q, k, v and the SDPA or math kernel) runs in the
+        autocast dtype, which the fused kernels need; the convolution, norms and linear layers
+        compute in the parameters' dtype. On the small token maps this block sits on, their cost
+        is kernel launches, and autocast would add a cast of every weight (and its gradient).
+        """
+        device_type = x.device.type
+        core_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        # Without autocast no context is entered, so tracing exporters see plain ops.
+        with torch.autocast(device_type, enabled=False) if core_dtype is not None else contextlib.nullcontext():
+            return self._forward(x.to(self.qkv.weight.dtype), core_dtype)
+
+    def _forward(self, x: torch.Tensor, core_dtype: Optional[torch.dtype]) -> torch.Tensor:
         B, C, H, W = x.shape
         y = F.avg_pool2d(x, self.pool) if self.pool > 1 else x
         y = y + self.pos(y)
         h, w = y.shape[-2:]
         t = y.flatten(2).transpose(1, 2)  # (B, N=h*w, C)
-        t = t + self._drop_path(self._tokens_attention(t))
+        t = t + self._drop_path(self._tokens_attention(t, core_dtype))
         t = t + self._drop_path(self.mlp(self.norm2(t)))
         y_out = t.transpose(1, 2).reshape(B, C, h, w)  # (B, C, h, w)
         if self.pool > 1:

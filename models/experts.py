@@ -74,6 +74,11 @@ class AttentionExpert(nn.Module):
         pool: pooling before attention, so tokens stay at <= 1/16 input resolution.
     """
 
+    # The MoE layer computes in float32 under autocast; this expert runs under the caller's
+    # autocast instead, where the encoder takes its attention core to half precision (the
+    # fused SDPA kernels need it) and keeps the rest in float32.
+    runs_under_autocast = True
+
     def __init__(self, dim: int, num_heads: int = 8, use_flash_attn: bool = True, pool: int = 1, **_):
         super().__init__()
         self.encoder = SDTAEncoder(dim, num_heads=num_heads, use_flash_attn=use_flash_attn, pool=pool)

@@ -9,12 +9,19 @@ At the stride-32 (default) and stride-16 maps the layer sits on (144 and 576 tok
 every expert densely costs few FLOPs; what it saves is the gather/scatter of a sparse dispatch
 and the samples a capacity limit would drop.
 
+For the same reason the layer computes in its parameters' dtype (float32) under autocast: on maps
+this small the GPU time is set by kernel launches, not arithmetic, and autocast would add a
+cast of every expert weight (and of its gradient) to each step. Only experts that ask for it
+(``runs_under_autocast``: the attention expert, whose fused SDPA kernels need half precision)
+run under the caller's autocast.
+
 * ``routing="token"`` (default): each pixel picks its own top-k experts, so object, boundary
   and background can use different experts within one image.
 * ``routing="image"``: the router sees the pooled map and one top-k choice holds for the image.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -146,17 +153,31 @@ class MoELayer(nn.Module):
         return probs, gates, gates > 0
 
     def forward(self, x: torch.Tensor) -> MoEOutput:
-        h = self.norm(x)
-        logits = self._logits(h)
-        # Full probabilities feed only the balance loss, a training signal: eval skips them.
-        probs = logits.softmax(dim=1) if self.training else None
-        gates = self._gates(logits, probs)
-        # One stack + one weighted reduction: at these map sizes the cost is kernel launches.
-        ys = torch.stack([expert(h) for expert in self.experts], dim=1)  # (B, E, C, H, W)
-        out = (ys * gates.unsqueeze(2).to(ys.dtype)).sum(dim=1)  # (B, C, H, W)
+        device_type = x.device.type
+        # The caller's autocast dtype (None without autocast), for the experts that run under it.
+        outer = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        # Everything else computes in the parameters' dtype: no per-weight casts (module docstring).
+        # Without autocast no context is entered, so tracing exporters see plain ops.
+        with torch.autocast(device_type, enabled=False) if outer is not None else contextlib.nullcontext():
+            h = self.norm(x.to(self.norm.weight.dtype))
+            logits = self._logits(h)
+            # Full probabilities feed only the balance loss, a training signal: eval skips them.
+            probs = logits.softmax(dim=1) if self.training else None
+            gates = self._gates(logits, probs)
+            # One stack + one weighted reduction: at these map sizes the cost is kernel launches.
+            ys = torch.stack([self._expert(expert, h, outer) for expert in self.experts], dim=1)  # (B, E, C, H, W)
+            out = (ys * gates.unsqueeze(2).to(ys.dtype)).sum(dim=1)  # (B, C, H, W)
         if not self.training:
             return MoEOutput(x + out.to(x.dtype), None, None)
         dispatch = gates > 0
         aux = switch_balance_loss(probs, dispatch, self.top_k)
         load = dispatch.float().mean(dim=[d for d in range(dispatch.dim()) if d != 1]).detach()  # (E,)
         return MoEOutput(x + out.to(x.dtype), aux, load)
+
+    @staticmethod
+    def _expert(expert: nn.Module, h: torch.Tensor, outer: Optional[torch.dtype]) -> torch.Tensor:
+        """One expert's update, under the caller's autocast if the expert asks for it."""
+        if outer is None or not getattr(expert, "runs_under_autocast", False):
+            return expert(h)
+        with torch.autocast(h.device.type, dtype=outer):
+            return expert(h).to(h.dtype)

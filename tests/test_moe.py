@@ -167,3 +167,62 @@ def test_context_expert_matches_resized_pyramid_bins():
             for b in expert.bins
         )
         assert torch.allclose(expert(x), expert.fuse(F.gelu(torch.cat([x, context], dim=1))), atol=1e-5)
+
+
+class _Spy(torch.nn.Module):
+    """An expert that records the dtype it sees and whether autocast is on, and returns zeros."""
+
+    def __init__(self, runs_under_autocast=False):
+        super().__init__()
+        self.runs_under_autocast = runs_under_autocast
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((x.dtype, torch.is_autocast_enabled("cpu")))
+        return torch.zeros_like(x) if not torch.is_autocast_enabled("cpu") else torch.zeros_like(x, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_experts_compute_in_float32_under_autocast_except_those_that_ask(training):
+    plain, under = _Spy(), _Spy(runs_under_autocast=True)
+    moe = MoELayer([plain, under], 8, top_k=1).train(training)
+    x = torch.randn(2, 8, 4, 4).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = moe(x)
+    assert plain.seen == [(torch.float32, False)]  # no per-weight casts in the expert layer
+    assert under.seen == [(torch.float32, True)]  # e.g. attention: half-precision SDPA kernels
+    assert out.features.dtype == torch.bfloat16  # the residual stream keeps the caller's dtype
+    # Without autocast no context is entered and every expert sees the input as it is.
+    moe(x.float())
+    assert plain.seen[-1] == under.seen[-1] == (torch.float32, False)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_moe_under_autocast_matches_float32(training):
+    moe = _moe().train(training)
+    x = torch.randn(4, 32, 8, 8)
+    torch.manual_seed(1)  # the same router noise in both calls
+    reference = moe(x).features
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = moe(x.to(torch.bfloat16))
+    assert mixed.features.dtype == torch.bfloat16
+    # The input and the attention expert are bf16; the rest of the layer is float32.
+    assert torch.allclose(mixed.features.float(), reference, atol=0.1, rtol=0.02)
+
+
+def test_half_precision_layer_runs_in_its_own_dtype():
+    moe = _moe().eval().to(torch.bfloat16)
+    out = moe(torch.randn(2, 32, 8, 8, dtype=torch.bfloat16)).features
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_moe_under_autocast_traces_without_graph_breaks():
+    moe = _moe()
+
+    def run(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return moe(x)
+
+    explanation = torch._dynamo.explain(run)(torch.randn(8, 32, 8, 8))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
