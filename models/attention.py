@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 # The policy names live in a torch-free module (the CLI checks them before importing torch).
 from .names import ATTENTION_BACKENDS, ENV_VAR, FUSED_SDPA_KERNELS, attention_backend_from_env, resolve_attention_backend
+from .precision import pause_autocast
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -188,10 +189,8 @@ class SDTAEncoder(nn.Module):
         compute in the parameters' dtype. On the small token maps this block sits on, their cost
         is kernel launches, and autocast would add a cast of every weight (and its gradient).
         """
-        device_type = x.device.type
-        core_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-        # Without autocast no context is entered, so tracing exporters see plain ops.
-        with torch.autocast(device_type, enabled=False) if core_dtype is not None else contextlib.nullcontext():
+        paused, core_dtype = pause_autocast(x.device.type)
+        with paused:
             return self._forward(x.to(self.qkv.weight.dtype), core_dtype)
 
     def _forward(self, x: torch.Tensor, core_dtype: Optional[torch.dtype]) -> torch.Tensor:

@@ -21,11 +21,12 @@ run under the caller's autocast.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
+
+from .precision import pause_autocast
 
 __all__ = ["ROUTING_MODES", "MoEOutput", "MoELayer", "Router", "switch_balance_loss"]
 
@@ -153,12 +154,10 @@ class MoELayer(nn.Module):
         return probs, gates, gates > 0
 
     def forward(self, x: torch.Tensor) -> MoEOutput:
-        device_type = x.device.type
-        # The caller's autocast dtype (None without autocast), for the experts that run under it.
-        outer = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-        # Everything else computes in the parameters' dtype: no per-weight casts (module docstring).
-        # Without autocast no context is entered, so tracing exporters see plain ops.
-        with torch.autocast(device_type, enabled=False) if outer is not None else contextlib.nullcontext():
+        # Computes in the parameters' dtype: no per-weight casts (module docstring). ``outer`` is
+        # the caller's autocast dtype (None without autocast), for the experts that run under it.
+        paused, outer = pause_autocast(x.device.type)
+        with paused:
             h = self.norm(x.to(self.norm.weight.dtype))
             logits = self._logits(h)
             # Full probabilities feed only the balance loss, a training signal: eval skips them.

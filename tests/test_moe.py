@@ -226,3 +226,16 @@ def test_moe_under_autocast_traces_without_graph_breaks():
 
     explanation = torch._dynamo.explain(run)(torch.randn(8, 32, 8, 8))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_pause_autocast_turns_it_off_and_reports_its_dtype():
+    from models.precision import pause_autocast
+
+    paused, dtype = pause_autocast("cpu")
+    assert dtype is None  # nothing to pause
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        paused, dtype = pause_autocast("cpu")
+        with paused:
+            assert not torch.is_autocast_enabled("cpu")
+        assert torch.is_autocast_enabled("cpu")
+    assert dtype == torch.bfloat16
