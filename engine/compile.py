@@ -1,17 +1,21 @@
 """``torch.compile`` with the settings this model needs."""
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import torch
-import torch.nn as nn
 
 __all__ = ["compile_model"]
 
+_Fn = TypeVar("_Fn", bound=Callable)
 
-def compile_model(model: nn.Module, mode: str = "default") -> nn.Module:
+
+def compile_model(model: _Fn, mode: str = "default") -> _Fn:
     """Compile ``model`` (one graph: the model has static shapes and no host syncs).
 
     Args:
-        model: the module to compile; its parameters stay shared with the result.
+        model: the module (or function, e.g. a loss) to compile; a module's parameters stay
+            shared with the result.
         mode: torch.compile mode (``default``, ``reduce-overhead`` for CUDA graphs,
             ``max-autotune``).
     """

@@ -81,6 +81,20 @@ def test_cod_loss_scores_small_side_maps_against_the_area_averaged_mask():
     assert good < bad
 
 
+def test_cod_loss_compiles_as_one_graph_with_the_same_terms():
+    # train --compile compiles the loss with the model; the graph must hold the whole loss.
+    mask = _masks(size=32)
+    logits = torch.randn_like(mask)
+    sides = [torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)]
+    aux = torch.tensor(1.2)
+    loss_fn = CODLoss(side_weight=0.5, aux_weight=0.1)
+    want = loss_fn(logits, mask, sides, aux)
+    got = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)(logits, mask, sides, aux)
+    assert set(got) == set(want)
+    for key in want:
+        assert torch.allclose(got[key], want[key], atol=1e-6), key
+
+
 class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()

@@ -16,6 +16,7 @@ import torch
 import engine.training.setup as setup
 import engine.training.step as step
 from engine.checkpoint import load_checkpoint
+from engine.training.losses import CODLoss
 from _train_helpers import TINY_ARGS, RecordOps, make_dataset, run_cli
 
 
@@ -106,15 +107,37 @@ class _FailingCompiled(torch.nn.Module):
         raise RuntimeError("backend compiler failed (stand-in)")
 
 
+class _CompiledLoss(torch.nn.Module):
+    """A compiled loss stand-in: counts its calls; ``_orig_mod`` as torch.compile's wrapper has."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self._orig_mod = loss
+        self.calls = 0
+
+    def forward(self, *args):
+        self.calls += 1
+        return self._orig_mod(*args)
+
+
 @pytest.mark.parametrize("compiler_fails", [False, True])
 def test_compiled_step_is_captured_too(tmp_path, graphs_on_cpu, monkeypatch, compiler_fails):
     # A CPU stand-in for the compiler: the real one's step is captured like an eager one on a GPU.
     compiled = []
-    monkeypatch.setattr(setup, "compile_model",
-                        lambda model: compiled.append(model) or (_FailingCompiled(model) if compiler_fails else model))
+
+    def fake_compile(module):
+        if isinstance(module, CODLoss):
+            compiled.append(_CompiledLoss(module))
+        else:
+            compiled.append(_FailingCompiled(module) if compiler_fails else module)
+        return compiled[-1]
+
+    monkeypatch.setattr(setup, "compile_model", fake_compile)
     data = make_dataset(tmp_path / "data", n_train=12, n_test=2)
     result = _train(data, tmp_path / "run", "--compile")
-    assert len(compiled) == 1
+    assert len(compiled) == 2  # the model and its loss
+    # A failed compile falls back to the eager model and the eager loss.
+    assert (compiled[1].calls == 0) == compiler_fails
     assert "CUDA graphs: on" in result.output
     assert ("torch.compile failed (RuntimeError: backend compiler failed" in result.output) == compiler_fails
     assert graphs_on_cpu.captures == 1  # stage 2's capture, of the eager model after a failed compile

@@ -233,9 +233,12 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
     loss_fn = CODLoss(lcfg["side_weight"], lcfg["aux_weight"], lcfg["edge_kernel"], lcfg["edge_weight"])
     meters = StepMeters(rt.device, len(model.moe_layer_names), model.config.num_experts)
     train_model = compile_model(model) if rt.compile else model
+    # The loss compiles too: eager, its dozens of small elementwise ops and their backward
+    # launch one kernel each (the structure loss at four sizes); compiled, a few fused ones.
+    train_loss = compile_model(loss_fn) if rt.compile else loss_fn
     run = RunState(
         runtime=rt, model=model, train_model=train_model, ema=ema, optimizer=optimizer, schedule=schedule,
-        scaler=scaler, loss_fn=loss_fn, meters=meters, budget=budget,
+        scaler=scaler, loss_fn=train_loss, meters=meters, budget=budget,
         clock=WallClock(time.perf_counter if clock is None else clock, started_at), grad_clip=float(tcfg["grad_clip"]),
         batch_size=batch_size, accumulation=accum, batches_per_epoch=loaders.batches_per_epoch,
         compiled=rt.compile, planned=not budget.enabled or continuing,

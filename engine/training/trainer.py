@@ -265,6 +265,7 @@ class Trainer:
                  f"continuing without compiling.")
         run.optimizer.zero_grad(set_to_none=True)
         run.train_model = eager_model(run)
+        run.loss_fn = getattr(run.loss_fn, "_orig_mod", run.loss_fn)  # the compiled loss's module
         run.compiled = False
         return True
 
