@@ -45,17 +45,20 @@ def _int_list(text: str) -> Tuple[int, ...]:
 @click.option("--synthetic-size", type=int, default=None, help="Resolution of the synthetic images (default: --img-size).")
 @click.option("--max-train", type=int, default=None, help="Use only the first N training images.")
 @click.option("--max-test", type=int, default=None, help="Use only the first N test images.")
+@click.option("--reference", default="fpn", show_default=True,
+              help="Variant the others are compared with, seed by seed (seeds ahead on each measure).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full result here.")
 def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, seeds, config_file, set_items, backbone, img_size,
                       batch_size, lr, warmup_steps, precision, device, cuda_graphs, n_train, n_test, synthetic_size, max_train,
-                      max_test, json_path: Optional[str]) -> None:
+                      max_test, reference: str, json_path: Optional[str]) -> None:
     """Train model variants from scratch for the same device time; score them with PySODMetrics.
 
     Every variant is the configured model with a few overrides (camoxpert: as configured; fpn:
     plain FPN on the same backbone, no experts; no-attention: six experts without the attention
     expert; ...), trained by one loop (data on the device, flips only, structure loss, AdamW),
     then scored on the test split: S-measure, mean E-measure, weighted F, MAE, at equal time and
-    at the first variant's number of steps. Prints a table; --json writes every run.
+    at the first variant's number of steps. Prints a table (means, spread over seeds, seeds ahead
+    of --reference); --json writes every run. `quality-report` merges the files of several calls.
     """
     from engine.config import ConfigError, resolve_config
     from engine.runtime import autocast_dtype, resolve_device
@@ -86,7 +89,8 @@ def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, 
     click.echo(f"data: {data.name}: train {data.train_images.shape[0]}, test {data.test_images.shape[0]} "
                f"at {img_size}px on {dev}")
     result = run_quality_benchmark(data, config["model"], names, _int_list(seeds), settings,
-                                   loss_section=config["loss"], log=click.echo, equal_steps=equal_steps)
+                                   loss_section=config["loss"], log=click.echo, equal_steps=equal_steps,
+                                   reference=reference)
     click.echo(format_quality_table(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -42,12 +42,22 @@ def test_cli_writes_every_variant(tmp_path, monkeypatch):
     shares = by_name["camoxpert"]["routing"]["stride32"]
     assert len(shares) == 7 and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
     assert "camoxpert" in result.output and "fpn" in result.output
+    # Every variant but the reference is compared with it, seed by seed.
+    assert report["reference"] == "fpn" and set(report["ahead_of_reference"]) == {"camoxpert", "no-attention"}
+    assert report["ahead_of_reference"]["camoxpert"]["equal_time"]["MAE"][1] == 1
+    assert "seeds ahead of fpn" in result.output
 
 
 def test_reference_variant_has_no_moe_parameters():
     model = build_model(variant_config({"backbone": "edgenext_xx_small", "dim": 16}, "fpn"))
     assert len(model.moe) == 0
     assert not any(".experts." in n or ".router." in n for n, _ in model.named_parameters())
+
+
+def test_fpn_moe_variant_puts_the_experts_on_the_plain_fpn_decoder():
+    model = build_model(variant_config({"backbone": "edgenext_xx_small", "dim": 16}, "fpn-moe"))
+    assert len(model.moe) == 1 and model.config.decoder == "fpn"
+    assert not any(n.startswith("decoder.fuse.") for n, _ in model.named_parameters())
 
 
 def test_unknown_variant_lists_valid_ones():

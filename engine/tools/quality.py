@@ -18,8 +18,6 @@ Two comparisons per seed:
 from __future__ import annotations
 
 import copy
-import math
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -30,6 +28,7 @@ from engine.evaluation.metrics import CODMetrics
 from engine.inference.postprocess import resize_prediction
 from engine.runtime import autocast_context
 from engine.tools.quality_data import QualityData
+from engine.tools.quality_report import QUALITY_MEASURES, format_quality_table, with_summary
 from engine.training.graphed_step import (
     CUDAGraphStep,
     capturable_adamw,
@@ -52,9 +51,6 @@ __all__ = [
     "variant_config",
 ]
 
-#: The four measures the benchmark reports (keys of :meth:`CODMetrics.compute`).
-QUALITY_MEASURES = ("Sm", "Em_mean", "wFm", "MAE")
-
 _ALL_EXPERTS = list(CamoXpertConfig().experts)
 
 #: Model-config overrides of each variant, applied over the run config's ``model`` section.
@@ -71,6 +67,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "image-routing": {"routing": "image"},
     # Without the deep-supervision side outputs.
     "no-deep-supervision": {"deep_supervision": False},
+    # The experts on the plain FPN decoder (top-down sums, no refining convs).
+    "fpn-moe": {"decoder": "fpn"},
 }
 
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -343,11 +341,6 @@ def score_model(model: torch.nn.Module, data: QualityData, settings: QualitySett
     return {k: float(result[k]) for k in QUALITY_MEASURES}
 
 
-def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.fmean(vals) if vals else None
-
-
 def run_quality_benchmark(
     data: QualityData,
     model_section: Mapping[str, Any],
@@ -357,6 +350,7 @@ def run_quality_benchmark(
     loss_section: Optional[Mapping[str, Any]] = None,
     log: Callable[[str], None] = print,
     equal_steps: Optional[int] = None,
+    reference: str = "fpn",
 ) -> Dict[str, Any]:
     """Train and score every variant for every seed; the first variant sets the equal-steps point.
 
@@ -370,9 +364,12 @@ def run_quality_benchmark(
         log: where progress lines go.
         equal_steps: the step count every variant is also scored at (default: the first
             variant's steps in each seed), e.g. to compare with a variant run in another call.
+        reference: the variant every other is compared with, seed by seed (see
+            :mod:`engine.tools.quality_report`).
 
     Returns:
-        A JSON-safe dict: settings, per-run records, and per-variant means over seeds.
+        A JSON-safe dict: settings, per-run records, per-variant means and spread over seeds, and
+        the seeds each variant won against ``reference``.
     """
     configs = {name: variant_config(model_section, name) for name in variants}  # fail early
     loss_kwargs = {k: v for k, v in dict(loss_section or {}).items()
@@ -421,20 +418,7 @@ def run_quality_benchmark(
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    summary = {}
-    for name in variants:
-        rs = [r for r in runs if r["variant"] == name]
-        summary[name] = {
-            "img_per_s": _mean([r["img_per_s"] for r in rs]),
-            "steps": _mean([r["steps"] for r in rs]),
-            "equal_time": {k: _mean([r["equal_time"][k] for r in rs]) for k in QUALITY_MEASURES},
-            "equal_steps": {k: _mean([r["equal_steps"][k] if r["equal_steps"] else None for r in rs])
-                            for k in QUALITY_MEASURES},
-            "min_routing_share": _mean([r["min_routing_share"] for r in rs]),
-            "params_m": rs[0]["params_m"],
-            "moe_params_m": rs[0]["moe_params_m"],
-        }
-    return {
+    result = {
         "data": data.name,
         "train_images": int(data.train_images.shape[0]),
         "test_images": int(data.test_images.shape[0]),
@@ -448,31 +432,5 @@ def run_quality_benchmark(
         "variants": list(variants),
         "seeds": list(seeds),
         "runs": runs,
-        "summary": summary,
     }
-
-
-def format_quality_table(result: Mapping[str, Any]) -> str:
-    """The per-variant means over seeds as a text table (higher is better except MAE)."""
-    s = result["settings"]
-    where = result["gpu"] or result["device"]
-    lines = [
-        f"Learning quality on {where}: {result['model'].get('backbone')}, {result['img_size']}px, batch "
-        f"{s['batch_size']}, {s['dtype']}, {s['seconds']:g} s per run, seeds {result['seeds']}, data {result['data']}",
-        f"{'variant':<20}{'img/s':>8}{'steps':>8}{'S':>8}{'mean E':>8}{'wF':>8}{'MAE':>8}   at equal steps: "
-        f"{'S':>7}{'mean E':>8}{'wF':>8}{'MAE':>8}{'min route':>11}",
-    ]
-
-    def f(v, spec=".4f"):
-        return "-" if v is None else format(v, spec)
-
-    for name, m in result["summary"].items():
-        t, q = m["equal_time"], m["equal_steps"]
-        lines.append(
-            f"{name:<20}{f(m['img_per_s'], '.1f'):>8}{f(m['steps'], '.0f'):>8}"
-            + "".join(f"{f(t[k]):>8}" for k in QUALITY_MEASURES)
-            + "   " + " " * 16
-            + "".join(f"{f(q[k]):>{7 if i == 0 else 8}}" for i, k in enumerate(QUALITY_MEASURES))
-            + f"{f(m['min_routing_share'], '.3f'):>11}"
-        )
-    return "\n".join(lines)
+    return with_summary(result, reference)
