@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional, Tuple
 
 import click
@@ -63,6 +62,7 @@ def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, 
     from engine.config import ConfigError, resolve_config
     from engine.runtime import autocast_dtype, resolve_device
     from engine.tools.quality import VARIANTS, QualitySettings, format_quality_table, run_quality_benchmark
+    from engine.files import atomic_write_text
     from engine.tools.quality_data import load_quality_data
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
@@ -93,6 +93,5 @@ def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, 
                                    reference=reference)
     click.echo(format_quality_table(result))
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
+        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_path}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional, Tuple
 
 import click
@@ -20,6 +19,7 @@ def quality_report(files: Tuple[str, ...], reference: str, json_path: Optional[s
     settings. Prints each variant's mean and standard deviation over all seeds and, for every
     variant, in how many seeds it was ahead of --reference on each measure.
     """
+    from engine.files import atomic_write_text
     from engine.tools.quality_report import ResultFileError, format_quality_table, load_result, merge_results
 
     try:
@@ -28,6 +28,5 @@ def quality_report(files: Tuple[str, ...], reference: str, json_path: Optional[s
         raise click.ClickException(str(exc)) from exc
     click.echo(format_quality_table(merged))
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(merged, indent=2))
+        atomic_write_text(json_path, json.dumps(merged, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
