@@ -13,11 +13,17 @@ works on ``img_size`` pixels only; this keeps one worker above 40 img/s at
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Dict, Mapping, Optional
 
-import albumentations as A
-import cv2
-from albumentations.pytorch import ToTensorV2
+# Albumentations asks PyPI for a newer version at every import, in this process and again in
+# every spawned worker: a network round trip (up to its 2-s timeout, then a warning) on each.
+# Off unless the user set the variable; the environment passes it on to spawned children.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 from ._types import SizeLike, to_hw
 

@@ -84,3 +84,34 @@ def test_unknown_option_is_rejected_with_valid_list():
         build_train_transform(32, {"hflip": 0.5})
     with pytest.raises(ValueError, match="reflect"):
         build_train_transform(32, {"border": "wrap-around"})
+
+
+_COUNT_VERSION_CHECKS = """
+import urllib.request
+calls = []
+def no_network(self, *args, **kwargs):
+    calls.append(args)
+    raise OSError("no network in this test")
+urllib.request.OpenerDirector.open = no_network
+import datasets.transforms
+print(len(calls))
+"""
+
+
+@pytest.mark.parametrize("user_setting, expected_calls", [(None, "0"), ("0", "1")])
+def test_albumentations_update_check_is_off_unless_the_user_asks(user_setting, expected_calls):
+    # Albumentations asks PyPI for a newer version at import; the toolkit turns that off (no
+    # network round trip per process and per spawned worker), but a user's own setting wins.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    if user_setting is not None:
+        env["NO_ALBUMENTATIONS_UPDATE"] = user_setting
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _COUNT_VERSION_CHECKS], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == expected_calls
