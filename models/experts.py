@@ -26,6 +26,7 @@ __all__ = [
     "HybridExpert",
     "SemanticContextExpert",
     "TextureExpert",
+    "adaptive_avg_pool",
     "build_experts",
     "zero_init_",
 ]
@@ -152,6 +153,36 @@ class EdgeExpert(nn.Module):
         return self.fuse(edges.abs())
 
 
+def _pooling_matrix(n, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """(bins, n) averaging weights of adaptive average pooling along one axis of length ``n``.
+
+    Bin i averages positions floor(i*n/bins) to ceil((i+1)*n/bins) - 1, as ``adaptive_avg_pool2d``.
+    """
+    i = torch.arange(bins, device=like.device)
+    start = (i * n) // bins  # (bins,)
+    end = ((i + 1) * n + bins - 1) // bins  # (bins,) ceil division
+    j = torch.arange(n, device=like.device)  # (n,)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])  # (bins, n)
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
+def adaptive_avg_pool(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)`` that stays correct in a graph exported with dynamic sizes.
+
+    Exporters turn ``adaptive_avg_pool2d`` into windows fixed at the traced map size: on an
+    ONNX graph traced at 64 px and fed 128x96 images, they read out of bounds or average the
+    wrong windows. Where the map's size is symbolic (``torch.export`` with dynamic shapes) or an
+    ONNX export traces, the same averages are taken as two small matrix products whose weights
+    are computed from the size; eager and compiled code keep the pooling kernel.
+    """
+    h, w = x.shape[-2:]
+    if type(h) is int and type(w) is int and not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(x, bins)
+    rows = _pooling_matrix(h, bins, x)  # (bins, H)
+    cols = _pooling_matrix(w, bins, x)  # (bins, W)
+    return torch.matmul(torch.matmul(rows, x), cols.t())  # (B, C, bins, bins)
+
+
 class SemanticContextExpert(nn.Module):
     """Pyramid pooling (PSPNet-style): scene context pooled into 1x1, 2x2 and 4x4 bins.
 
@@ -171,7 +202,7 @@ class SemanticContextExpert(nn.Module):
         r = self.reduce(x)  # (B, C/4, H, W)
         context = None
         for b in self.bins:
-            pooled = F.adaptive_avg_pool2d(r, b)  # (B, C/4, b, b)
+            pooled = adaptive_avg_pool(r, b)  # (B, C/4, b, b)
             # A 1x1 bin resized bilinearly is a constant map: it joins the sum by broadcasting.
             pooled = pooled if b == 1 else resize(pooled, size)
             context = pooled if context is None else context + pooled

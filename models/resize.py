@@ -59,16 +59,22 @@ def upsample_by_shifts(x: torch.Tensor, factors: Tuple[int, int]) -> torch.Tenso
 def _whole_factors(x: torch.Tensor, size: Tuple[int, int]) -> Optional[Tuple[int, int]]:
     """(fh, fw) when ``size`` is ``x``'s size times whole numbers (static shapes only), else None."""
     h, w = x.shape[-2:]
-    if not all(type(s) is int for s in (h, w, *size)):  # symbolic (dynamic) shapes
+    if not _is_static(h, w, *size):  # symbolic (dynamic) shapes
         return None
     if size[0] % h or size[1] % w:
         return None
     return size[0] // h, size[1] // w
 
 
+def _is_static(*sizes) -> bool:
+    return all(type(s) is int for s in sizes)
+
+
 def _bilinear(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == size:
-        return x  # interpolate to the same size is the identity
+    # Interpolating to the same size is the identity. Only for static sizes: comparing a
+    # symbolic size (an export with dynamic height and width) would fix it to the traced one.
+    if _is_static(*x.shape[-2:], *size) and tuple(x.shape[-2:]) == size:
+        return x
     # Not ``is_exporting()``: torch 2.11's dynamo folds it to True under torch.compile too. Export
     # traces dynamic heights and widths, which _whole_factors leaves to interpolate.
     if torch.compiler.is_compiling():

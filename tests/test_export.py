@@ -9,7 +9,9 @@ from click.testing import CliRunner
 
 from _inference_fixtures import make_tiny_checkpoint, write_scene
 from engine.checkpoint import model_from_checkpoint
-from engine.inference.onnx_export import NormalizedModel, compare_attention_exports, export_onnx, sample_inputs
+from engine.inference.onnx_export import NormalizedModel, check_onnx, compare_attention_exports, export_onnx, sample_inputs
+from models import build_model
+from models.experts import adaptive_avg_pool
 from train_ultimate import main
 
 
@@ -69,3 +71,35 @@ def test_export_errors(ckpt, tmp_path):
     assert r.exit_code != 0 and "bad.pt" in r.output
     with pytest.raises(ValueError, match="input_type"):
         export_onnx(model_from_checkpoint(ckpt), tmp_path / "y.onnx", input_type="float16")
+
+
+def _all_experts_model():
+    # Every expert, with weights moved off their zero init so each one's path reaches the output.
+    torch.manual_seed(0)
+    model = build_model(backbone="edgenext_xx_small", dim=16).eval()
+    with torch.no_grad():
+        for p in model.moe.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_export_with_every_expert_is_dynamic(exporter, tmp_path):
+    # Traced at 64 px (a 2x2 map at stride 32: the size of the context expert's 2x2 bins), run at
+    # sizes whose maps are 4x3, 3x5 and 10x14: pooling windows and resizes follow the input size.
+    model = _all_experts_model()
+    result = export_onnx(model, tmp_path / "all.onnx", example_size=(64, 64), exporter=exporter)
+    assert result.exporter == exporter
+    checks = check_onnx(model, result, shapes=((1, 64, 64), (2, 128, 96), (1, 96, 160), (1, 320, 448)))
+    assert [c.shape[2:] for c in checks] == [(64, 64), (128, 96), (96, 160), (320, 448)]
+    assert result.max_abs_diff <= 1e-4, [c.max_abs_diff for c in checks]
+
+
+@pytest.mark.parametrize("size, bins", [((12, 12), 4), ((5, 7), 2), ((5, 7), 4), ((3, 2), 4), ((1, 1), 2)])
+def test_export_form_of_adaptive_pooling_matches_the_kernel(size, bins, monkeypatch):
+    x = torch.randn(2, 3, *size)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)  # the form exports take
+    got = adaptive_avg_pool(x, bins)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
