@@ -40,6 +40,7 @@ def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_siz
     import torch
 
     from engine.checkpoint import CheckpointError
+    from engine.files import atomic_write_text
     from engine.inference.onnx_export import check_onnx, export_onnx
     from engine.inference.predictor import load_inference_model
     from models import set_attention_backend
@@ -66,21 +67,30 @@ def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_siz
                f"'output' (N, 1, H, W) {'probabilities' if sigmoid else 'logits'}")
     if not no_check:
         shapes = ((1, h, w), (2, h + 64, max(32, w - 32)))
-        checks = check_onnx(loaded.model, result, input_type, sigmoid, shapes=shapes, images=images)
+        try:
+            checks = check_onnx(loaded.model, result, input_type, sigmoid, shapes=shapes, images=images)
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime raises its own types; the file is unusable
+            result.path.unlink(missing_ok=True)
+            raise click.ClickException(
+                f"onnxruntime could not run the exported graph ({type(exc).__name__}: {str(exc).strip()[:300]}); "
+                f"{result.path} was removed. Try --exporter torchscript."
+            ) from exc
         for c in checks:
             click.echo(f"check onnxruntime vs PyTorch (fp32, CPU) at {c.shape}: max |diff| = {c.max_abs_diff:.2e}")
+    passed = not result.checks or result.max_abs_diff <= tolerance
     report = {
         "onnx": str(result.path), "exporter": result.exporter, "opset": result.opset, "attention": attention,
-        "input_type": input_type, "sigmoid": sigmoid,
+        "input_type": input_type, "sigmoid": sigmoid, "tolerance": tolerance, "passed": passed,
         "checks": [{"shape": list(c.shape), "max_abs_diff": c.max_abs_diff} for c in result.checks],
     }
     if json_out:
-        with open(json_out, "w") as fh:
-            json.dump(report, fh, indent=2)
-    if result.checks and result.max_abs_diff > tolerance:
+        atomic_write_text(json_out, json.dumps(report, indent=2))
+    if not passed:
+        # A file that fails its own check must not be mistaken for a good export.
+        result.path.unlink(missing_ok=True)
         raise click.ClickException(
-            f"The ONNX output differs from PyTorch by {result.max_abs_diff:.2e} > {tolerance:.0e}; try --attention math "
-            f"or --exporter torchscript."
+            f"The ONNX output differs from PyTorch by {result.max_abs_diff:.2e} > {tolerance:.0e}, so {result.path} "
+            f"was removed; try --attention math or --exporter torchscript (--no-check keeps an unchecked file)."
         )
     if result.checks:
         click.echo(f"OK: within {tolerance:.0e}")

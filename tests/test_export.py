@@ -103,3 +103,13 @@ def test_export_form_of_adaptive_pooling_matches_the_kernel(size, bins, monkeypa
     got = adaptive_avg_pool(x, bins)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected)
+
+
+def test_export_that_fails_its_check_leaves_no_file(ckpt, tmp_path):
+    out, report = tmp_path / "m.onnx", tmp_path / "export.json"
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(ckpt), "--output", str(out), "--exporter", "torchscript",
+                                  "--tolerance", "1e-12", "--json", str(report)])
+    assert r.exit_code != 0 and "was removed" in r.output, r.output
+    assert not out.exists()
+    rep = json.loads(report.read_text())
+    assert rep["passed"] is False and rep["tolerance"] == 1e-12
