@@ -56,6 +56,7 @@ _EXPORTS = {
     "CODDataset": "cod",
     "ImageFolderDataset": "cod",
     "expand_inputs": "cod",
+    "non_image_files": "cod",
     "split_train_val": "cod",
     "worker_init_fn": "workers",
     "seed_transform": "workers",
@@ -92,7 +93,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
     from ._types import PathLike
     from .benchmark import benchmark_data_pipeline
     from .decode_cache import DecodeCache
-    from .cod import CODDataset, ImageFolderDataset, expand_inputs, split_train_val
+    from .cod import CODDataset, ImageFolderDataset, expand_inputs, non_image_files, split_train_val
     from .io import ImageReadError, display_path, read_image, read_mask, write_image
     from .layouts import (
         IMAGE_EXTENSIONS,

@@ -28,6 +28,7 @@ __all__ = [
     "CODDataset",
     "ImageFolderDataset",
     "expand_inputs",
+    "non_image_files",
     "split_train_val",
 ]
 
@@ -236,6 +237,24 @@ class ImageFolderDataset(Dataset):
             "index": index,
             "name": path.stem,
         }
+
+
+def non_image_files(inputs: Union[PathLike, Iterable[PathLike]], recursive: bool = False) -> List[Path]:
+    """Files inside the folder inputs that :func:`expand_inputs` leaves out (not image files).
+
+    Hidden files are not counted. Lets a caller say what a folder held besides its images,
+    instead of skipping, say, ``.heic`` photos without a word.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    skipped: List[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if not path.is_dir():
+            continue
+        entries = path.rglob("*") if recursive else path.iterdir()
+        skipped.extend(sorted(p for p in entries if not p.name.startswith(".") and p.is_file() and not is_image_file(p)))
+    return skipped
 
 
 def expand_inputs(inputs: Union[PathLike, Iterable[PathLike]], recursive: bool = False) -> List[Path]:

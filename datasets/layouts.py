@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 
-IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Folder names tried, in order of preference. GT_Object comes first so that a
 # COD10K-v3 split folder (which also holds GT_Edge and GT_Instance) uses the
@@ -76,8 +76,8 @@ _KNOWN_SETS = ("CHAMELEON", "COD10K", "CAMO", "NC4K")
 
 # When two masks share a stem, prefer lossless formats: a JPEG mask has
 # compression noise around the boundary.
-_MASK_EXT_PREFERENCE = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
-_IMAGE_EXT_PREFERENCE = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+_MASK_EXT_PREFERENCE = (".png", ".bmp", ".tif", ".tiff", ".webp", ".jpg", ".jpeg")
+_IMAGE_EXT_PREFERENCE = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Written by datasets.synthetic at the root of every generated set.
 _SYNTHETIC_MANIFEST = "synthetic.json"

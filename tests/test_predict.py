@@ -130,3 +130,18 @@ def test_output_names_and_overlay_helper():
     assert ov.shape == image.shape and ov.dtype == np.uint8
     assert (ov[0, 0] == image[0, 0]).all()  # background untouched
     assert ov[10, 15, 0] > image[10, 15, 0]  # object tinted red
+
+
+def test_webp_is_read_and_other_files_are_named(ckpt, tmp_path):
+    folder = tmp_path / "mixed"
+    write_scene(folder / "a.png", None, (40, 60), 0)
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 30, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(folder / "b.webp"), rgb)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "c.heic").write_bytes(b"\0" * 16)
+    out = tmp_path / "out"
+    r = _predict(ckpt, "--input", folder, "--output", out)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png"]
+    assert cv2.imread(str(out / "b.png"), cv2.IMREAD_UNCHANGED).shape == (48, 30)
+    assert "Skipped 2 file(s)" in r.output and "c.heic" in r.output and "notes.txt" in r.output

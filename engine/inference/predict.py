@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets import display_path, expand_inputs, read_image, write_image
+from datasets import IMAGE_EXTENSIONS, display_path, expand_inputs, non_image_files, read_image, write_image
 from engine.inference.predictor import (
     GuardedDataset,
     Predictor,
@@ -282,6 +282,11 @@ def predict_images(
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"--threshold {threshold}: use a probability between 0 and 1 (e.g. 0.5).")
     paths = expand_inputs(list(inputs), recursive=recursive)
+    skipped = non_image_files(list(inputs), recursive=recursive)
+    if skipped:
+        shown = ", ".join(display_path(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        log(f"Skipped {len(skipped)} file(s) in the input folder(s) that are not images ({shown}); "
+            f"images are {'/'.join(IMAGE_EXTENSIONS)} files.")
     dev = resolve_device(device)
     t0 = time.perf_counter()
     loaded = load_inference_model(checkpoint, dev, img_size)
