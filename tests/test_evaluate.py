@@ -237,3 +237,13 @@ def test_bad_files_and_size_mismatch(ckpt, tmp_path):
     (name, res), = json.loads(out_json.read_text()).items()
     assert res["n"] == 2
     assert cv2.imread(str(preds / name / "small.png"), cv2.IMREAD_GRAYSCALE).shape == (80, 120)
+
+
+def test_empty_image_mask_folders_are_called_empty(ckpt, tmp_path):
+    empty = tmp_path / "empty_pairs"
+    (empty / "Image").mkdir(parents=True)
+    (empty / "GT").mkdir()
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(ckpt), "--dataset-path", str(empty),
+                                       "--device", "cpu", "--no-progress"])
+    assert result.exit_code != 0
+    assert "hold no images" in result.output and "no test split" not in result.output

@@ -115,6 +115,10 @@ def find_test_sets(dataset_paths: Sequence[PathLike]) -> Tuple[Dict[str, list], 
     for path in dataset_paths:
         splits = discover_dataset(path)
         tests = {k: v for k, v in splits.tests.items() if v}
+        if not tests and not splits.train:
+            notes.append(f"{path}: the {splits.layout} layout was found but its folders hold no images; "
+                         f"nothing to evaluate there. Put the images and their masks in them.")
+            continue
         if not tests:
             notes.append(
                 f"{path}: {splits.layout} layout with no test split ({len(splits.train)} training images only); "
