@@ -7,7 +7,25 @@ from typing import Optional
 
 import click
 
+from cli.options import _check_device
 from models.names import SUPPORTED_BACKBONES
+
+# Counts that must be at least 1 (0 or less would divide by zero or take the median of nothing).
+_POSITIVE = click.IntRange(min=1)
+
+
+def _check_img_size(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> Optional[int]:
+    """--img-size must be a positive multiple of 32 (the backbone's stride): a usage error naming
+    the nearest valid sizes, before any model is built."""
+    if value is None:
+        return None
+    from engine.inference.predictor import parse_img_size
+
+    try:
+        parse_img_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).replace("Image size ", "", 1), ctx, param) from None
+    return value
 
 
 def _fmt(value, spec=".1f") -> str:
@@ -90,17 +108,18 @@ def format_predict_report(r: dict) -> str:
 
 
 @click.command()
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--batch-size", type=int, default=None, help="Default: 16 on GPU, 2 on CPU.")
-@click.option("--img-size", type=int, default=None, help="Default: 384 on GPU, 128 on CPU.")
+@click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda, cuda:N.")
+@click.option("--batch-size", type=_POSITIVE, default=None, help="Default: 16 on GPU, 2 on CPU.")
+@click.option("--img-size", type=int, default=None, callback=_check_img_size,
+              help="A multiple of 32. Default: 384 on GPU, 128 on CPU.")
 @click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default="edgenext_small", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile both the model and the backbone.")
 @click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",
               show_default=True, help="torch.compile mode; reduce-overhead replays CUDA graphs.")
-@click.option("--warmup", type=int, default=None, help="Warm-up runs per measurement (default 10 GPU / 2 CPU).")
-@click.option("--iters", type=int, default=None, help="Timed runs per measurement (default 30 GPU / 3 CPU).")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Alternating measurement rounds (medians kept).")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Warm-up runs per measurement (default 10 GPU / 2 CPU).")
+@click.option("--iters", type=_POSITIVE, default=None, help="Timed runs per measurement (default 30 GPU / 3 CPU).")
+@click.option("--rounds", type=_POSITIVE, default=3, show_default=True, help="Alternating measurement rounds (medians kept).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True)
 @click.option("--skip-attention", is_flag=True, help="Skip the attention-backend comparison.")
 @click.option("--skip-data", is_flag=True, help="Skip the data-loader measurement.")
@@ -113,11 +132,11 @@ def format_predict_report(r: dict) -> str:
               help="Checkpoint for --predict (default: a random model of --backbone/--set).")
 @click.option("--predict-folder", type=click.Path(exists=True, file_okay=False),
               help="Images for --predict (default: --predict-images JPEGs written to a temporary folder).")
-@click.option("--predict-images", type=int, default=1000, show_default=True)
-@click.option("--predict-image-px", type=int, default=800, show_default=True, help="Side of the written JPEGs.")
-@click.option("--predict-batch-size", type=int, default=None, help="Default: 32 on GPU, 2 on CPU.")
-@click.option("--num-workers", type=int, default=None, help="Decoding workers for --predict (default: predict's).")
-@click.option("--predict-repeats", type=int, default=3, show_default=True, help="Timed in-process runs (median kept).")
+@click.option("--predict-images", type=_POSITIVE, default=1000, show_default=True)
+@click.option("--predict-image-px", type=_POSITIVE, default=800, show_default=True, help="Side of the written JPEGs.")
+@click.option("--predict-batch-size", type=_POSITIVE, default=None, help="Default: 32 on GPU, 2 on CPU.")
+@click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Decoding workers for --predict (default: predict's).")
+@click.option("--predict-repeats", type=_POSITIVE, default=3, show_default=True, help="Timed in-process runs (median kept).")
 @click.option("--no-fresh-process", is_flag=True, help="Skip timing `predict` as a new process.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full result as JSON here.")
 def benchmark(device, batch_size, img_size, backbone, precision, compile_, compile_mode, warmup, iters, rounds, channels_last,

@@ -152,7 +152,7 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
     ckpt = None
     try:
         resume_path = find_resume_checkpoint(resume, config["train"]["checkpoint_dir"])
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, IsADirectoryError) as exc:
         raise click.UsageError(str(exc)) from exc
     if resume == "auto" and resume_path is None and _is_main_process():
         click.echo(f"--resume auto: no last.pt in {config['train']['checkpoint_dir']}; starting a new run.")
@@ -161,7 +161,7 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
             ckpt = load_resume_checkpoint(resume_path)
         except CheckpointError as exc:
             raise click.ClickException(str(exc)) from exc
-        except ConfigError as exc:
+        except ConfigError as exc:  # not a checkpoint, or best.pt: a usage error, like a missing file
             raise click.UsageError(str(exc)) from exc
         # The checkpoint's settings replace the defaults; the file, flags and --set still win. Where
         # files go is this machine's choice, never the stored config's.
@@ -174,6 +174,8 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
         if _is_main_process():
             click.echo(f"Resuming from {resume_path}; writing into {out_dir}.")
 
+    if _is_main_process():
+        _check_writable(config["train"]["checkpoint_dir"])
     new_budget = flags.get("time_budget") is not None or any(i.startswith("train.time_budget=") for i in set_items)
     trainer = Trainer(config, resume=ckpt, overwrite=overwrite, new_budget=new_budget, started_at=started,
                       resume_path=resume_path)
@@ -202,12 +204,37 @@ def _given_checkpoint_dir(config_file: Optional[str], flags: Dict[str, Any], set
     return None if given is None else str(given)
 
 
+def _check_writable(folder: str) -> None:
+    """Refuse (exit code 2) a checkpoint folder this process cannot create or write into.
+
+    Checked by writing a temporary file, before anything else is written: permission bits,
+    read-only mounts and ACLs all show, and the run fails in a second instead of with a
+    traceback from the first config.yaml write.
+    """
+    import tempfile
+    from pathlib import Path
+
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        return  # a file in the way: prepare_run_folder says so, more precisely
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise click.UsageError(
+            f"Cannot write into the checkpoint folder {path} ({reason}). Pass a --checkpoint-dir you can write "
+            f"to (e.g. --checkpoint-dir runs/exp1), or fix the folder's permissions or mount."
+        ) from exc
+
+
 def _fit(trainer):
     """Run the trainer, turning user-facing errors into messages and exit codes."""
     from datasets import DatasetLayoutError, DatasetValidationError
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
-    from engine.files import DiskFullError
+    from engine.files import FileWriteError
     from engine.training.data import DataError
     from models import PretrainedWeightsError
 
@@ -215,10 +242,22 @@ def _fit(trainer):
         return trainer.fit()
     except DatasetValidationError as exc:
         if _is_main_process():
-            click.echo(str(exc), err=True)
-            click.echo("Training not started: fix the files above or pass --skip-bad-samples.", err=True)
+            fix = ("fix the files above or pass --skip-bad-samples" if exc.report.n_usable
+                   else "no usable sample is left; fix or replace the files above")
+            text = f"{exc}\nTraining not started: {fix}."
+            click.echo(text, err=True)
+            trainer.reporter.append_log(text)  # the full list in train.log too (no-op before it exists)
         sys.exit(2)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    except (DataError, DatasetLayoutError, CheckpointError, PretrainedWeightsError, DiskFullError) as exc:
+    except (DataError, DatasetLayoutError, CheckpointError, PretrainedWeightsError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except FileWriteError as exc:  # full or read-only disk mid-run (DiskFullError included)
+        raise click.ClickException(f"{exc} Training stopped.") from exc
+    except KeyboardInterrupt:
+        # A second Ctrl-C: checkpoint saves finish before it acts, so last.pt is whole.
+        last = trainer.out_dir / "last.pt"
+        if _is_main_process() and last.is_file():
+            click.echo(f"\nInterrupted. {last} holds the last completed save; continue with --resume auto "
+                       f"--checkpoint-dir {trainer.out_dir}.", err=True)
+        sys.exit(130)

@@ -152,6 +152,11 @@ class ValidationReport:
         """Image paths of the samples that cannot be used."""
         return {p.sample.image for p in self.problems if p.sample is not None and p.kind in _SAMPLE_KINDS}
 
+    @property
+    def n_usable(self) -> int:
+        """Samples left once the unusable ones are dropped (what ``--skip-bad-samples`` trains on)."""
+        return self.n_samples - len(self.bad_images)
+
     def by_kind(self) -> Dict[str, List[Problem]]:
         """Problems grouped by kind, in a fixed order."""
         groups: Dict[str, List[Problem]] = defaultdict(list)
@@ -188,12 +193,13 @@ class ValidationReport:
             tests={name: self.filter(s) for name, s in splits.tests.items()},
         )
 
-    def format(self, max_per_kind: Optional[int] = 20) -> str:
+    def format(self, max_per_kind: Optional[int] = None) -> str:
         """Readable multi-line report, grouped by kind, each group with its fix.
 
         Args:
             max_per_kind: Paths listed per kind before ``... and N more``;
-                ``None`` lists all.
+                ``None`` (the default) lists all: the report is the one place
+                that names every file to fix or remove.
 
         Returns:
             The report text.
@@ -218,7 +224,11 @@ class ValidationReport:
                 lines.append(f"  ... and {len(problems) - len(shown)} more")
         if n_bad:
             lines.append("")
-            lines.append(f"To train on the {self.n_samples - n_bad} usable samples, pass --skip-bad-samples.")
+            if self.n_usable:
+                lines.append(f"To train on the {self.n_usable} usable samples, pass --skip-bad-samples.")
+            else:  # skipping would leave nothing: do not suggest it
+                lines.append(f"No usable samples: all {self.n_samples} have errors, so --skip-bad-samples cannot "
+                             f"help; fix or replace the files above.")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -26,6 +26,13 @@ def _new_figure(width: float, height: float, ncols: int):
 
 
 def _save(fig, path: PathLike, dpi: int) -> Path:
+    """Render ``fig`` as PNG into ``path`` atomically.
+
+    Raises:
+        engine.files.FileWriteError: the file could not be written (read-only folder, full
+            disk...), naming it; callers to whom the figure is cosmetic (the trainer's
+            ``curves.png``) warn and go on.
+    """
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi)
     return Path(path)
@@ -61,6 +68,9 @@ def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike) -> Op
 
     Returns:
         The path written, or None when matplotlib is missing or there is nothing to plot.
+
+    Raises:
+        engine.files.FileWriteError: ``path`` could not be written (see :func:`_save`).
     """
     if not records:
         return None
@@ -95,6 +105,9 @@ def plot_test_curves(curves: Mapping[str, Mapping[str, Any]], path: PathLike) ->
 
     Returns:
         The file written, or None when no test set has curves (nothing was scored).
+
+    Raises:
+        engine.files.FileWriteError: ``path`` could not be written (see :func:`_save`).
     """
     with_curves = {n: c for n, c in curves.items() if c and "precision" in c}
     if not with_curves:

@@ -91,3 +91,50 @@ def test_bad_checkpoint_and_options(ckpt, tmp_path):
         Segmenter(ckpt, device="cpu", precision="fp8")
     with pytest.raises(ValueError, match="multiple of 32"):
         Segmenter(ckpt, device="cpu", img_size=50)
+
+
+@pytest.mark.parametrize("to_pil", [
+    lambda a: Image.fromarray(a),                    # mode "I;16", as Pillow opens 16-bit PNGs
+    lambda a: Image.fromarray(a.astype(np.int32)),   # mode "I", as older Pillow opens them
+])
+def test_16_bit_pil_image_is_read_like_its_file(seg, tmp_path, to_pil):
+    # A gradient using the whole 16-bit range: convert("RGB") would clip nearly all of it to white.
+    ramp = (np.linspace(0, 65535, 48 * 40).reshape(48, 40)).astype(np.uint16)
+    path = tmp_path / "ramp16.png"
+    cv2.imwrite(str(path), ramp)
+    pil = to_pil(ramp)
+    np.testing.assert_array_equal(to_rgb_array(pil), to_rgb_array(path))
+    np.testing.assert_array_equal(seg.predict(pil), seg.predict(path))
+
+
+def test_pil_int_image_outside_16_bits_is_refused():
+    with pytest.raises(ValueError, match="16-bit"):
+        to_rgb_array(Image.fromarray(np.full((4, 4), 70000, np.int32)))
+
+
+def test_float_array_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match=r"\[0, 1\].*uint8"):
+        to_rgb_array(np.full((4, 4, 3), 200.0, np.float32))  # 0-255 floats: clipping would make it white
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        to_rgb_array(np.full((4, 4), np.nan, np.float32))
+    # Resampling overshoot within one 8-bit level is clipped, not refused.
+    assert (to_rgb_array(np.full((4, 4), 1.002, np.float32)) == 255).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5, 3), (4, 0, 3)])
+def test_empty_array_is_a_value_error(seg, shape):
+    with pytest.raises(ValueError, match=r"Empty image array of shape \(" + ", ".join(map(str, shape))):
+        seg.predict(np.zeros(shape, np.uint8))
+
+
+def test_non_positive_tta_scale_is_refused_like_the_cli(ckpt):
+    from engine.inference.predictor import parse_tta_scales
+
+    with pytest.raises(ValueError) as cli_error:
+        parse_tta_scales("0")
+    for scales in ((0,), (1.0, -0.5)):
+        with pytest.raises(ValueError, match="must be positive"):
+            Segmenter(ckpt, device="cpu", tta_scales=scales)
+    with pytest.raises(ValueError) as api_error:
+        Segmenter(ckpt, device="cpu", tta_scales=(0,))
+    assert str(api_error.value) == str(cli_error.value)

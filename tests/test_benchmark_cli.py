@@ -1,6 +1,7 @@
 """`train_ultimate.py benchmark` on the CPU at a tiny size: every section measured, JSON written."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from train_ultimate import main
@@ -31,6 +32,25 @@ def test_benchmark_cpu_writes_every_number(tmp_path):
 def test_benchmark_rejects_bad_override():
     result = CliRunner().invoke(main, ["benchmark", "--device", "cpu", "--set", "dim"])
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--img-size", "100"], ["'--img-size'", "multiple of 32", "96 or 128"]),
+    (["--img-size", "0"], ["'--img-size'", "multiple of 32"]),
+    (["--batch-size", "-3"], ["'--batch-size'", "x>=1"]),
+    (["--batch-size", "0"], ["'--batch-size'", "x>=1"]),
+    (["--iters", "0"], ["'--iters'", "x>=1"]),
+    (["--rounds", "0"], ["'--rounds'", "x>=1"]),
+    (["--warmup", "-1"], ["'--warmup'", "x>=0"]),
+    (["--predict-batch-size", "0"], ["'--predict-batch-size'", "x>=1"]),
+    (["--device", "foo"], ["'--device'", "cuda:N"]),
+])
+def test_benchmark_bad_values_are_usage_errors(args, words):
+    result = CliRunner().invoke(main, ["benchmark", "--device", "cpu", *args])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    for word in words:
+        assert word in result.output, (word, result.output)
 
 
 def test_report_shows_the_cuda_graph_ratios_when_measured():

@@ -137,6 +137,8 @@ def test_flash_attention_script_damaged_checkpoint(tmp_path):
 
 
 def test_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import shutil
+
     from engine.files import DiskFullError, atomic_torch_save
 
     target = tmp_path / "last.pt"
@@ -146,9 +148,11 @@ def test_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
         raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
 
     monkeypatch.setattr(torch, "save", full)
+    # torch's error names no cause: only low free space makes it a full disk.
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(2**40, 2**40 - 2**20, 2**20))
     with pytest.raises(DiskFullError, match="disk is full") as info:
         atomic_torch_save({"v": 2}, target)
-    assert str(target) in str(info.value)
+    assert str(target) in str(info.value) and "1 MiB free" in str(info.value)
     monkeypatch.undo()
     assert torch.load(target, weights_only=True) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left

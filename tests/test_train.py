@@ -140,6 +140,38 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, 
         assert x["val_Sm"] == pytest.approx(y["val_Sm"], abs=1e-9)
 
 
+def test_resumed_run_from_scratch_keeps_the_first_sessions_schedule(tiny_data, tmp_path, monkeypatch):
+    # The defaults: stage1_epochs 1, no pretrained weights, adapt_to_budget on, so the first session
+    # plans no frozen stage 1. The resumed session must continue that schedule, not rebuild one with a
+    # frozen stage 1 (which re-froze the backbone and moved every learning rate).
+    extra = ["--batch-size", "2", "--use-ema", "--seed", "7", "--stage1-epochs", "1",
+             "--set", "train.adapt_to_budget=true"]
+    ref = tmp_path / "ref"
+    assert run_cli(_args(tiny_data, ref, *extra)).exit_code == 0
+    run = tmp_path / "run"
+    _stop_after(monkeypatch, 4)  # in epoch 2, where a rebuilt schedule would be in stage 2 at other rates
+    first = run_cli(_args(tiny_data, run, *extra))
+    monkeypatch.undo()
+    assert first.exit_code == 0 and "Stopped by SIGTERM" in first.output, first.output
+    assert "(stage 1: 0 steps)" in first.output and "backbone frozen" not in first.output
+
+    second = run_cli(["train", "--checkpoint-dir", str(run), "--resume", "auto"])
+    assert second.exit_code == 0, second.output
+    assert "(stage 1: 0 steps)" in second.output and "backbone frozen" not in second.output
+    a, b = load_ckpt(ref / "last.pt"), load_ckpt(run / "last.pt")
+    assert a["step"] == b["step"] == 6
+    _assert_same_weights(a["model"], b["model"])
+    _assert_same_weights(a["ema"], b["ema"])
+    lr = [[json.loads(x)["lr"] for x in (d / "metrics.jsonl").read_text().splitlines()[:-1]] for d in (ref, run)]
+    assert lr[0] == lr[1]
+
+    # extending the finished run plans the schedule again, by the same rule: still no frozen stage
+    more = run_cli(["train", "--checkpoint-dir", str(run), "--resume", "auto", "--epochs", "3"])
+    assert more.exit_code == 0, more.output
+    assert "(stage 1: 0 steps)" in more.output and "backbone frozen" not in more.output
+    assert load_ckpt(run / "last.pt")["step"] == 9
+
+
 def test_resume_refuses_a_different_model(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0")).exit_code == 0
@@ -158,7 +190,12 @@ def test_resume_path_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     result = run_cli(["train", "--checkpoint-dir", str(tmp_path), "--resume", str(bad)])
-    assert result.exit_code == 1 and "not a checkpoint file" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "not a checkpoint file" in result.output and "Traceback" not in result.output
+    assert "best.pt" not in result.output and "last.pt" in result.output  # best.pt cannot be resumed
+    # a folder: say so, and how to resume the run in it
+    result = run_cli(["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output and "no such" not in result.output
+    assert f"--resume auto --checkpoint-dir {tmp_path}" in result.output and str(tmp_path / "last.pt") in result.output
 
 
 def _nan_on(calls_to_poison):

@@ -71,6 +71,30 @@ def test_schedule_sized_from_measured_step_time():
     assert resumed.left() == pytest.approx(20.0)
 
 
+def test_resume_continues_the_saved_schedule_unless_its_length_changes():
+    from types import SimpleNamespace
+
+    from engine.training.setup import _resumed_schedule_sizes, _stage1_epochs
+
+    tcfg = {"epochs": 4, "stage1_epochs": 1, "warmup_steps": 30, "adapt_to_budget": True, "time_budget": None}
+    rt = SimpleNamespace(ctx=SimpleNamespace(world_size=1))
+    ckpt = {"scheduler": {"step_count": 1, "total_steps": 204, "stage1_steps": 0, "warmup_steps": 30},
+            "config": {"train": dict(tcfg)}, "batch_size": 4, "accumulation_steps": 1, "world_size": 1}
+
+    def sizes(t=tcfg, batch=4, budgeted=False, continuing=False):
+        return _resumed_schedule_sizes(t, ckpt, rt, batch, 1, budgeted, continuing)
+
+    assert sizes() == (204, 0, 30)  # the first session's schedule, not one rebuilt with a stage 1
+    assert sizes(budgeted=True, continuing=True) == (204, 0, 30)  # the rest of the same budget
+    assert sizes(dict(tcfg, epochs=8)) is None  # extended: planned again ...
+    assert sizes(budgeted=True) is None  # ... and so with a fresh budget or another batch layout
+    assert sizes(batch=2) is None
+    # ... by the first session's rule: no frozen stage for a backbone without pretrained weights
+    assert _stage1_epochs(tcfg, {"pretrained": False}, None) == 0
+    assert _stage1_epochs(tcfg, {"pretrained": True}, None) == 1
+    assert _stage1_epochs(dict(tcfg, adapt_to_budget=False), {"pretrained": False}, None) == 1
+
+
 def test_time_budget_run_ends_inside_it_and_resume_continues(tiny_data, tmp_path):
     out = tmp_path / "run"
     args = _args(tiny_data, out, "--batch-size", "2", "--epochs", "1000", "--time-budget", "45s",
@@ -106,15 +130,37 @@ def test_new_run_into_an_existing_run_folder_is_refused(tiny_data, tmp_path):
     assert again.exit_code == 2
     assert "already holds a run" in again.output and "--resume auto" in again.output and "--overwrite" in again.output
     assert (out / "best.pt").read_bytes() == before  # nothing touched
-    (out / ".last.pt.abc123.tmp").write_bytes(b"torn")  # left by a kill during a write
+    # left by kills during atomic writes (engine.files.atomic_open names them .NAME.RANDOM.tmp)
+    for name in (".last.pt.abc123.tmp", ".metrics.jsonl.k2j4h5g6.tmp", ".config.yaml.x_1y2z3w.tmp",
+                 ".run_summary.json.q9w8e7r6.tmp"):
+        (out / name).write_bytes(b"torn")
+    (out / "notes.tmp").write_text("not ours")
     replaced = run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0", "--seed", "3", "--overwrite"))
     assert replaced.exit_code == 0, replaced.output
     assert "--overwrite: removed" in replaced.output
     assert not list(out.glob(".*.tmp"))
+    assert (out / "notes.tmp").read_text() == "not ours"
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in records if "summary" in r]) == 1  # one run, not two mixed
     with pytest.raises(RunFolderError):
         prepare_run_folder(out, resuming=False, overwrite=False)
+
+
+def test_a_start_that_failed_its_checks_does_not_block_the_next(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    failed = run_cli(_args(tiny_data, out, "--epochs", "1", "--time-budget", "5x"))
+    assert failed.exit_code == 2 and "not a duration" in failed.output
+    assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()  # logs, no saved state
+    (out / ".metrics.jsonl.k2j4h5g6.tmp").write_bytes(b"torn")
+    # --resume auto finds no last.pt and starts a new run, which is not refused
+    result = run_cli(_args(tiny_data, out, "--epochs", "1", "--resume", "auto"))
+    assert result.exit_code == 0, result.output
+    assert "no last.pt" in result.output and "saved no checkpoint" in result.output
+    assert not list(out.glob(".*.tmp"))
+    assert (out / "train.log").read_text().count("Data: 6 training") == 1  # the new run's log, not both
+    # a folder holding a saved run is still refused
+    again = run_cli(_args(tiny_data, out, "--epochs", "1"))
+    assert again.exit_code == 2 and "already holds a run (last.pt, best.pt)" in again.output
 
 
 def test_python_resume_refuses_a_different_model_and_best_pt(tiny_data, tmp_path):

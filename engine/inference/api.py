@@ -20,7 +20,7 @@ import torch
 
 from datasets import build_eval_transform, read_image
 from datasets.io import to_uint8
-from engine.inference.predictor import InferenceModel, Predictor, load_inference_model
+from engine.inference.predictor import InferenceModel, Predictor, load_inference_model, parse_tta_scales
 from engine.runtime import resolve_device
 
 __all__ = ["COLOR_ORDERS", "Segmenter", "to_rgb_array"]
@@ -29,18 +29,55 @@ __all__ = ["COLOR_ORDERS", "Segmenter", "to_rgb_array"]
 COLOR_ORDERS = ("rgb", "bgr")
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # Any: a PIL.Image.Image
 
+# Float arrays may stray this far outside [0, 1] (resampling overshoot, rounding) and are
+# clipped; farther out they are taken for 0-255 data, which clipping would turn white.
+_FLOAT_SLACK = 1.0 / 255.0
+
+
+def _check_array(image: np.ndarray) -> None:
+    """Refuse arrays the uint8 conversion would silently get wrong."""
+    if image.size == 0:
+        raise ValueError(f"Empty image array of shape {image.shape}: an image needs at least one pixel.")
+    if np.issubdtype(image.dtype, np.floating):
+        lo, hi = float(np.min(image)), float(np.max(image))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -_FLOAT_SLACK or hi > 1.0 + _FLOAT_SLACK:
+            raise ValueError(
+                f"Float image array with values in [{lo:g}, {hi:g}]: float images must be in [0, 1]. "
+                f"Divide 0-255 data by 255, or pass it as uint8 (array.astype(np.uint8))."
+            )
+
+
+def _pil_to_array(image: Any) -> np.ndarray:
+    """A PIL image as the array its file would decode to.
+
+    Integer modes ("I;16" for 16-bit PNGs, "I" for 32-bit ints, which older Pillow uses for
+    16-bit files too) keep their values: ``convert("RGB")`` would clip them at 255 and turn
+    most of the image white, while :func:`~datasets.io.read_image` scales 16-bit data to 8 bits.
+    """
+    if not str(image.mode).startswith("I"):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.size and (array.min() < 0 or array.max() > np.iinfo(np.uint16).max):
+        raise ValueError(
+            f"PIL image of mode {image.mode!r} with values in [{array.min()}, {array.max()}]: integer images must "
+            f"be 16-bit (0-65535). Convert it to 'L' or 'RGB' yourself, with the scaling your data needs."
+        )
+    return array.astype(np.uint16)  # native byte order, scaled to 8 bits like a 16-bit file
+
 
 def to_rgb_array(image: ImageLike, color: str = "rgb") -> np.ndarray:
     """An image as ``(H, W, 3)`` uint8 RGB.
 
     Args:
         image: a file path; a NumPy array ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` (uint8,
-            uint16, bool, or float in [0, 1]); or a PIL image (any mode).
+            uint16 (scaled by 1/257, as 16-bit files are), bool, or float in [0, 1]); or a PIL
+            image (any mode; 16-bit ones are scaled like 16-bit files).
         color: channel order of an array input, ``"rgb"`` or ``"bgr"`` (OpenCV frames are BGR);
             paths and PIL images carry their own order and ignore it.
 
     Raises:
-        ValueError: an unknown ``color`` or an array of another shape.
+        ValueError: an unknown ``color``; an empty array or one of another shape; a float
+            array with values outside [0, 1] (0-255 data: divide by 255 or pass uint8).
         TypeError: an input of another type.
         datasets.ImageReadError: a path that is missing or cannot be decoded.
     """
@@ -49,6 +86,7 @@ def to_rgb_array(image: ImageLike, color: str = "rgb") -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return read_image(Path(image))
     if isinstance(image, np.ndarray):
+        _check_array(image)
         array = to_uint8(image)
         if array.ndim == 2:
             array = np.repeat(array[:, :, None], 3, axis=2)
@@ -59,7 +97,7 @@ def to_rgb_array(image: ImageLike, color: str = "rgb") -> np.ndarray:
             array = array[:, :, ::-1]
         return np.ascontiguousarray(array)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image.Image, without importing PIL
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+        return to_rgb_array(_pil_to_array(image), "rgb")
     raise TypeError(
         f"Cannot read an image from {type(image).__name__}: pass a file path, a NumPy array or a PIL image."
     )
@@ -79,12 +117,12 @@ class Segmenter:
             training size (else 384).
         batch_size: images per forward pass for list inputs.
         tta: also average over the horizontally flipped image.
-        tta_scales: input scales to average over.
+        tta_scales: input scales to average over (positive numbers).
         cuda_graphs: replay CUDA graphs for recurring shapes (None: on for CUDA devices).
 
     Raises:
         engine.checkpoint.CheckpointError: the checkpoint is missing, unsafe or not CamoXpert's.
-        ValueError: an invalid device, precision or image size.
+        ValueError: an invalid device, precision, image size or TTA scale.
     """
 
     def __init__(
@@ -100,9 +138,10 @@ class Segmenter:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: use 1 or more.")
+        scales = parse_tta_scales(tta_scales)  # the CLI's check and message (a scale of 0 cannot be run)
         self.device = resolve_device(device)
         self.loaded: InferenceModel = load_inference_model(checkpoint, self.device, img_size)
-        self.predictor = Predictor(self.loaded.model, self.device, hflip=tta, scales=tta_scales,
+        self.predictor = Predictor(self.loaded.model, self.device, hflip=tta, scales=scales,
                                    precision=precision, cuda_graphs=cuda_graphs)
         self.batch_size = int(batch_size)
         self.transform = build_eval_transform(self.loaded.img_size)

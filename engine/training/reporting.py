@@ -1,6 +1,11 @@
 """What a run leaves behind for people: ``metrics.jsonl``, ``curves.png``, ``train.log``, TensorBoard.
 
 Only rank 0 creates a :class:`RunReporter`; other ranks get a disabled one.
+
+``metrics.jsonl`` and ``run_summary.json`` are the run's record: failing to write them stops the
+run with :class:`~engine.files.FileWriteError` naming the file. ``curves.png``, TensorBoard and
+``train.log`` are conveniences (the same numbers are in the JSONL, the same lines on stdout):
+failing to write one is a warning, once per file, and training goes on.
 """
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
-from engine.files import atomic_write_text
+from engine.files import atomic_write_text, write_error
 from engine.plotting import plot_training_curves
 
 __all__ = ["RunReporter", "fmt_loss", "read_metrics", "router_line"]
@@ -87,6 +92,7 @@ class RunReporter:
         self._last_plot = time.monotonic()
         self._plot_pending = False
         self._bar: Any = _NoBar()
+        self._warned: Set[Path] = set()
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,18 +109,64 @@ class RunReporter:
     def _rewrite(self) -> None:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.records))
 
-    def log(self, message: str) -> None:
-        """Print a line (without breaking a progress bar) and append it to ``train.log``."""
-        if not self.enabled:
-            return
+    def _append_metrics(self, record: Mapping[str, Any]) -> None:
+        """Append one JSON line to ``metrics.jsonl``; a failed write stops the run, naming the file."""
+        try:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+        except OSError as exc:
+            raise write_error(self.metrics_path, exc) from exc
+
+    def _print(self, message: str) -> None:
         try:
             from tqdm import tqdm
 
             tqdm.write(message, file=sys.stdout)
         except ImportError:
             print(message, flush=True)
-        with open(self.log_path, "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def _warn_unwritable(self, path: Path, exc: BaseException) -> None:
+        """Say once per file that a cosmetic file could not be written; training goes on."""
+        if path in self._warned:
+            return
+        self._warned.add(path)
+        errno_ = getattr(exc, "errno", None)
+        reason = os.strerror(errno_) if errno_ else (str(exc).splitlines() or [type(exc).__name__])[0]
+        message = (f"Warning: could not write {path} ({reason}); training goes on without it "
+                   f"(the checkpoints and metrics.jsonl are still written).")
+        if path == self.log_path:
+            self._print(message)
+        else:
+            self.log(message)
+
+    def _tensorboard(self, write: Callable[[Any], None]) -> None:
+        """Run ``write(summary_writer)``; a failure (its writer thread re-raises disk errors)
+        warns and turns TensorBoard off for the rest of the run."""
+        if self._tb is None:
+            return
+        try:
+            write(self._tb)
+        except Exception as exc:  # any failure: TensorBoard is a convenience, never worth the run
+            self._tb = None
+            self._warn_unwritable(self.out_dir / "tensorboard", exc)
+
+    def log(self, message: str) -> None:
+        """Print a line (without breaking a progress bar) and append it to ``train.log``."""
+        if not self.enabled:
+            return
+        self._print(message)
+        self.append_log(message)
+
+    def append_log(self, message: str) -> None:
+        """Append ``message`` to ``train.log`` only (for text already shown, e.g. on stderr)."""
+        if not self.enabled:
+            return
+        try:
+            with open(self.log_path, "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        except OSError as exc:  # the line is on stdout or stderr already
+            self._warn_unwritable(self.log_path, exc)
 
     def progress_bar(self, run: Any, show: bool) -> Any:
         """A tqdm bar over the run's optimizer steps (a do-nothing bar when hidden)."""
@@ -134,11 +186,14 @@ class RunReporter:
             elapsed = run.clock.seconds["steps"] + run.clock.seconds["data_wait"]
             bar.set_postfix(loss=fmt_loss(window.get("main")), lr=f"{run.head_lr():.2e}",
                             img_s=f"{run.images_trained / max(elapsed, 1e-9):.1f}", refresh=False)
-        if self._tb is not None:
-            for key in ("loss", "main"):
-                if window.get(key) is not None:
-                    self._tb.add_scalar(f"train/{'loss' if key == 'loss' else 'main_loss'}", window[key], run.step)
-            self._tb.add_scalar("train/lr", run.last_lr, run.step)
+        self._tensorboard(lambda tb: self._tb_step_scalars(tb, run, window))
+
+    @staticmethod
+    def _tb_step_scalars(tb: Any, run: Any, window: Mapping[str, Any]) -> None:
+        for key in ("loss", "main"):
+            if window.get(key) is not None:
+                tb.add_scalar(f"train/{'loss' if key == 'loss' else 'main_loss'}", window[key], run.step)
+        tb.add_scalar("train/lr", run.last_lr, run.step)
 
     def validation(self, record: Mapping[str, Any], run: Any) -> None:
         """Append a validation record to ``metrics.jsonl``, log it, draw curves, TensorBoard."""
@@ -146,9 +201,7 @@ class RunReporter:
             return
         record = dict(record)
         self.records.append(record)
-        with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
+        self._append_metrics(record)
         self._plot_pending = True
         if time.monotonic() - self._last_plot >= self.plot_interval_s:
             self.plot()
@@ -163,18 +216,21 @@ class RunReporter:
             self.log(f"Warning: {record['val_nonfinite']} validation image(s) had NaN/inf predictions (scored as 0.5).")
         if record.get("router"):
             self.log(router_line(record["router"]))
-        if self._tb is not None:
-            step = record["step"]
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
-                    self._tb.add_scalar(f"val/{key}" if key.startswith("val_") else f"interval/{key}", value, step)
-            for layer, stats in (record.get("router") or {}).items():
-                for expert, share in stats["share"].items():
-                    if share is not None:
-                        self._tb.add_scalar(f"router/{layer}/{expert}", share, step)
-                if stats.get("balance_loss") is not None:
-                    self._tb.add_scalar(f"router/{layer}/balance_loss", stats["balance_loss"], step)
-            self._tb.flush()
+        self._tensorboard(lambda tb: self._tb_validation(tb, record))
+
+    @staticmethod
+    def _tb_validation(tb: Any, record: Mapping[str, Any]) -> None:
+        step = record["step"]
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                tb.add_scalar(f"val/{key}" if key.startswith("val_") else f"interval/{key}", value, step)
+        for layer, stats in (record.get("router") or {}).items():
+            for expert, share in stats["share"].items():
+                if share is not None:
+                    tb.add_scalar(f"router/{layer}/{expert}", share, step)
+            if stats.get("balance_loss") is not None:
+                tb.add_scalar(f"router/{layer}/balance_loss", stats["balance_loss"], step)
+        tb.flush()
 
     def summary(self, summary: Mapping[str, Any], status: str, step: int) -> None:
         """Where the wall time went: printed, appended to ``metrics.jsonl`` and written to
@@ -183,8 +239,7 @@ class RunReporter:
             return
         self._bar.close()
         payload = {"status": status, "step": step, **summary}
-        with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps({"summary": payload}) + "\n")
+        self._append_metrics({"summary": payload})
         atomic_write_text(self.out_dir / "run_summary.json", json.dumps(payload, indent=2) + "\n")
         total = max(summary["total_s"], 1e-9)
         parts = ", ".join(f"{k[:-2].replace('_', ' ')} {summary[k]:.1f} s ({100 * summary[k] / total:.0f}%)"
@@ -195,9 +250,12 @@ class RunReporter:
                  f"launch to exit).")
 
     def plot(self) -> None:
-        """Redraw ``curves.png`` now."""
+        """Redraw ``curves.png`` now (a failed write is a warning: the numbers are in metrics.jsonl)."""
         if self.enabled and self.records:
-            plot_training_curves(self.records, self.curves_path)
+            try:
+                plot_training_curves(self.records, self.curves_path)
+            except OSError as exc:
+                self._warn_unwritable(self.curves_path, exc)
             self._plot_pending = False
             self._last_plot = time.monotonic()
 
@@ -206,6 +264,5 @@ class RunReporter:
         self._bar.close()
         if self._plot_pending:
             self.plot()
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        self._tensorboard(lambda tb: tb.close())
+        self._tb = None

@@ -161,11 +161,16 @@ class TwoStageSchedule:
         self._apply()
 
     def state_dict(self) -> Dict[str, int]:
-        """Plain state: the step, and the sizes (restored by a run that continues a time budget)."""
+        """Plain state: the step, and the sizes (a resumed run that continues this schedule keeps them)."""
         return {"step_count": self.step_count, "total_steps": self.total_steps, "stage1_steps": self.stage1_steps,
                 "warmup_steps": self.warmup_steps}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
-        """Restore the step and re-apply its learning rates."""
+        """Restore the step and re-apply its learning rates.
+
+        The sizes are not restored here: the resumed run's setup decides them before this is
+        called (:func:`engine.training.setup.build_run_state` keeps the saved ones unless the
+        resume changes the run's length, and a time budget or a new batch layout sizes them again).
+        """
         self.step_count = int(state["step_count"])
         self._apply()

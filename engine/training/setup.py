@@ -179,6 +179,51 @@ def _budget(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], new_budg
         saved.get("planned"))
 
 
+#: Settings that size the schedule: a resume that changes one of them plans the schedule again.
+_SCHEDULE_KEYS = ("epochs", "stage1_epochs", "warmup_steps", "adapt_to_budget", "time_budget")
+
+
+def _stage1_epochs(tcfg: Mapping[str, Any], mcfg: Mapping[str, Any], log: Optional[Callable[[str], None]]) -> int:
+    """Epochs with the backbone frozen: none for a model without pretrained weights under
+    ``adapt_to_budget`` (a frozen random backbone learns nothing). Says so through ``log`` if given."""
+    stage1_epochs = int(tcfg["stage1_epochs"])
+    scratch = not (mcfg.get("pretrained") or mcfg.get("pretrained_weights"))
+    if tcfg["adapt_to_budget"] and scratch and stage1_epochs > 0:
+        stage1_epochs = 0
+        if log is not None:
+            log("No pretrained backbone: training everything from the start (stage 1 with a frozen random "
+                "backbone learns nothing); turn off with --set train.adapt_to_budget=false.")
+    return stage1_epochs
+
+
+def _resumed_schedule_sizes(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], rt: Runtime,
+                            batch_size: int, accumulation: int, budgeted: bool,
+                            continuing: bool) -> Optional[Tuple[int, int, int]]:
+    """``(total, stage 1, warm-up)`` steps of the checkpoint's schedule when this session continues it
+    unchanged, else None (the schedule is planned again from this session's settings).
+
+    A resume continues the saved schedule, not one rebuilt from the config: the first session may
+    have changed it (no stage 1 from scratch, a time budget, a new process count), and rebuilding it
+    would move the stage boundary and the rates. It is planned again when the resume changes the
+    run's length (``--epochs``, ``--stage1-epochs``, warm-up), gives a fresh time budget (sized after
+    the first steps), or changes batch size, accumulation or process count (the saved sizes count
+    other steps; :func:`~engine.training.resume.restore_run` shifts the new plan to the same epochs).
+    """
+    saved = (ckpt or {}).get("scheduler") or {}
+    if not all(k in saved for k in ("total_steps", "stage1_steps", "warmup_steps")):
+        return None  # an older checkpoint: only the step was saved
+    sizes = (int(saved["total_steps"]), int(saved["stage1_steps"]), int(saved["warmup_steps"]))
+    if continuing:  # the rest of the budget: keep the schedule the first session sized
+        return sizes
+    before = dict((ckpt.get("config") or {}).get("train") or {})
+    changed = [k for k in _SCHEDULE_KEYS if before.get(k, tcfg.get(k)) != tcfg.get(k)]
+    layout = {"batch_size": batch_size, "accumulation_steps": accumulation, "world_size": rt.ctx.world_size}
+    moved = [k for k, now in layout.items() if ckpt.get(k, now) != now]
+    if budgeted or changed or moved:
+        return None
+    return sizes
+
+
 def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt: Optional[Mapping[str, Any]],
                     new_budget: bool, clock: Callable[[], float], started_at: Optional[float],
                     log: Callable[[str], None]) -> Tuple[RunState, RunLoaders]:
@@ -201,13 +246,11 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         model.to(memory_format=torch.channels_last)
     ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["use_ema"] else None
     steps_per_epoch = math.ceil(loaders.batches_per_epoch / accum)
-    epochs, stage1_epochs = int(tcfg["epochs"]), int(tcfg["stage1_epochs"])
-    scratch = not (config["model"].get("pretrained") or config["model"].get("pretrained_weights"))
-    if tcfg["adapt_to_budget"] and scratch and stage1_epochs > 0 and ckpt is None:
-        stage1_epochs = 0
-        log("No pretrained backbone: training everything from the start (stage 1 with a frozen random backbone "
-            "learns nothing); turn off with --set train.adapt_to_budget=false.")
+    epochs = int(tcfg["epochs"])
     budget, continuing = _budget(tcfg, ckpt, new_budget, clock, started_at)
+    saved_sizes = _resumed_schedule_sizes(tcfg, ckpt, rt, batch_size, accum, budget.enabled, continuing)
+    # A new plan (new run, or a resume that changed its length) follows the same rules as the first session.
+    stage1_epochs = _stage1_epochs(tcfg, config["model"], log if saved_sizes is None else None)
     if rt.compile and not keep_compile_for_run_length(tcfg.get("compile"), budget.seconds, epochs * steps_per_epoch):
         rt.compile = False
         log("Eager mode: this run is too short for torch.compile to pay back its compile time (auto compiles "
@@ -224,9 +267,8 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         min_lr_ratio=tcfg["min_lr_ratio"], stage2_lr_scale=tcfg["stage2_lr_scale"],
         backbone_lr_scale=tcfg["backbone_lr_scale"],
     )
-    if continuing:  # the rest of the budget: keep the schedule the first session sized
-        s = ckpt["scheduler"]
-        schedule.resize(s["total_steps"], s["stage1_steps"], s["warmup_steps"])
+    if saved_sizes is not None:  # continue the checkpoint's schedule: same stage boundaries, same rates
+        schedule.resize(*saved_sizes)
     # GradScaler only for fp16: bf16 has fp32's range and needs no loss scaling.
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
     lcfg = config["loss"]

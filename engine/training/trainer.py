@@ -31,6 +31,7 @@ from engine.training.resume import (
     check_model_matches,
     load_resume_checkpoint,
     prepare_run_folder,
+    release_run_folder,
     restore_run,
     save_best,
     save_last,
@@ -129,6 +130,7 @@ class Trainer:
             return self._fit()
         finally:
             self._teardown()  # already done on success; here for errors and interruptions
+            release_run_folder(self.out_dir)
             cleanup_distributed()
 
     def _teardown(self) -> None:
