@@ -24,6 +24,7 @@ from models import CamoXpert, CamoXpertConfig, build_model
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "check_checkpoint_file",
     "load_checkpoint",
     "load_weights",
     "model_from_checkpoint",
@@ -56,7 +57,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}. Pass the path of a last.pt/best.pt written by `train`.")
-    _check_container(path)
+    check_checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -84,8 +85,16 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     return ckpt
 
 
-def _check_container(path: Path) -> None:
-    """Refuse files that are neither a torch zip archive nor a legacy pickle stream (text, images...)."""
+def check_checkpoint_file(path: Path, advice: str = "Pass the last.pt or best.pt that `python train_ultimate.py train` wrote.") -> None:
+    """Refuse files that are neither a torch zip archive nor a legacy pickle stream (text, images...).
+
+    Args:
+        path: the file.
+        advice: the sentence that ends the message (what to pass instead).
+
+    Raises:
+        CheckpointError: naming the file and what it starts with.
+    """
     try:
         with open(path, "rb") as fh:
             head = fh.read(64)
@@ -98,8 +107,7 @@ def _check_container(path: Path) -> None:
     shown = head[:24].decode("utf-8", "replace").replace("\n", " ").strip()
     kind = "an empty file" if not head else f"it starts with {shown!r}"
     raise CheckpointError(
-        f"{path} is not a checkpoint file ({kind}; checkpoints written by torch.save are zip archives). "
-        f"Pass the last.pt or best.pt that `python train_ultimate.py train` wrote."
+        f"{path} is not a checkpoint file ({kind}; checkpoints written by torch.save are zip archives). {advice}"
     )
 
 

@@ -26,8 +26,7 @@ import socket
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-from engine.checkpoint import _check_container  # the file-type check load_checkpoint starts with
-from engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, strip_state_dict_prefixes
+from engine.checkpoint import CheckpointError, check_checkpoint_file, load_checkpoint, load_weights, save_checkpoint, strip_state_dict_prefixes
 from engine.config import ConfigError
 from engine.distributed import all_gather_objects
 from engine.files import atomic_write_text
@@ -117,16 +116,13 @@ def _check_is_checkpoint_file(path: PathLike) -> None:
     """Refuse a ``--resume`` file that is no checkpoint at all (text, image...): a usage error.
 
     Raises:
-        ResumeError: with the resume advice (load_checkpoint's names best.pt too, which cannot resume).
+        ResumeError: with the resume advice (only last.pt resumes: best.pt holds no optimizer state).
     """
     try:
-        _check_container(Path(path))
+        check_checkpoint_file(Path(path), advice="Resume from the last.pt a `train` run wrote (--resume auto "
+                                                  "--checkpoint-dir DIR continues the run in DIR).")
     except CheckpointError as exc:
-        reason = str(exc).split(" Pass the ", 1)[0].rstrip()
-        raise ResumeError(
-            f"--resume {path}: {reason} Resume from the last.pt a `train` run wrote (--resume auto "
-            f"--checkpoint-dir DIR continues the run in DIR)."
-        ) from exc
+        raise ResumeError(f"--resume {exc}") from exc
 
 
 def load_resume_checkpoint(resume: Union[PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
