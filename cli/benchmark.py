@@ -55,6 +55,11 @@ def format_report(r: dict) -> str:
             line += (f", {what} replayed from a CUDA graph {ratio[name]:.2f} ({_fmt(r['model'][key + '_img_per_s'])} "
                      f"against {_fmt(r['backbone_alone'][key + '_img_per_s'])} img/s)")
     lines.append(line)
+    spread = r.get("ratio_to_backbone_quartiles")
+    if spread:
+        lines.append("ratio per matched pair of calls, quartiles: " + ", ".join(
+            f"{name.replace('_cuda_graph', ' replayed').replace('_', ' ')} {q['q1']:.2f}-{q['q3']:.2f}"
+            for name, q in spread.items()))
     firsts = [(label, r[key]) for key, label in (("backbone_alone", "backbone"), ("model", "CamoXpert"))
               if "first_train_step_s" in r[key]]
     if firsts:

@@ -22,6 +22,10 @@ def test_benchmark_cpu_writes_every_number(tmp_path):
             assert report[key][metric] > 0
     assert "first call (cuDNN kernel search): backbone train" in result.output
     assert report["ratio_to_backbone"]["train"] > 0 and report["ratio_to_backbone"]["inference"] > 0
+    spread = report["ratio_to_backbone_quartiles"]
+    assert set(spread) == {"train", "inference"}
+    assert all(0 < q["q1"] <= q["median"] <= q["q3"] for q in spread.values())
+    assert "ratio per matched pair of calls, quartiles: train" in result.output
     assert report["model_config"]["dim"] == 32
     backends = report["model_attention_backends"]
     assert backends["auto"]["usable"] and backends["math"]["usable"]
@@ -105,3 +109,16 @@ def test_graphed_benchmark_step_trains_like_the_eager_step(monkeypatch):
     for (name, a), b in zip(eager.module.named_parameters(), graphed.module.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
     assert not torch.equal(eager.module.decoder.head[1].weight, before)  # the steps did train
+
+
+def test_measure_interleaved_pairs_calls_in_alternating_order():
+    from engine.tools.benchmark import measure_interleaved, quartiles
+    import torch
+
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    samples = measure_interleaved(fns, torch.device("cpu"), warmup=1, iters=4)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]  # warm-up, then 4 passes
+    assert [len(v) for v in samples.values()] == [4, 4] and all(t >= 0 for v in samples.values() for t in v)
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == {"q1": 2.0, "median": 3.0, "q3": 4.0}
+    assert quartiles([0.5]) == {"q1": 0.5, "median": 0.5, "q3": 0.5}
