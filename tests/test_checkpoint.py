@@ -1,5 +1,7 @@
 """Checkpoint files: atomic write, weights-only load, refusal of pickled code, rebuild."""
 import os
+import struct
+import zipfile
 
 import pytest
 import torch
@@ -63,3 +65,50 @@ def test_missing_truncated_and_foreign_files(tmp_path, tiny_model):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "f.pt")
     with pytest.raises(CheckpointError, match="not a CamoXpert checkpoint"):
         load_checkpoint(tmp_path / "f.pt")
+
+
+def _flip_byte_in_record(path, prefix="archive/data/"):
+    """Flip one byte in the middle of the largest tensor record; returns the record's name."""
+    with zipfile.ZipFile(path) as zf:
+        info = max((i for i in zf.infolist() if i.filename.startswith(prefix)), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    # Local header: 30 fixed bytes, then the name and the extra field (torch's alignment padding).
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+def test_damaged_record_is_refused_naming_file_and_record(tmp_path, tiny_model):
+    state = {"model_config": tiny_model.config.to_dict(), "model": tiny_model.state_dict()}
+    path = save_checkpoint(state, tmp_path / "last.pt")
+    assert load_checkpoint(path)["model"].keys() == state["model"].keys()  # intact: loads
+    record = _flip_byte_in_record(path)
+    torch.load(path, weights_only=True)  # torch alone loads the changed weights without complaint
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and record in message
+    assert "damaged" in message and "copy the file again" in message and "earlier one is intact" in message
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, "set_crc32_options"), reason="torch always writes CRCs")
+def test_checkpoint_written_without_crcs_still_loads(tmp_path, tiny_model):
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        path = save_checkpoint({"model_config": tiny_model.config.to_dict(), "model": tiny_model.state_dict()}, tmp_path / "c.pt")
+    finally:
+        torch.serialization.set_crc32_options(before)
+    with zipfile.ZipFile(path) as zf:
+        assert all(i.CRC == 0 for i in zf.infolist())  # what the check relies on to skip them
+    assert load_checkpoint(path)["model"].keys() == tiny_model.state_dict().keys()
+
+
+def test_legacy_pickle_checkpoint_skips_the_crc_check(tmp_path, tiny_model):
+    path = tmp_path / "old.pt"
+    state = {"model_config": tiny_model.config.to_dict(), "model": tiny_model.state_dict()}
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path)
+    assert load_checkpoint(path)["model"].keys() == state["model"].keys()
