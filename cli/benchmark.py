@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from cli.options import _check_device
+from cli.options import check_device_option
 from models.names import SUPPORTED_BACKBONES
 
 # Counts that must be at least 1 (0 or less would divide by zero or take the median of nothing).
@@ -113,7 +113,7 @@ def format_predict_report(r: dict) -> str:
 
 
 @click.command()
-@click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=check_device_option, help="auto, cpu, cuda, cuda:N.")
 @click.option("--batch-size", type=_POSITIVE, default=None, help="Default: 16 on GPU, 2 on CPU.")
 @click.option("--img-size", type=int, default=None, callback=_check_img_size,
               help="A multiple of 32. Default: 384 on GPU, 128 on CPU.")

@@ -1,13 +1,14 @@
-"""Click options shared by the commands that run a trained checkpoint (evaluate, predict)."""
+"""Click options shared by the commands that run a trained checkpoint (evaluate, predict) and the device check."""
 from __future__ import annotations
 
 from typing import Callable, Optional
 
 import click
 
-__all__ = ["inference_options"]
+__all__ = ["check_device_option", "inference_options"]
 
-def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+
+def check_device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A device name torch cannot parse is a usage error (exit code 2), found before any loading."""
     from engine.runtime import check_device_name
 
@@ -26,7 +27,7 @@ _INFERENCE_OPTIONS = (
                  help="Images per forward pass [default: 32 on a GPU, 8 on the CPU]."),
     click.option("--num-workers", default=None, type=click.IntRange(min=0),
                  help="Decoding worker processes [default: up to 4, up to 8 on a GPU]."),
-    click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda, cuda:N."),
+    click.option("--device", default="auto", show_default=True, callback=check_device_option, help="auto, cpu, cuda, cuda:N."),
     click.option("--img-size", default=None,
                  help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384]."),
     click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),

@@ -23,6 +23,8 @@ import sys
 import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cli.options import check_device_option  # noqa: E402  (needs the repository on the path)
+
 #: Exit code when the router sent no checked image to the attention expert (nothing compared).
 EXIT_VACUOUS = 3
 # The profiler (used to read which kernel ran) is chatty on stderr by default.
@@ -108,7 +110,7 @@ def _print_report(report: dict, unit: list) -> None:
               help="Dataset whose test images are used (default: the built-in synthetic test set).")
 @click.option("--num-samples", type=int, default=32, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=check_device_option, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", "dtype_name", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--tolerance", type=float, default=None,
               help="Max abs probability difference (default: 1e-4 fp32, 2e-2 bf16, 5e-3 fp16).")

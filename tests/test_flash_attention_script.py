@@ -116,6 +116,12 @@ def test_script_refuses_pickled_checkpoint(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_script_bad_device_is_a_usage_error(tmp_path):
+    proc = _run(["--checkpoint", str(tmp_path / "missing.pt"), "--device", "gpu0"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--device" in proc.stderr and "gpu0" in proc.stderr
+
+
 def test_a_diverging_backend_fails(monkeypatch):
     # Two experts, both always used: the attention expert's output always reaches the logits.
     model = _as_if_trained(build_model(backbone="edgenext_xx_small", dim=32, num_experts=2, top_k=2, moe_levels=(2,))).eval()
