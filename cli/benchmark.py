@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from cli.options import check_device_option
+from cli.options import check_device_option, check_output_file
 from models.names import SUPPORTED_BACKBONES
 
 # Counts that must be at least 1 (0 or less would divide by zero or take the median of nothing).
@@ -143,7 +143,7 @@ def format_predict_report(r: dict) -> str:
 @click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Decoding workers for --predict (default: predict's).")
 @click.option("--predict-repeats", type=_POSITIVE, default=3, show_default=True, help="Timed in-process runs (median kept).")
 @click.option("--no-fresh-process", is_flag=True, help="Skip timing `predict` as a new process.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full result as JSON here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=check_output_file, help="Write the full result as JSON here.")
 def benchmark(device, batch_size, img_size, backbone, precision, compile_, compile_mode, warmup, iters, rounds, channels_last,
               skip_attention, skip_data, overrides, predict_, predict_only, checkpoint, predict_folder, predict_images,
               predict_image_px, predict_batch_size, num_workers, predict_repeats, no_fresh_process, json_out) -> None:

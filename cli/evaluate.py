@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import click
 
-from cli.options import inference_options, resolve_batch_size
+from cli.options import check_output_file, inference_options, resolve_batch_size
 
 __all__ = ["evaluate"]
 
@@ -16,7 +16,7 @@ __all__ = ["evaluate"]
 @click.option("--dataset-path", "dataset_paths", multiple=True, type=click.Path(),
               help="Dataset folder (COD10K-v3, SINet-V2 TestDataset, Image+GT pairs...). Repeat for several; "
                    "every test set found is evaluated. Default: the built-in synthetic test set.")
-@click.option("--output-json", type=click.Path(dir_okay=False), help="Write the scores here as JSON.")
+@click.option("--output-json", type=click.Path(dir_okay=False), callback=check_output_file, help="Write the scores here as JSON.")
 @click.option("--save-predictions", type=click.Path(file_okay=False),
               help="Write 8-bit PNG probability maps at GT size to DIR/<test set>/<stem>.png.")
 @click.option("--curves", "curves_path", type=click.Path(dir_okay=False),

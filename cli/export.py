@@ -6,12 +6,14 @@ from typing import Optional, Tuple
 
 import click
 
+from cli.options import check_output_file
+
 __all__ = ["export"]
 
 
 @click.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt / last.pt written by `train`.")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="The .onnx file to write.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), callback=check_output_file, help="The .onnx file to write.")
 @click.option("--input-type", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
               help="Graph input: float32 RGB in [0, 1] or uint8 RGB in [0, 255], NCHW; normalised inside the graph.")
 @click.option("--sigmoid", is_flag=True, help="Output probabilities instead of logits.")
@@ -26,7 +28,7 @@ __all__ = ["export"]
               help="Images (files, folders, globs) to check the export on [default: generated textured scenes].")
 @click.option("--no-check", is_flag=True, help="Skip the onnxruntime comparison.")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Largest allowed |ONNX - PyTorch| (fp32).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the export report here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=check_output_file, help="Write the export report here.")
 def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_size: Optional[str], attention: str,
            exporter: str, opset: int, sample_images: Tuple[str, ...], no_check: bool, tolerance: float,
            json_out: Optional[str]) -> None:

@@ -5,7 +5,7 @@ from typing import Callable, Optional
 
 import click
 
-__all__ = ["check_device_option", "inference_options"]
+__all__ = ["check_device_option", "check_output_file", "inference_options"]
 
 
 def check_device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -16,6 +16,33 @@ def check_device_option(ctx: click.Context, param: click.Parameter, value: str) 
         check_device_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc).replace(f"--device {value!r} ", f"{value!r} "), ctx, param) from None
+    return value
+
+
+def check_output_file(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """An output file this process cannot write is a usage error (exit code 2), found before any work.
+
+    Checked by creating a temporary file in its folder, or in the nearest folder above it that
+    exists (the atomic writers create the missing ones): permission bits, read-only mounts and
+    paths under /proc all show in a second, instead of as a traceback after minutes or hours of
+    work whose result would then be lost. Nothing is left on disk.
+    """
+    import tempfile
+    from pathlib import Path
+
+    if value is None:
+        return None
+    folder = Path(value).absolute().parent  # a folder itself is refused by click.Path(dir_okay=False)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise click.BadParameter(
+            f"cannot write {value} ({reason} in {folder}): choose a path in a folder you can write to.", ctx, param
+        ) from None
     return value
 
 

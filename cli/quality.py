@@ -6,6 +6,8 @@ from typing import Optional, Tuple
 
 import click
 
+from cli.options import check_output_file
+
 
 def _int_list(text: str) -> Tuple[int, ...]:
     try:
@@ -46,7 +48,7 @@ def _int_list(text: str) -> Tuple[int, ...]:
 @click.option("--max-test", type=int, default=None, help="Use only the first N test images.")
 @click.option("--reference", default="fpn", show_default=True,
               help="Variant the others are compared with, seed by seed (seeds ahead on each measure).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the full result here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, callback=check_output_file, help="Write the full result here.")
 def quality_benchmark(dataset_paths, variants, seconds, max_steps, equal_steps, seeds, config_file, set_items, backbone, img_size,
                       batch_size, lr, warmup_steps, precision, device, cuda_graphs, n_train, n_test, synthetic_size, max_train,
                       max_test, reference: str, json_path: Optional[str]) -> None:

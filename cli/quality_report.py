@@ -6,12 +6,14 @@ from typing import Optional, Tuple
 
 import click
 
+from cli.options import check_output_file
+
 
 @click.command("quality-report")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", default="fpn", show_default=True,
               help="Variant the others are compared with, seed by seed.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the merged result here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, callback=check_output_file, help="Write the merged result here.")
 def quality_report(files: Tuple[str, ...], reference: str, json_path: Optional[str]) -> None:
     """Merge `quality-benchmark --json` FILES (for example one seed per call) into one table.
 

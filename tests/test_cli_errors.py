@@ -52,6 +52,26 @@ def test_inference_device_typo_is_a_usage_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command, option", [
+    (["info"], "--json"),
+    (["benchmark", "--device", "cpu"], "--json"),
+    (["quality-benchmark", "--device", "cpu"], "--json"),
+    (["quality-report", "CKPT"], "--json"),
+    (["evaluate", "--checkpoint", "CKPT"], "--output-json"),
+    (["export", "--checkpoint", "CKPT", "--output", "OUT"], "--json"),
+    (["export", "--checkpoint", "CKPT"], "--output"),
+])
+def test_unwritable_output_file_is_refused_before_any_work(tmp_path, command, option):
+    ckpt = make_tiny_checkpoint(tmp_path / "best.pt")
+    args = [str(ckpt) if a == "CKPT" else str(tmp_path / "m.onnx") if a == "OUT" else a for a in command]
+    for target, words in (("/proc/camoxpert/out.json", ["cannot write", "/proc/camoxpert/out.json"]),
+                          (str(tmp_path), ["is a directory"])):  # click's own check of a folder
+        r = run_cli([*args, option, target])
+        assert r.exit_code == 2, r.output
+        assert option in r.output and all(w in r.output for w in words), r.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_checkpoint_dir_that_is_a_file_or_below_one(tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("keep me")
