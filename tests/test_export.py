@@ -71,6 +71,9 @@ def test_export_errors(ckpt, tmp_path):
     assert r.exit_code != 0 and "bad.pt" in r.output
     with pytest.raises(ValueError, match="input_type"):
         export_onnx(model_from_checkpoint(ckpt), tmp_path / "y.onnx", input_type="float16")
+    with pytest.raises(ValueError, match="opset=99"):
+        export_onnx(model_from_checkpoint(ckpt), tmp_path / "y.onnx", opset=99)
+    assert not list(tmp_path.glob("*.onnx*")) and not list(tmp_path.glob(".*"))
 
 
 def _all_experts_model():
@@ -109,7 +112,67 @@ def test_export_that_fails_its_check_leaves_no_file(ckpt, tmp_path):
     out, report = tmp_path / "m.onnx", tmp_path / "export.json"
     r = CliRunner().invoke(main, ["export", "--checkpoint", str(ckpt), "--output", str(out), "--exporter", "torchscript",
                                   "--tolerance", "1e-12", "--json", str(report)])
-    assert r.exit_code != 0 and "was removed" in r.output, r.output
-    assert not out.exists()
+    assert r.exit_code == 1 and f"no file was written to {out}" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json"]  # no temporary file either
     rep = json.loads(report.read_text())
-    assert rep["passed"] is False and rep["tolerance"] == 1e-12
+    assert rep["passed"] is False and rep["checked"] is True and rep["tolerance"] == 1e-12
+
+
+def _export(ckpt, out, *args):
+    return CliRunner().invoke(main, ["export", "--checkpoint", str(ckpt), "--output", str(out),
+                                     "--exporter", "torchscript", *args])
+
+
+def test_failed_reexport_keeps_the_existing_file(ckpt, tmp_path, monkeypatch):
+    # The export is written and checked in a hidden temporary file that replaces --output only
+    # once the check passed: a failed, crashed or interrupted re-export keeps the good file.
+    out = tmp_path / "good.onnx"
+    assert _export(ckpt, out).exit_code == 0
+    good = out.read_bytes()
+
+    def check_crashes(*args, **kwargs):
+        raise RuntimeError("onnxruntime refused the graph")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def export_interrupted_mid_write(module, example, path, opset):
+        path.write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    r = _export(ckpt, out, "--tolerance", "1e-12")
+    assert r.exit_code == 1 and f"the existing {out} was kept" in r.output, r.output
+    assert out.read_bytes() == good
+    monkeypatch.setattr("engine.inference.onnx_export.check_onnx", check_crashes)
+    r = _export(ckpt, out)
+    assert r.exit_code == 1 and "refused the graph" in r.output and f"the existing {out} was kept" in r.output
+    for target, fake in (("check_onnx", interrupted), ("_export_torchscript", export_interrupted_mid_write)):
+        monkeypatch.setattr(f"engine.inference.onnx_export.{target}", fake)
+        assert _export(ckpt, out).exit_code == 1  # click reports KeyboardInterrupt as "Aborted!"
+    assert out.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["good.onnx"]  # no .good.onnx.*.onnx.tmp left
+
+
+def test_no_check_report_does_not_claim_a_pass(ckpt, tmp_path):
+    out, report = tmp_path / "m.onnx", tmp_path / "export.json"
+    r = _export(ckpt, out, "--no-check", "--json", str(report))
+    assert r.exit_code == 0 and "Check skipped (--no-check)" in r.output and "OK" not in r.output, r.output
+    assert out.exists()
+    rep = json.loads(report.read_text())
+    assert rep["checked"] is False and rep["passed"] is None and rep["checks"] == []
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--tolerance", "nan", ["finite number >= 0"]),
+    ("--tolerance", "inf", ["finite number >= 0"]),  # passes every check and is not valid JSON
+    ("--tolerance", "-1e-4", ["finite number >= 0"]),
+    ("--opset", "99", ["opsets 17 to {high}"]),
+])
+def test_bad_tolerance_or_opset_is_a_usage_error(ckpt, tmp_path, option, value, words):
+    from torch.onnx._constants import ONNX_MAX_OPSET  # the exporter's own limit, not a copy of it
+
+    out = tmp_path / "m.onnx"
+    r = _export(ckpt, out, option, value)
+    assert r.exit_code == 2, r.output
+    assert option in r.output and all(w.format(high=ONNX_MAX_OPSET) in r.output for w in words), r.output
+    assert not list(tmp_path.iterdir())  # refused before any work

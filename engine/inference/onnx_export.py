@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ __all__ = [
     "compare_attention_exports",
     "export_onnx",
     "sample_inputs",
+    "staged_onnx",
+    "supported_opsets",
 ]
 
 INPUT_TYPES = ("float", "uint8")
@@ -112,6 +115,49 @@ def attention_backends_of(model: nn.Module) -> List[str]:
     return sorted({m.attn_backend for m in model.modules() if hasattr(m, "attn_backend")})
 
 
+def supported_opsets() -> Tuple[int, int]:
+    """The ``opset`` range :func:`export_onnx` accepts, lowest and highest.
+
+    17 is what the TorchScript fallback writes (it caps the opset there); the highest is the
+    newest opset the installed ``torch.onnx`` knows. Above it the dynamo exporter's version
+    conversion fails with only a log line and leaves a graph that onnxruntime refuses.
+    """
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    return 17, int(ONNX_MAX_OPSET)
+
+
+@contextlib.contextmanager
+def staged_onnx(path: PathLike) -> Iterator[Path]:
+    """A hidden temporary file next to ``path`` (``.NAME.XXXX.onnx.tmp``) that replaces ``path``
+    only when the block exits cleanly.
+
+    Write (and check) the export there: an export that fails, is rejected by its check or is
+    interrupted removes the temporary file and leaves an existing ``path`` as it was, so a good
+    earlier export is never lost to a bad one. Exports are single files (no external data, see
+    :func:`export_onnx`), so there are no side files to move or remove.
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx.tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        # mkstemp makes 0600 files; the export gets the usual permissions (umask applied).
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+        yield tmp
+        with open(tmp, "rb+") as fh:  # the exporters do not fsync: a crash after the rename must not truncate
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _dynamic_shapes():
     # Height and width are 32 * k: the backbone's stride. Expressing that lets torch.export
     # prove the model's divisibility check instead of specialising on the example's size.
@@ -130,17 +176,24 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, path: Path, opset: 
             module, (example,), dynamo=True, input_names=["images"], output_names=["output"],
             dynamic_shapes=_dynamic_shapes(), opset_version=opset, external_data=False,
         )
-    program.save(str(path))
+    # external_data=False: one self-contained file (above 2 GB save would otherwise write a side
+    # file named after the temporary file, which a rename would then orphan). The largest
+    # configuration, edgenext_base with MoE on every level, is about 100 MB.
+    program.save(str(path), external_data=False)
 
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     axes = {0: "batch", 2: "height", 3: "width"}
+    # Into memory, not to a path: given a path, a model above 2 GB would be written as external
+    # data files next to it; given a buffer it cannot, so the export is always one file.
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), str(path), dynamo=False, input_names=["images"], output_names=["output"],
+            module, (example,), buffer, dynamo=False, input_names=["images"], output_names=["output"],
             dynamic_axes={"images": axes, "output": axes}, opset_version=min(opset, 17),
         )
+    path.write_bytes(buffer.getvalue())
 
 
 def export_onnx(
@@ -155,6 +208,9 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``model`` to ONNX with dynamic batch/height/width and normalisation inside.
 
+    The file is written through :func:`staged_onnx`: a failed or interrupted export leaves an
+    existing ``path`` untouched. It is one self-contained file (weights inside, no external data).
+
     Args:
         model: the network (eval mode; moved to CPU for export).
         path: the ``.onnx`` file to write.
@@ -162,40 +218,46 @@ def export_onnx(
         input_type: ``float`` or ``uint8`` (see the module docstring).
         sigmoid: output probabilities instead of logits.
         exporter: ``auto`` (dynamo, falling back to TorchScript), ``dynamo`` or ``torchscript``.
-        opset: ONNX opset for the dynamo exporter (TorchScript uses at most 17).
+        opset: ONNX opset for the dynamo exporter (TorchScript uses at most 17); see
+            :func:`supported_opsets`.
 
     Raises:
-        ValueError: an unknown exporter or input type.
+        ValueError: an unknown exporter or input type, or an opset outside :func:`supported_opsets`.
         RuntimeError: every exporter asked for failed (the message carries each reason).
     """
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"exporter={exporter!r}: use auto, dynamo or torchscript.")
+    low, high = supported_opsets()
+    if not low <= opset <= high:
+        raise ValueError(f"opset={opset}: the installed torch.onnx exports opsets {low} to {high}.")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     module = NormalizedModel(model.cpu().eval(), input_type, sigmoid).eval()
     h, w = example_size
     example = sample_inputs(2, (h, w), input_type, seed=0)
     reason = None
     used = exporter
-    if exporter in ("auto", "dynamo"):
-        try:
-            _export_dynamo(module, example, path, opset)
-            used = "dynamo"
-        except Exception as exc:  # noqa: BLE001 -- any exporter failure falls back or is reported
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
-            if exporter == "dynamo":
-                raise RuntimeError(f"torch.onnx.export(dynamo=True) failed: {reason}. Try exporter='torchscript'.") from exc
-    if exporter == "torchscript" or (exporter == "auto" and reason is not None):
-        try:
-            _export_torchscript(module, example, path, opset)
-            used = "torchscript"
-        except Exception as exc:  # noqa: BLE001
-            raise RuntimeError(
-                f"ONNX export failed with both exporters (dynamo: {reason}; torchscript: {exc})."
-            ) from exc
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    with staged_onnx(path) as tmp:
+        if exporter in ("auto", "dynamo"):
+            try:
+                _export_dynamo(module, example, tmp, opset)
+                used = "dynamo"
+            except Exception as exc:  # noqa: BLE001 -- any exporter failure falls back or is reported
+                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                if exporter == "dynamo":
+                    raise RuntimeError(
+                        f"torch.onnx.export(dynamo=True) failed: {reason}. Try exporter='torchscript'."
+                    ) from exc
+        if exporter == "torchscript" or (exporter == "auto" and reason is not None):
+            try:
+                _export_torchscript(module, example, tmp, opset)
+                used = "torchscript"
+            except Exception as exc:  # noqa: BLE001
+                raise RuntimeError(
+                    f"ONNX export failed with both exporters (dynamo: {reason}; torchscript: {exc})."
+                ) from exc
+        proto = onnx.load(str(tmp), load_external_data=False)
     file_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     return ExportResult(path=path, exporter=used, attention=attention_backends_of(model), opset=int(file_opset),
                         fallback_reason=reason if used == "torchscript" and exporter == "auto" else None)
