@@ -1,7 +1,10 @@
 """``train_ultimate.py predict``: masks for your own images (no ground truth needed)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import glob
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
 import click
 
@@ -14,7 +17,7 @@ __all__ = ["predict"]
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="best.pt / last.pt written by `train`.")
 @click.option("--input", "inputs", required=True, multiple=True,
-              help="Image file, folder or glob pattern (quote it: 'shots/*.jpg'), or video files "
+              help="Image file, folder or glob pattern (quote it: 'shots/*.jpg'), or video files or patterns "
                    "(.mp4, .avi, .mov...: OUTPUT/<stem>_mask.mp4). Repeat for several.")
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Folder for <stem>.png masks at each input's own size.")
@@ -34,20 +37,23 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
     from engine.inference.predictor import parse_tta_scales
     from engine.inference.predict import predict_images
 
-    from engine.inference.video import is_video_file
-
+    # Option and input mistakes surface before the model loads, whatever the input kind.
+    try:
+        scales = parse_tta_scales(tta_scales)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--tta-scales'") from None
+    images, videos = _route_inputs(inputs)
+    if images and videos:
+        raise click.UsageError("Give either videos or images as --input, not both in one call.")
     batch_size = resolve_batch_size(batch_size, device)
-    videos = [i for i in inputs if is_video_file(i)]
     if videos:
-        if len(videos) != len(inputs):
-            raise click.UsageError("Give either videos or images as --input, not both in one call.")
-        _predict_videos(checkpoint, videos, output, overlay, threshold, tta, parse_tta_scales(tta_scales),
-                        batch_size, device, img_size, precision, not no_progress)
+        _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
+                        precision, not no_progress)
         return
     try:
         summary = predict_images(
-            checkpoint, inputs, output, overlay=overlay, threshold=threshold, tta=tta,
-            tta_scales=parse_tta_scales(tta_scales), batch_size=batch_size, num_workers=num_workers,
+            checkpoint, images, output, overlay=overlay, threshold=threshold, tta=tta,
+            tta_scales=scales, batch_size=batch_size, num_workers=num_workers,
             device=device, img_size=img_size, precision=precision, recursive=recursive,
             progress=not no_progress, log=click.echo,
         )
@@ -60,17 +66,59 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
         )
 
 
+def _route_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[Path]]:
+    """``--input`` values split into image inputs and video files, glob patterns expanded first.
+
+    Patterns are expanded here, not in the image path, so that the videos they match reach the
+    video path: each match goes by its suffix (others, e.g. ``notes.txt``, are left out). An
+    existing path is taken as given, even with ``*`` or ``[`` in its name; folders go to the image
+    path. Inputs that name nothing (no such path, a pattern matching no image or video) are one
+    error naming them all.
+    """
+    from datasets.layouts import is_image_file
+    from engine.inference.video import is_video_file
+
+    images: List[Path] = []
+    videos: List[Path] = []
+    missing: List[str] = []
+    for item in inputs:
+        path = os.path.expanduser(item)
+        if os.path.lexists(path):  # lexists: a broken link is named by the image reader, not here
+            matches = [path]
+        elif any(c in item for c in "*?["):
+            matches = [m for m in sorted(glob.glob(path, recursive=True))
+                       if not os.path.isdir(m) and (is_video_file(m) or is_image_file(m))]
+            if not matches:
+                missing.append(f"{item} (no image or video matches this pattern)")
+        else:
+            matches = []
+            missing.append(f"{item} (no such file or folder)")
+        for match in matches:
+            (videos if is_video_file(match) else images).append(Path(match))
+    if missing:
+        raise click.ClickException("These inputs matched no image or video:\n  " + "\n  ".join(missing))
+    # A file matched by two patterns (or by a pattern and its own name) is predicted once.
+    return list(dict.fromkeys(images)), list(dict.fromkeys(videos))
+
+
 def _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
                     precision, progress) -> None:
+    from datasets import display_path
     from engine.checkpoint import CheckpointError
     from engine.inference.api import Segmenter
-    from engine.inference.video import predict_video
+    from engine.inference.video import predict_videos
 
     try:
         segmenter = Segmenter(checkpoint, device=device, precision=precision, img_size=img_size,
                               batch_size=batch_size, tta=tta, tta_scales=scales)
-        for video in videos:
-            predict_video(segmenter, video, output, overlay=overlay, threshold=threshold, progress=progress,
-                          log=click.echo)
+        summaries = predict_videos(segmenter, videos, output, overlay=overlay, threshold=threshold,
+                                   progress=progress, log=click.echo)
     except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    # Reported last, after every video is written, so one damaged file does not hide the others.
+    incomplete = [f"{display_path(video)} ({s.frames} of {s.announced} frames)"
+                  for video, s in zip(videos, summaries) if s.incomplete]
+    if incomplete:
+        raise click.ClickException(f"{len(incomplete)} video(s) ended before the frame count their container "
+                                   f"announces (truncated or damaged?); their outputs cover only the frames "
+                                   f"decoded: {', '.join(incomplete)}")

@@ -1,10 +1,13 @@
 """``predict`` on a video: mask (and overlay) videos with the source's frame count, size and rate."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from _inference_fixtures import make_tiny_checkpoint
+from engine.inference.video import VideoSummary
 from train_ultimate import main
 
 H, W, FRAMES, FPS = 48, 80, 7, 12.0
@@ -15,11 +18,12 @@ def ckpt(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
-def _write_clip(path):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
+def _write_clip(path, frames=FRAMES, fourcc="mp4v"):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, (W, H))
     assert writer.isOpened()
     rng = np.random.default_rng(0)
-    for i in range(FRAMES):
+    for i in range(frames):
         frame = rng.integers(40, 120, (H, W, 3), dtype=np.uint8)
         cv2.circle(frame, (10 + 8 * i, H // 2), 9, (60, 200, 90), -1)  # a moving object
         writer.write(frame)
@@ -68,3 +72,66 @@ def test_video_errors(ckpt, tmp_path):
     broken.write_bytes(b"\x00" * 64)
     r = _predict(broken, "--input", clip, "--output", tmp_path / "o")
     assert r.exit_code != 0 and "broken.pt" in r.output and "Traceback" not in r.output
+
+
+def test_same_stem_videos_get_distinct_names(ckpt, tmp_path):
+    # Like images, a later video sharing a stem gets -2 instead of overwriting the first one's outputs.
+    _write_clip(tmp_path / "a" / "clip.mp4", frames=3)
+    _write_clip(tmp_path / "b" / "clip.mp4", frames=5)
+    out = tmp_path / "out"
+    r = _predict(ckpt, "--input", tmp_path / "a" / "clip.mp4", "--input", tmp_path / "b" / "clip.mp4",
+                 "--output", out, "--overlay")
+    assert r.exit_code == 0, r.output
+    assert "clip-2_mask.mp4" in r.output  # the rename is printed
+    for name, frames in (("clip", 3), ("clip-2", 5)):
+        for kind in ("mask", "overlay"):
+            assert len(_props(out / f"{name}_{kind}.mp4")[0]) == frames, (name, kind)
+
+
+def test_truncated_video_is_reported(ckpt, tmp_path):
+    full = _write_clip(tmp_path / "full.avi", frames=12, fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 3])  # the header still announces 12 frames
+    decoded = len(_props(cut)[0])
+    assert 0 < decoded < 10
+    good = _write_clip(tmp_path / "good.mp4")
+    out = tmp_path / "out"
+    r = _predict(ckpt, "--input", cut, "--input", good, "--output", out)
+    assert r.exit_code == 1, r.output
+    assert f"cut.avi ended after {decoded} of the 12 frames" in r.output  # the warning, when it happens
+    last = r.output.strip().splitlines()[-1]
+    assert "cut.avi" in last and "good.mp4" not in last and "Traceback" not in r.output
+    assert len(_props(out / "cut_mask.mp4")[0]) == decoded  # what could be decoded is still written,
+    assert len(_props(out / "good_mask.mp4")[0]) == FRAMES  # and so are the videos after it
+
+
+def test_frame_count_slack():
+    # OpenCV's announced count can be approximate: a frame or two short is no truncation, and a
+    # container that announces no count is never incomplete.
+    assert not VideoSummary(frames=59, announced=60).incomplete
+    assert not VideoSummary(frames=3, announced=None).incomplete
+    assert VideoSummary(frames=3, announced=60).incomplete
+
+
+def test_video_globs_are_expanded(ckpt, tmp_path):
+    _write_clip(tmp_path / "vids" / "one.avi", frames=3)
+    _write_clip(tmp_path / "vids" / "two.avi", frames=4)
+    out = tmp_path / "out"
+    r = _predict(ckpt, "--input", str(tmp_path / "vids" / "*.avi"), "--output", out)
+    assert r.exit_code == 0, r.output
+    assert len(_props(out / "one_mask.mp4")[0]) == 3 and len(_props(out / "two_mask.mp4")[0]) == 4
+    pattern = str(tmp_path / "vids" / "*.mkv")
+    r = _predict(ckpt, "--input", pattern, "--output", out)
+    assert r.exit_code != 0 and pattern in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("scales", ["abc", "0"])
+def test_bad_tta_scales_are_usage_errors(tmp_path, scales):
+    # Checked before the checkpoint is even opened (it does not exist here), for videos and images alike.
+    clip = _write_clip(tmp_path / "clip.mp4", frames=2)
+    image = tmp_path / "shot.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    for item in (clip, image):
+        r = _predict(tmp_path / "missing.pt", "--input", item, "--output", tmp_path / "o", "--tta-scales", scales)
+        assert r.exit_code == 2, r.output
+        assert "--tta-scales" in r.output and "Traceback" not in r.output and "missing.pt" not in r.output

@@ -2,27 +2,35 @@
 
 ``predict --input clip.mp4`` writes ``<stem>_mask.mp4`` (the probability map, or the binary
 mask with a threshold, as grey frames) and, with ``--overlay``, ``<stem>_overlay.mp4``, both at
-the source's frame size and frame rate.
+the source's frame size and frame rate. Videos from different folders sharing a stem get
+``-2``, ``-3``... as images do (:func:`predict_videos`). A video that decodes fewer frames than
+its container announces is flagged (:attr:`VideoSummary.incomplete`), not passed off as whole.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from datasets import display_path
 from engine.inference.api import Segmenter
-from engine.inference.predict import make_overlay
+from engine.inference.predict import make_overlay, output_names
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoSummary", "is_video_file", "predict_video"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoSummary", "is_video_file", "predict_video", "predict_videos"]
 
 #: File suffixes handled as videos by ``predict``.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 PathLike = Union[str, os.PathLike]
+#: How far (a fraction, at least 2 frames) the decoded frames may fall short of the container's
+#: announced count before a video counts as incomplete: for some formats (.mkv, .webm) OpenCV
+#: estimates the count from duration times frame rate, which can be a few frames off, while a
+#: file cut short or damaged loses far more.
+FRAME_COUNT_SLACK = 0.02
 
 
 class VideoError(ValueError):
@@ -31,12 +39,26 @@ class VideoError(ValueError):
 
 @dataclass
 class VideoSummary:
-    """What :func:`predict_video` wrote: files, frame count, size ``(h, w)`` and frame rate."""
+    """What :func:`predict_video` wrote: files, frame count, size ``(h, w)`` and frame rate.
+
+    ``announced`` is the frame count the container gives (None where it gives none).
+    """
 
     outputs: List[Path] = field(default_factory=list)
     frames: int = 0
     size: tuple = (0, 0)
     fps: float = 0.0
+    announced: Optional[int] = None
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether decoding stopped well short of the announced count (a truncated or damaged file).
+
+        Never true for a container that announces no count: there is nothing to compare with.
+        """
+        if not self.announced:
+            return False
+        return self.frames < self.announced - max(2, int(self.announced * FRAME_COUNT_SLACK))
 
 
 def is_video_file(path: PathLike) -> bool:
@@ -58,6 +80,7 @@ def predict_video(
     *,
     overlay: bool = False,
     threshold: Optional[float] = None,
+    name: Optional[str] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> VideoSummary:
@@ -66,11 +89,16 @@ def predict_video(
     Args:
         segmenter: the loaded model; frames go through it in batches of its ``batch_size``.
         video: the input video file.
-        output: folder for ``<stem>_mask.mp4`` (and ``<stem>_overlay.mp4``).
+        output: folder for ``<name>_mask.mp4`` (and ``<name>_overlay.mp4``).
         overlay: also write the mask tinted on the frames.
         threshold: binary 0/255 masks (``prob >= threshold``) instead of probability maps.
+        name: stem of the output files (None: the video's stem).
         progress: show a progress bar in frames per second.
         log: where status lines go.
+
+    Returns:
+        What was written; ``incomplete`` is true (and a warning logged) when fewer frames were
+        decoded than the container announced.
 
     Raises:
         VideoError: the file is missing or OpenCV cannot decode it as a video.
@@ -86,16 +114,18 @@ def predict_video(
                          f"({', '.join(VIDEO_EXTENSIONS)}) that a player opens, or images for masks per image.")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 1000 else 25.0  # some containers report 0 or nonsense
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    total = total if total > 0 else None  # some backends give 0 or -1 for "unknown"
     h, w = first.shape[:2]
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = VideoSummary(size=(h, w), fps=fps)
-    mask_path = out_dir / f"{video.stem}_mask.mp4"
+    summary = VideoSummary(size=(h, w), fps=fps, announced=total)
+    name = name or video.stem
+    mask_path = out_dir / f"{name}_mask.mp4"
     writers = [_writer(mask_path, fps, (w, h))]
     summary.outputs.append(mask_path)
     if overlay:
-        overlay_path = out_dir / f"{video.stem}_overlay.mp4"
+        overlay_path = out_dir / f"{name}_overlay.mp4"
         writers.append(_writer(overlay_path, fps, (w, h)))
         summary.outputs.append(overlay_path)
     log(f"{video} ({w}x{h}, {fps:.2f} fps{f', {total} frames' if total else ''}) -> {out_dir}")
@@ -118,7 +148,7 @@ def predict_video(
         batch = [first]
         while True:
             ok, frame = cap.read()
-            if not ok:
+            if not ok:  # the end, or a file cut short: the count check below tells them apart
                 break
             batch.append(frame)
             if len(batch) == segmenter.batch_size:
@@ -132,4 +162,40 @@ def predict_video(
         for writer in writers:
             writer.release()
     log(f"Wrote {summary.frames} frames to " + ", ".join(str(p) for p in summary.outputs))
+    if summary.incomplete:
+        log(f"Warning: {display_path(video)} ended after {summary.frames} of the {total} frames its container "
+            f"announces (truncated or damaged file?); the output covers only the frames decoded.")
     return summary
+
+
+def predict_videos(
+    segmenter: Segmenter,
+    videos: Sequence[PathLike],
+    output: PathLike,
+    *,
+    overlay: bool = False,
+    threshold: Optional[float] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> List[VideoSummary]:
+    """:func:`predict_video` for each video, with output names that do not overwrite each other.
+
+    Names come from :func:`engine.inference.predict.output_names`, as for images: videos from
+    different folders sharing a stem (``a/clip.mp4``, ``b/clip.mp4``) give ``clip`` and
+    ``clip-2``; each rename is logged.
+
+    Returns:
+        One summary per video, in order (check ``incomplete``).
+
+    Raises:
+        VideoError: a video is missing or cannot be decoded (the ones before it are written).
+    """
+    videos = [Path(v) for v in videos]
+    summaries = []
+    for video, name in zip(videos, output_names(videos)):
+        if name != video.stem:
+            log(f"{display_path(video)}: another input has the stem {display_path(video.stem)}; its output is "
+                f"{display_path(name)}_mask.mp4{f' and {display_path(name)}_overlay.mp4' if overlay else ''}")
+        summaries.append(predict_video(segmenter, video, output, overlay=overlay, threshold=threshold, name=name,
+                                       progress=progress, log=log))
+    return summaries
