@@ -299,6 +299,21 @@ def test_cuda_graphs_are_used_only_where_exact():
         resolve_cuda_graphs("sometimes", rt(), 1)
 
 
+@pytest.mark.parametrize("item, wanted", [("train.cuda_graphs=false", False), ("train.cuda_graphs=true", True),
+                                          ("train.cuda_graphs=auto", True), ("train.cuda_graphs=null", True)])
+def test_cuda_graphs_switch_passes_the_config_checks(item, wanted):
+    # The documented off switch must get through the typed merge of --set items into the defaults.
+    from types import SimpleNamespace
+
+    from engine.config import load_default_config, merge_config, parse_set_overrides
+    from engine.training.setup import resolve_cuda_graphs
+
+    config = merge_config(load_default_config(), parse_set_overrides([item]))
+    rt = SimpleNamespace(device=torch.device("cuda"), ctx=SimpleNamespace(distributed=False),
+                         amp_dtype=torch.bfloat16, compile=False)
+    assert resolve_cuda_graphs(config["train"]["cuda_graphs"], rt, 1)[0] is wanted
+
+
 def test_ema_fold_never_reads_its_weight_on_the_host():
     from _train_helpers import RecordOps
 
