@@ -112,3 +112,18 @@ def test_legacy_pickle_checkpoint_skips_the_crc_check(tmp_path, tiny_model):
     torch.save(state, path, _use_new_zipfile_serialization=False)
     assert not zipfile.is_zipfile(path)
     assert load_checkpoint(path)["model"].keys() == state["model"].keys()
+
+
+@pytest.mark.parametrize("weights, expected", [("ema", True), ("model", False), (None, False)])
+def test_best_pt_reports_the_weights_it_holds(tmp_path, weights, expected):
+    # best.pt keeps its validated EMA weights under "model" (no separate "ema" entry) and says
+    # which they are in "weights"; evaluate, predict and export print that.
+    from _inference_fixtures import make_tiny_checkpoint
+    from engine.inference.predictor import load_inference_model
+
+    path = make_tiny_checkpoint(tmp_path / "best.pt")
+    ckpt = torch.load(path, weights_only=True)
+    if weights is not None:
+        ckpt["weights"] = weights
+    torch.save(ckpt, path)
+    assert load_inference_model(path, torch.device("cpu")).used_ema is expected

@@ -160,7 +160,8 @@ def load_inference_model(
         model=model,
         img_size=size,
         checkpoint=Path(checkpoint),
-        used_ema=bool(prefer_ema and ckpt.get("ema")),
+        # best.pt stores its validated EMA weights as "model" and says so in "weights".
+        used_ema=bool(prefer_ema and ckpt.get("ema")) or ckpt.get("weights") == "ema",
         epoch=int(epoch) if isinstance(epoch, (int, np.integer)) else None,
         run_config=dict(ckpt.get("config") or {}),
     )
