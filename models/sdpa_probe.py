@@ -14,11 +14,13 @@ from .attention import ENV_VAR, FUSED_SDPA_KERNELS, SDTAEncoder, attention_backe
 
 __all__ = [
     "SDPA_KERNELS",
+    "AttentionBackendError",
     "KernelSupport",
     "attention_status_line",
     "default_probe_dtype",
     "policy_summary",
     "probe_sdpa_kernels",
+    "require_usable_attention",
 ]
 
 # The fused kernels and SDPA's own math kernel (not the model's explicit math path).
@@ -87,6 +89,10 @@ def policy_summary() -> str:
     return f"{policy} (F.scaled_dot_product_attention pinned to the {policy} kernel)"
 
 
+class AttentionBackendError(ValueError):
+    """The SDPA kernel that attention is pinned to cannot run on this device and dtype."""
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -120,6 +126,47 @@ def _backend_status(backend: str, device: torch.device, dtype: torch.dtype,
     return f"SDPA (auto) on {where}, usable kernels: {', '.join(fused)} (PyTorch picks one per call)"
 
 
+def _backends(model: Optional[nn.Module], use_flash_attn: bool) -> list:
+    """The attention backends of ``model``'s modules, or the one a new model would get."""
+    if model is not None:
+        return sorted({m.attn_backend for m in model.modules() if isinstance(m, SDTAEncoder)})
+    return [attention_backend_from_env() if use_flash_attn else "math"]
+
+
+def require_usable_attention(
+    device: torch.device,
+    dtype: Optional[torch.dtype] = None,
+    model: Optional[nn.Module] = None,
+    use_flash_attn: bool = True,
+) -> None:
+    """Refuse, before any work, attention pinned to an SDPA kernel that cannot run here.
+
+    Without this check the first forward pass ends in PyTorch's "No viable backend for
+    scaled_dot_product_attention" traceback (e.g. ``TORCH_SDPA_BACKEND=efficient`` on a CPU, or
+    ``flash`` with fp32 on a GPU). ``auto`` and ``math`` always run.
+
+    Args:
+        device, dtype, model, use_flash_attn: as for :func:`attention_status_line`.
+
+    Raises:
+        AttentionBackendError: naming the kernel, where it was pinned, why it cannot run, and
+            the kernels that can.
+    """
+    pinned = [b for b in _backends(model, use_flash_attn) if b not in ("auto", "math")]
+    if not pinned:
+        return
+    dtype = dtype or default_probe_dtype(device)
+    kernels = probe_sdpa_kernels(device, dtype)
+    for backend in pinned:
+        if not kernels[backend].usable:
+            usable = [k for k in FUSED_SDPA_KERNELS if kernels[k].usable]
+            raise AttentionBackendError(
+                f"Attention is pinned to the {backend} SDPA kernel ({_source(backend)}), which cannot run on "
+                f"{device.type} [{_dtype_name(dtype)}]: {kernels[backend].reason}. Use auto (unset {ENV_VAR}), "
+                f"math{', or a kernel usable here: ' + ', '.join(usable) if usable else ''}."
+            )
+
+
 def attention_status_line(
     device: torch.device,
     dtype: Optional[torch.dtype] = None,
@@ -143,11 +190,8 @@ def attention_status_line(
         The status line; several backends in one model are reported joined by ``"; "``.
     """
     dtype = dtype or default_probe_dtype(device)
-    if model is not None:
-        backends = sorted({m.attn_backend for m in model.modules() if isinstance(m, SDTAEncoder)})
-        if not backends:
-            return "no attention modules in this model"
-    else:
-        backends = [attention_backend_from_env() if use_flash_attn else "math"]
+    backends = _backends(model, use_flash_attn)
+    if not backends:
+        return "no attention modules in this model"
     kernels = probe_sdpa_kernels(device, dtype) if any(b != "math" for b in backends) else None
     return "; ".join(_backend_status(b, device, dtype, kernels) for b in backends)

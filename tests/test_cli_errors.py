@@ -296,3 +296,24 @@ def test_unreadable_gt_folder(tmp_path, monkeypatch, command):
     assert r.exit_code == 1, r.output
     assert str(gt) in r.output and "permission denied" in r.output and "chmod" in r.output
     assert not (out / "scores.json").exists() and not (out / "last.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_pinned_attention_kernel_that_cannot_run_here(tmp_path, monkeypatch, command):
+    # The efficient kernel is CUDA-only: on this CPU the first forward would end in PyTorch's
+    # "No viable backend" traceback; the commands refuse at start instead, naming the fix.
+    monkeypatch.setenv("TORCH_SDPA_BACKEND", "efficient")
+    if command == "train":
+        r = _train(tmp_path)
+        expected_code = 2
+    else:
+        ckpt = make_tiny_checkpoint(tmp_path / "best.pt")
+        write_scene(tmp_path / "img" / "a.jpg", None, (64, 64), seed=0)
+        r = run_cli(["predict", "--checkpoint", str(ckpt), "--device", "cpu", "--input", str(tmp_path / "img"),
+                     "--output", str(tmp_path / "out")])
+        expected_code = 1
+    assert r.exit_code == expected_code, r.output
+    for word in ("efficient", "TORCH_SDPA_BACKEND=efficient", "cannot run on cpu", "Use auto"):
+        assert word in r.output, (word, r.output)
+    assert "Traceback" not in r.output and "No viable backend" not in r.output
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from engine.files import PathLike
 from engine.inference.graphed import GraphedForward
 from engine.inference.postprocess import masks_at_sizes, resize_probability
 from engine.runtime import autocast_context, autocast_dtype
+from models.sdpa_probe import require_usable_attention
 
 __all__ = [
     "DEFAULT_IMG_SIZE",
@@ -180,6 +181,10 @@ class Predictor:
         cuda_graphs: replay CUDA graphs for recurring input shapes (see
             :class:`engine.inference.graphed.GraphedForward`); ``None`` turns them on for CUDA
             devices. Ignored on CPU.
+
+    Raises:
+        models.sdpa_probe.AttentionBackendError: (a ValueError) the model's attention is pinned to
+            an SDPA kernel that cannot run on ``device`` at this precision.
     """
 
     def __init__(
@@ -196,6 +201,9 @@ class Predictor:
         self.hflip = bool(hflip)
         self.scales = tuple(scales) or (1.0,)
         self.amp_dtype = autocast_dtype(self.device, precision)
+        # A pinned SDPA kernel that cannot run here is a clear ValueError now, not a traceback
+        # from the first batch.
+        require_usable_attention(self.device, self.amp_dtype or torch.float32, model=self.model)
         on_cuda = self.device.type == "cuda"
         self._forward: Callable[[torch.Tensor], Any] = self.model
         if on_cuda and (cuda_graphs is None or cuda_graphs):

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import torch
 from torch.utils.data import Dataset
 
-from engine.config import save_config
+from engine.config import ConfigError, save_config
 from engine.distributed import barrier, cleanup_distributed
 from engine.training.budget import StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
@@ -41,7 +41,7 @@ from engine.training.signals import GracefulStop
 from engine.training.state import RunState
 from engine.training.step import train_step
 from engine.training.validation_pass import ValidationBatches, validate
-from models.sdpa_probe import attention_status_line
+from models.sdpa_probe import AttentionBackendError, attention_status_line, require_usable_attention
 
 __all__ = ["FitResult", "Trainer", "TrainingDiverged"]
 
@@ -150,6 +150,11 @@ class Trainer:
         if ckpt is not None:
             check_model_matches(self.config, ckpt, self.resume if not isinstance(self.resume, Mapping) else "checkpoint")
         rt = setup_runtime(self.tcfg)
+        try:  # before anything is written: a pinned kernel that cannot run here fails the first step
+            require_usable_attention(rt.device, rt.amp_dtype or torch.float32,
+                                     use_flash_attn=bool(self.config["model"].get("use_flash_attn", True)))
+        except AttentionBackendError as exc:
+            raise ConfigError(str(exc)) from exc
         prepare_run_folder(self.out_dir, ckpt is not None, self.overwrite, rt.ctx.is_main, log=print,
                            resumed_from=self.resume_path)
         barrier()  # every rank has checked the folder before rank 0 writes into it
