@@ -93,3 +93,56 @@ def test_unreadable_or_foreign_result_file_gets_a_clear_error(tmp_path):
         load_result(str(other))
     with pytest.raises(ResultFileError, match="missing.json: cannot read it"):
         load_result(str(tmp_path / "missing.json"))
+
+
+def _edit(result, path, value):
+    """``result`` with the entry at ``path`` (keys and list indices) set to ``value``."""
+    result = json.loads(json.dumps(result))
+    target = result
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return result
+
+
+_GOOD = _result([_run("camoxpert", 0, 0.72, 0.05), _run("fpn", 1, 0.71, 0.06)])
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"runs": [{}], "settings": {}}, ["has no 'model'"]),
+    (_edit(_GOOD, ["runs"], [{}]), ["run 0 has no 'variant'"]),
+    (_edit(_GOOD, ["runs"], [1]), ["run 0 is an integer, not an object"]),
+    (_edit(_GOOD, ["model"], None), ["'model' is null, expected an object"]),
+    (_edit(_GOOD, ["settings"], {}), ["'settings' has no 'seconds'"]),
+    (_edit(_GOOD, ["runs", 1, "seed"], "1"), ["run 1: 'seed' is \"1\", expected an integer"]),
+    (_edit(_GOOD, ["runs", 1, "steps"], True), ["run 1: 'steps' is true"]),
+    (_edit(_GOOD, ["runs", 0, "equal_time"], [0.7]), ["run 0: 'equal_time' is [0.7], expected an object or null"]),
+    (_edit(_GOOD, ["runs", 0, "equal_steps", "Sm"], "high"),
+     ["run 0 'equal_steps': 'Sm' is \"high\", expected a number"]),
+])
+def test_malformed_result_file_is_refused_naming_the_file_run_and_field(tmp_path, content, words):
+    from train_ultimate import main
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(_GOOD))
+    bad.write_text(json.dumps(content))
+    res = CliRunner().invoke(main, ["quality-report", str(good), str(bad)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output  # a message, not a traceback
+    assert f"{bad}" in res.output and "quality-benchmark --json" in res.output, res.output
+    for word in words:
+        assert word in res.output, (word, res.output)
+    assert CliRunner().invoke(main, ["quality-report", str(good)]).exit_code == 0  # the unchanged file loads
+
+
+def test_reference_must_be_a_variant_of_the_files(tmp_path):
+    from train_ultimate import main
+
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(_result([_run("camoxpert", 0, 0.72, 0.05), _run("no-moe", 0, 0.71, 0.06)])))
+    res = CliRunner().invoke(main, ["quality-report", str(a), "--reference", "nonsense"])
+    assert res.exit_code == 2 and "--reference" in res.output and "camoxpert, no-moe" in res.output, res.output
+    res = CliRunner().invoke(main, ["quality-report", str(a), "--reference", "no-moe"])
+    assert res.exit_code == 0 and "seeds ahead of no-moe" in res.output, res.output
+    # Left at its default (fpn), it only compares where the files hold fpn runs.
+    res = CliRunner().invoke(main, ["quality-report", str(a)])
+    assert res.exit_code == 0 and "seeds ahead" not in res.output, res.output

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from engine.evaluation.metrics import CODMetrics
 from engine.inference.postprocess import resize_prediction
 from engine.runtime import autocast_context
 from engine.tools.quality_data import QualityData
-from engine.tools.quality_report import QUALITY_MEASURES, format_quality_table, with_summary
+from engine.tools.quality_report import QUALITY_MEASURES, VARIANT_NAMES, format_quality_table, with_summary
 from engine.training.graphed_step import (
     CUDAGraphStep,
     capturable_adamw,
@@ -70,6 +72,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # The experts on the plain FPN decoder (top-down sums, no refining convs).
     "fpn-moe": {"decoder": "fpn"},
 }
+# `quality-benchmark --help` lists VARIANT_NAMES, which it reads without importing torch: a variant
+# added to one table only fails here, at import, instead of going missing from the help or the CLI.
+if tuple(VARIANTS) != VARIANT_NAMES:
+    raise RuntimeError(f"VARIANTS {list(VARIANTS)} and quality_report.VARIANT_NAMES {list(VARIANT_NAMES)} differ.")
 
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -186,6 +192,7 @@ def train_bare(
     seed: int,
     snapshot_at: Optional[int] = None,
     clock: Callable[[], float] = time.perf_counter,
+    progress: Optional[Callable[[int, float], None]] = None,
 ) -> TrainRecord:
     """Train ``model`` in place on ``data`` until the time or step budget is spent.
 
@@ -197,6 +204,8 @@ def train_bare(
         seed: seeds the sample order and flips.
         snapshot_at: copy the weights (to the CPU) when this step is reached.
         clock: host clock, read after a device sync every ``check_every`` steps.
+        progress: called with (steps, device seconds) at each of those clock reads, so that
+            showing progress adds no device sync.
 
     Returns:
         Steps taken, device seconds, the snapshot, the last loss, and each MoE layer's routing
@@ -283,6 +292,8 @@ def train_bare(
         if record.steps % settings.check_every == 0 or settings.max_steps and record.steps >= settings.max_steps:
             _sync(device)
             elapsed = clock() - start - paused
+            if progress is not None:
+                progress(record.steps, elapsed)
             if load_sum is not None:
                 chunks.append((load_steps, load_sum))
                 load_sum, load_steps = None, 0
@@ -341,6 +352,28 @@ def score_model(model: torch.nn.Module, data: QualityData, settings: QualitySett
     return {k: float(result[k]) for k in QUALITY_MEASURES}
 
 
+@contextmanager
+def _run_progress(settings: QualitySettings, desc: str) -> Iterator[Callable[[int, float], None]]:
+    """A tqdm bar over one run's budget, as :func:`train_bare`'s ``progress`` callback: device
+    seconds against ``settings.seconds``, or steps against ``settings.max_steps`` without a time
+    limit. It moves only at the loop's clock reads; tqdm itself honours ``TQDM_DISABLE``."""
+    by_time = settings.seconds > 0
+    # tqdm's own rate column would read "s/s" for a bar of seconds: show the steps taken instead.
+    style = {"bar_format": "{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}"} if by_time else {"unit": "step"}
+    bar = tqdm(total=settings.seconds if by_time else settings.max_steps, desc=desc, leave=False,
+               mininterval=1.0, dynamic_ncols=True, **style)
+
+    def show(steps: int, seconds: float) -> None:
+        if by_time:
+            bar.set_postfix_str(f"{steps} steps", refresh=False)
+        bar.update(min(seconds if by_time else steps, bar.total) - bar.n)
+
+    try:
+        yield show
+    finally:
+        bar.close()
+
+
 def run_quality_benchmark(
     data: QualityData,
     model_section: Mapping[str, Any],
@@ -361,7 +394,7 @@ def run_quality_benchmark(
         seeds: one full round of variants per seed.
         settings: the shared loop settings.
         loss_section: the run config's ``loss`` section (structure-loss and balance weights).
-        log: where progress lines go.
+        log: where the line of each finished run goes (a tqdm bar shows each run while it trains).
         equal_steps: the step count every variant is also scored at (default: the first
             variant's steps in each seed), e.g. to compare with a variant run in another call.
         reference: the variant every other is compared with, seed by seed (see
@@ -382,7 +415,8 @@ def run_quality_benchmark(
             seed_everything(seed)
             model = build_model(configs[name]).to(device)
             loss_fn = CODLoss(**loss_kwargs)
-            record = train_bare(model, data, settings, loss_fn, seed, snapshot_at=target)
+            with _run_progress(settings, f"seed {seed} {name}") as progress:
+                record = train_bare(model, data, settings, loss_fn, seed, snapshot_at=target, progress=progress)
             if target is None:
                 target = record.steps
             final = score_model(model, data, settings)

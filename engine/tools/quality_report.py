@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 __all__ = [
     "QUALITY_MEASURES",
     "ResultFileError",
+    "VARIANT_NAMES",
     "ahead_of_reference",
     "format_quality_table",
     "load_result",
@@ -29,6 +30,11 @@ __all__ = [
 #: The four measures the benchmark reports (keys of :meth:`CODMetrics.compute`).
 QUALITY_MEASURES = ("Sm", "Em_mean", "wFm", "MAE")
 
+#: The quality-benchmark's variants, in the order ``--help`` lists them. Their model-config
+#: overrides are :data:`engine.tools.quality.VARIANTS`, which checks that it names the same ones;
+#: the names are kept here too because the command line reads them without importing torch.
+VARIANT_NAMES = ("camoxpert", "fpn", "no-attention", "no-moe", "image-routing", "no-deep-supervision", "fpn-moe")
+
 #: Measures where a lower value is better; higher is better for the others.
 LOWER_IS_BETTER = frozenset({"MAE"})
 
@@ -39,8 +45,41 @@ POINTS = ("equal_time", "equal_steps")
 _SAME_IN_EVERY_FILE = ("data", "train_images", "test_images", "img_size", "model", "settings")
 
 
+# What the report reads of a file, with the JSON types it accepts, so that a damaged or foreign
+# file is refused naming the field rather than failing later with a KeyError or TypeError.
+_NUMBER = (int, float)
+_RESULT_FIELDS = {"model": (dict,), "settings": (dict,)}
+_SETTINGS_FIELDS = {"seconds": _NUMBER, "batch_size": (int,), "dtype": (str,)}
+_RUN_FIELDS = {
+    "variant": (str,), "seed": (int,), "steps": _NUMBER, "img_per_s": _NUMBER, "params_m": _NUMBER,
+    "moe_params_m": _NUMBER, "min_routing_share": (*_NUMBER, type(None)),
+    "equal_time": (dict, type(None)), "equal_steps": (dict, type(None)),
+}
+_SCORE_FIELDS = {k: (*_NUMBER, type(None)) for k in QUALITY_MEASURES}
+_GIVE_FILE = "Give the file that `quality-benchmark --json` wrote."
+_JSON_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+                    bool: "true or false", type(None): "null"}
+
+
 class ResultFileError(ValueError):
     """A result file that cannot be read, or that does not fit with the others."""
+
+
+def _check_fields(value: Any, fields: Mapping[str, tuple], where: str, required: bool = True) -> None:
+    """Raise :class:`ResultFileError` naming ``where`` and the field unless ``value`` is an object
+    whose ``fields`` each hold one of their types (absent ones are allowed unless ``required``)."""
+    if not isinstance(value, dict):
+        raise ResultFileError(f"{where} is {_JSON_TYPE_NAMES[type(value)]}, not an object. {_GIVE_FILE}")
+    for key, types in fields.items():
+        if key not in value:
+            if required:
+                raise ResultFileError(f"{where} has no {key!r}. {_GIVE_FILE}")
+            continue
+        # JSON true/false load as bool, a subclass of int: never a valid count or score here.
+        if isinstance(value[key], bool) or not isinstance(value[key], types):
+            expected = " or ".join(_JSON_TYPE_NAMES[t] for t in types if not (t is int and float in types))
+            raise ResultFileError(f"{where}: {key!r} is {json.dumps(value[key])[:60]}, expected {expected}. "
+                                  f"{_GIVE_FILE}")
 
 
 def _values(values: Sequence[Optional[float]]) -> List[float]:
@@ -124,7 +163,9 @@ def load_result(path: str) -> Dict[str, Any]:
     """Read one ``quality-benchmark --json`` file.
 
     Raises:
-        ResultFileError: the file is missing, is not JSON, or is not a quality-benchmark result.
+        ResultFileError: the file is missing, is not JSON, or is not a quality-benchmark result:
+            a field the report reads is missing or of another type (the message names the file,
+            the run's index and the field).
     """
     p = Path(path)
     try:
@@ -132,11 +173,16 @@ def load_result(path: str) -> Dict[str, Any]:
     except OSError as exc:
         raise ResultFileError(f"{p}: cannot read it ({exc.strerror or exc}).") from exc
     except json.JSONDecodeError as exc:
-        raise ResultFileError(f"{p}: not JSON ({exc.msg} at line {exc.lineno}). Give the file that "
-                              f"`quality-benchmark --json` wrote.") from exc
+        raise ResultFileError(f"{p}: not JSON ({exc.msg} at line {exc.lineno}). {_GIVE_FILE}") from exc
     if not isinstance(result, dict) or not isinstance(result.get("runs"), list) or "settings" not in result:
-        raise ResultFileError(f"{p}: not a quality-benchmark result (no 'runs' and 'settings'). Give the file "
-                              f"that `quality-benchmark --json` wrote.")
+        raise ResultFileError(f"{p}: not a quality-benchmark result (no 'runs' and 'settings'). {_GIVE_FILE}")
+    _check_fields(result, _RESULT_FIELDS, str(p))
+    _check_fields(result["settings"], _SETTINGS_FIELDS, f"{p}: 'settings'")
+    for i, run in enumerate(result["runs"]):
+        _check_fields(run, _RUN_FIELDS, f"{p}: run {i}")
+        for point in POINTS:
+            if run[point] is not None:
+                _check_fields(run[point], _SCORE_FIELDS, f"{p}: run {i} {point!r}", required=False)
     return result
 
 
