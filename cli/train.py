@@ -88,7 +88,7 @@ def _resolve(config_file, flags, set_items, base=None) -> Dict[str, Any]:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Where runs write " + _default("train.checkpoint_dir") + ".")
 @click.option("--backbone", type=str, help="timm EdgeNeXt variant " + _default("model.backbone") + ".")
 @click.option("--num-experts", type=int, help="Experts per MoE layer " + _default("model.num_experts") + ".")
-@click.option("--top-k", type=int, help="Experts chosen per image " + _default("model.top_k") + ".")
+@click.option("--top-k", type=int, help="Experts chosen per token (per image with model.routing=image) " + _default("model.top_k") + ".")
 @click.option("--batch-size", type=int, help="Images per process and step " + _default("train.batch_size") + ".")
 @click.option("--accumulation-steps", type=int, help="Micro-batches per optimizer step " + _default("train.accumulation_steps") + ".")
 @click.option("--img-size", type=int, help="Training resolution, a multiple of 32 " + _default("data.img_size") + ".")

@@ -82,8 +82,8 @@ def _print_report(report: dict, unit: list) -> None:
         key = row["backend"]
         worst[key] = max(worst.get(key, 0.0), row["max_abs_diff"])
     if unit:
-        shapes = sorted({tuple(r["shape"]) for r in unit})
-        click.echo(f"  unit check, random Q/K/V at {len(shapes)} shapes incl. (16, 8, 576, 64): "
+        shapes = list(dict.fromkeys(tuple(r["shape"]) for r in unit))  # in UNIT_SHAPES order
+        click.echo(f"  unit check, random Q/K/V at {len(shapes)} shapes incl. {shapes[0]}: "
                    + ", ".join(f"{k} max diff {v:.1e}" for k, v in worst.items()))
     routing = report.get("attention_routing", {})
     for layer, r in routing.items():

@@ -34,8 +34,10 @@ SDPA_BACKENDS = ("auto", *FUSED_SDPA_KERNELS)
 # accumulate in a different order; in half precision that alone moves probabilities ~1e-3.
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2, "fp16": 5e-3}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# (B, heads, tokens, head_dim): the seed's 384-px shape first, then smaller and larger maps.
-UNIT_SHAPES = ((16, 8, 576, 64), (2, 4, 144, 32), (4, 2, 1024, 16), (1, 8, 2304, 64))
+# (B, heads, tokens, head_dim): the default model's shape at 384 px and batch 16 first (the
+# stride-32 map, 12x12 tokens; dim 64 in 4 heads of 16), then the earlier model's stride-16 shape
+# and larger maps.
+UNIT_SHAPES = ((16, 4, 144, 16), (16, 8, 576, 64), (4, 2, 1024, 16), (1, 8, 2304, 64))
 
 # Profiler op names of each SDPA kernel (CUDA and CPU variants).
 _KERNEL_OPS = (
