@@ -58,7 +58,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--bare-eager", action="store_true",
                    help="Run the bare loop's step eagerly (by default it replays a CUDA graph on CUDA, as train "
                         "does with train.cuda_graphs: auto; use with --set train.cuda_graphs=false).")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # The train and evaluate children run from the repository root: paths given relative to the
+    # caller's folder must not change meaning there.
+    args.dataset_path = str(Path(args.dataset_path).absolute())
+    args.out_dir = str(Path(args.out_dir).absolute())
+    return args
 
 
 def _model_section(args: argparse.Namespace) -> Dict[str, Any]:

@@ -9,11 +9,12 @@ from _train_helpers import REPO, make_dataset, subprocess_env
 def test_run_vs_bare_script_on_cpu(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=16, n_test=4, img_size=64)
     out = tmp_path / "rvb"
-    cmd = [sys.executable, str(REPO / "scripts" / "run_vs_bare.py"), "--dataset-path", str(data), "--device", "cpu",
+    # Relative paths from a folder other than the repository's (the script's children run there).
+    cmd = [sys.executable, str(REPO / "scripts" / "run_vs_bare.py"), "--dataset-path", "data", "--device", "cpu",
            "--backbone", "edgenext_xx_small", "--img-size", "64", "--batch-size", "4", "--seconds", "14",
-           "--num-workers", "1", "--out-dir", str(out), "--bare-steps", "3", "--benchmark-iters", "2",
+           "--num-workers", "1", "--out-dir", "rvb", "--bare-steps", "3", "--benchmark-iters", "2",
            "--set", "model.dim=16", "--set", "eval.batch_size=4", "--set", "data.val_fraction=0.25"]
-    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads((out / "run_vs_bare.json").read_text())
     run, bare = result["run"], result["bare"]
