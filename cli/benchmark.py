@@ -203,14 +203,17 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
 
         from engine.tools.predict_speed import run_predict_benchmark
 
-        result["predict"] = run_predict_benchmark(
-            dev, checkpoint=Path(checkpoint) if checkpoint else None,
-            folder=Path(predict_folder) if predict_folder else None, num_images=predict_images,
-            image_px=predict_image_px, img_size=size, batch_size=predict_batch_size or (32 if gpu else 2),
-            num_workers=num_workers, precision=precision, repeats=predict_repeats,
-            fresh_process=not no_fresh_process, model_overrides={"backbone": backbone, **model_overrides},
-            progress=say,
-        )
+        try:
+            result["predict"] = run_predict_benchmark(
+                dev, checkpoint=Path(checkpoint) if checkpoint else None,
+                folder=Path(predict_folder) if predict_folder else None, num_images=predict_images,
+                image_px=predict_image_px, img_size=size, batch_size=predict_batch_size or (32 if gpu else 2),
+                num_workers=num_workers, precision=precision, repeats=predict_repeats,
+                fresh_process=not no_fresh_process, model_overrides={"backbone": backbone, **model_overrides},
+                progress=say,
+            )
+        except (OSError, RuntimeError, ValueError) as exc:  # e.g. the fresh `predict` process failed: say why
+            raise click.ClickException(str(exc)) from exc
         click.echo(format_predict_report(result["predict"]))
     if json_out:
         atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")

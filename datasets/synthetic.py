@@ -51,6 +51,7 @@ from .synthetic_texture import (
 
 __all__ = [
     "GENERATOR_VERSION",
+    "MAX_IMG_SIZE",
     "SHAPES",
     "DIFFICULTIES",
     "Scene",
@@ -66,6 +67,9 @@ __all__ = [
 # Bump when the scenes change, so cached sets made by older code are not reused.
 GENERATOR_VERSION = 2
 _MANIFEST = "synthetic.json"
+# Largest side drawn. At 4096 px a scene takes about 1 GB of memory and 15 s in each worker
+# process; sides far beyond that exhaust memory part-way (100000 px would need > 100 GB per scene).
+MAX_IMG_SIZE = 4096
 _SPLIT_CODES = {"Train": 0, "Test": 1}
 # Difficulty levels, their shares, and how different the object is from its surround:
 # (lightness shift, hue shift in degrees, log texture-scale change, orientation change in
@@ -237,10 +241,16 @@ def _scene_job(args: Tuple[str, int, int, int, Tuple[int, int], float, str]) -> 
     index = (i if split == "Train" else n_train + i) + 1
     name = _scene_name(index, camouflaged, scene.shape)
     root = Path(out) / split
-    cv2.imwrite(str(root / "Image" / f"{name}.jpg"), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_JPEG_QUALITY, 92])
-    cv2.imwrite(str(root / "GT_Object" / f"{name}.png"), scene.mask)
+    _imwrite(root / "Image" / f"{name}.jpg", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
+             [cv2.IMWRITE_JPEG_QUALITY, 92])
+    _imwrite(root / "GT_Object" / f"{name}.png", scene.mask)
     return split, camouflaged, scene.difficulty
+
+
+def _imwrite(path: Path, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    # cv2.imwrite reports a failed write (full disk, folder gone) only by returning False.
+    if not cv2.imwrite(str(path), image, list(params)):
+        raise OSError(f"Could not write {path}.")
 
 
 def _scene_chunk(jobs: Sequence[Tuple[str, int, int, int, Tuple[int, int], float, str]]) -> List[Tuple[str, bool, str]]:
@@ -274,8 +284,11 @@ def write_synthetic_dataset(
     """Write a synthetic COD set in the COD10K-v3 layout.
 
     Writes ``Train/Image/*.jpg``, ``Train/GT_Object/*.png``, the same under
-    ``Test/``, and a ``synthetic.json`` manifest (parameters and counts).
+    ``Test/``, and a ``synthetic.json`` manifest (parameters and counts), last
+    and atomically: a folder with the manifest holds a complete set.
     The defaults are those of ``data.synthetic`` in ``configs/default.yaml``.
+    If anything fails (or is interrupted), what this call created is removed
+    again (a folder that existed before is kept), so the call can be repeated.
 
     Args:
         out_dir: Target folder; created if missing, must be empty.
@@ -294,7 +307,8 @@ def write_synthetic_dataset(
     Raises:
         FileExistsError: If ``out_dir`` exists and is not empty.
         ValueError: For negative counts, a fraction outside ``[0, 1)``, an
-            image size under 16 px or ``workers < 1``.
+            image size under 16 px or over :data:`MAX_IMG_SIZE`, or ``workers < 1``.
+        OSError: A file could not be written.
     """
     out = Path(out_dir)
     h, w = to_hw(img_size)
@@ -302,21 +316,33 @@ def write_synthetic_dataset(
         raise ValueError(f"n_train={n_train}, n_test={n_test}: counts must be >= 0.")
     if not 0.0 <= noncam_fraction < 1.0:
         raise ValueError(f"noncam_fraction={noncam_fraction}: expected 0 <= fraction < 1.")
-    if min(h, w) < 16:
-        raise ValueError(f"img_size={img_size}: use at least 16 px per side.")
+    if min(h, w) < 16 or max(h, w) > MAX_IMG_SIZE:
+        raise ValueError(f"img_size={img_size}: use 16 to {MAX_IMG_SIZE} px per side.")
     if workers is not None and workers < 1:
         raise ValueError(f"workers={workers}: use 1 or more (or None for one per 64 images).")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: folder is not empty; choose a new or empty folder.")
 
+    made = _missing_folders(out)
+    try:
+        _write_scenes(out, n_train, n_test, (h, w), seed, progress, noncam_fraction, workers)
+    except BaseException:
+        _remove_created(out, made)
+        raise
+    return out
+
+
+def _write_scenes(out: Path, n_train: int, n_test: int, hw: Tuple[int, int], seed: int, progress: bool,
+                  noncam_fraction: float, workers: Optional[int]) -> None:
+    """The body of :func:`write_synthetic_dataset` once its arguments are checked."""
     counts: Dict[str, Dict[str, int]] = {}
     levels: Dict[str, Dict[str, int]] = {}
-    for split in ("Train", "Test"):
+    for split in _SPLIT_CODES:
         (out / split / "Image").mkdir(parents=True, exist_ok=True)
         (out / split / "GT_Object").mkdir(parents=True, exist_ok=True)
         counts[split] = {"cam": 0, "noncam": 0}
         levels[split] = {level: 0 for level in DIFFICULTIES}
-    jobs = [(split, i, n_train, seed, (h, w), noncam_fraction, str(out))
+    jobs = [(split, i, n_train, seed, hw, noncam_fraction, str(out))
             for split, n in (("Train", n_train), ("Test", n_test)) for i in range(n)]
     workers = default_workers(len(jobs)) if workers is None else workers
     bar = tqdm(total=len(jobs), desc="Synthetic scenes", disable=not progress, unit="img")
@@ -337,7 +363,7 @@ def write_synthetic_dataset(
             chunks = [jobs[k:k + chunk] for k in range(0, len(jobs), chunk)]
             # "spawn": a fresh interpreter per worker, safe in a process that holds torch or CUDA threads.
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker) as pool:
+            with ctx.Pool(workers, initializer=_init_worker) as pool:  # leaving it stops the workers
                 for results in pool.imap_unordered(_scene_chunk, chunks):
                     tally(results)
     finally:
@@ -350,13 +376,55 @@ def write_synthetic_dataset(
         "seed": seed,
         "n_train": n_train,
         "n_test": n_test,
-        "img_size": [h, w],
+        "img_size": list(hw),
         "noncam_fraction": noncam_fraction,
         "counts": counts,
         "difficulty": levels,
     }
-    (out / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
+    _write_text_atomic(out / _MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename, so it is whole or absent.
+
+    (engine.files has the project's atomic writers, but datasets must not import engine.)
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; left by a failed write
+
+
+def _missing_folders(path: Path) -> List[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first: what creating it makes."""
+    missing = []
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_created(out: Path, made: Sequence[Path]) -> None:
+    """Undo a failed :func:`write_synthetic_dataset`: its splits and manifest, then the folders in ``made``.
+
+    ``out`` was empty when the call began, so these names are the call's own. A folder that
+    existed before is kept, and a made folder that is not empty now (someone else's files)
+    is left alone with its parents.
+    """
+    for split in _SPLIT_CODES:
+        shutil.rmtree(out / split, ignore_errors=True)
+    (out / _MANIFEST).unlink(missing_ok=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def default_cache_dir() -> Path:

@@ -11,52 +11,66 @@ configuration (speed does not depend on the weights).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+import click
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cli.options import check_device_option, check_output_file  # noqa: E402  (needs the repository on the path)
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path)
-    p.add_argument("--folder", type=Path, help="Images to predict (default: generated JPEGs).")
-    p.add_argument("--num-images", type=int, default=1000)
-    p.add_argument("--image-px", type=int, default=800)
-    p.add_argument("--img-size", type=int, default=384)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--repeats", type=int, default=3, help="Timed in-process runs (median kept).")
-    p.add_argument("--latency-iters", type=int, default=50)
-    p.add_argument("--no-fresh-process", action="store_true", help="Skip timing predict as a new process.")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   help="Model config override for the random checkpoint, e.g. --set backbone=edgenext_xx_small.")
-    p.add_argument("--json", dest="json_out", type=Path)
-    args = p.parse_args(argv)
+_POSITIVE = click.IntRange(min=1)
 
-    import yaml
 
+@click.command(help=__doc__.split("\n")[0])
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Images to predict (default: generated JPEGs).")
+@click.option("--num-images", type=_POSITIVE, default=1000, show_default=True)
+@click.option("--image-px", type=_POSITIVE, default=800, show_default=True)
+@click.option("--img-size", type=int, default=384, show_default=True, help="Network input size, a multiple of 32.")
+@click.option("--batch-size", type=_POSITIVE, default=32, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=None)
+@click.option("--device", default="auto", show_default=True, callback=check_device_option,
+              help="auto, cpu, cuda, cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
+@click.option("--repeats", type=_POSITIVE, default=3, show_default=True, help="Timed in-process runs (median kept).")
+@click.option("--latency-iters", type=_POSITIVE, default=50, show_default=True)
+@click.option("--no-fresh-process", is_flag=True, help="Skip timing predict as a new process.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Model config override for the random checkpoint, e.g. --set backbone=edgenext_xx_small.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=check_output_file)
+def main(checkpoint, folder, num_images, image_px, img_size, batch_size, num_workers, device, precision, repeats,
+         latency_iters, no_fresh_process, overrides, json_out) -> None:
+    """Run :func:`run_predict_benchmark` and print (and optionally write) its JSON."""
+    from engine.config import parse_set_overrides
+    from engine.files import atomic_write_text
+    from engine.inference.predictor import parse_img_size
     from engine.runtime import resolve_device
     from engine.tools.predict_speed import run_predict_benchmark
 
-    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
-    result = run_predict_benchmark(
-        resolve_device(args.device), checkpoint=args.checkpoint, folder=args.folder, num_images=args.num_images,
-        image_px=args.image_px, img_size=args.img_size, batch_size=args.batch_size, num_workers=args.num_workers,
-        precision=args.precision, repeats=args.repeats, latency_iters=args.latency_iters,
-        fresh_process=not args.no_fresh_process, model_overrides=overrides,
-        progress=lambda msg: print(f"... {msg}", file=sys.stderr),
-    )
+    try:  # bad values are usage errors (exit 2), found before any work
+        parse_img_size(img_size)
+        dev = resolve_device(device)
+        model_overrides = parse_set_overrides(overrides)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        result = run_predict_benchmark(
+            dev, checkpoint=checkpoint, folder=folder, num_images=num_images, image_px=image_px, img_size=img_size,
+            batch_size=batch_size, num_workers=num_workers, precision=precision, repeats=repeats,
+            latency_iters=latency_iters, fresh_process=not no_fresh_process, model_overrides=model_overrides,
+            progress=lambda msg: click.echo(f"... {msg}", err=True),
+        )
+    except (OSError, RuntimeError, ValueError) as exc:  # e.g. an unknown --set key, a failing `predict` process
+        raise click.ClickException(str(exc)) from exc
     text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text)
-    return result
+    click.echo(text)
+    if json_out:
+        atomic_write_text(json_out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def _write_test_set(root: Path, count: int, seed: int = 0) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, help="Default: a random model of the default configuration.")
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="cuda or cuda:N (the check needs a GPU).")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--img-size", type=int, default=384)
     p.add_argument("--batch-size", type=int, default=8)
@@ -66,16 +66,27 @@ def main(argv=None) -> int:
     import cv2
     import numpy as np
     import torch
-    import yaml
 
     from engine.checkpoint import save_checkpoint
+    from engine.config import parse_set_overrides
     from engine.evaluation.evaluate import evaluate_checkpoint
+    from engine.files import atomic_write_text
     from engine.inference.predict import write_masks
     from engine.inference.predictor import Predictor, default_num_workers, load_inference_model
-    from engine.runtime import autocast_dtype, resolve_device
+    from engine.runtime import autocast_dtype, check_device_name, resolve_device
     from models import build_model
 
-    device = resolve_device(args.device)
+    # Usage errors (exit 2) before any work. There is nothing to compare on the CPU (no graph is
+    # captured there): a run without a GPU could only end in FAILED.
+    try:
+        check_device_name(args.device)
+        overrides = parse_set_overrides(args.overrides)
+    except ValueError as exc:
+        p.error(str(exc))
+    device = resolve_device(args.device) if torch.cuda.is_available() else None
+    if device is None or device.type != "cuda":
+        why = ": use --device cuda or cuda:N." if device else "; CUDA is not available on this machine/torch build."
+        p.error(f"--device {args.device}: this check compares CUDA-graph replay with eager runs and needs a GPU{why}")
     limit = args.max_prob_diff
     if limit is None:
         limit = 1e-4 if autocast_dtype(device, args.precision) is None else 0.02
@@ -94,7 +105,6 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         checkpoint = args.checkpoint
         if checkpoint is None:
-            overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
             model = build_model(**{"pretrained": False, **overrides})
             checkpoint = save_checkpoint({"model_config": model.config.to_dict(), "model": model.state_dict(),
                                           "ema": None, "config": {"data": {"img_size": args.img_size}}}, tmp / "random.pt")
@@ -154,7 +164,7 @@ def main(argv=None) -> int:
 
     print("PASSED" if not failed else "FAILED")
     if args.json_out:
-        args.json_out.write_text(json.dumps(report, indent=2))
+        atomic_write_text(args.json_out, json.dumps(report, indent=2) + "\n")
     return 1 if failed else 0
 
 

@@ -24,14 +24,18 @@ from models import build_model  # noqa: E402
 @click.option("--img-size", type=int, default=384)
 @click.option("--eval", "eval_mode", is_flag=True, help="Profile inference instead of a training step.")
 @click.option("--rows", type=int, default=25)
-@click.option("--set", "overrides", multiple=True, help="Model config override KEY=VALUE.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Model config override, e.g. --set dim=96.")
 def main(device, backbone, batch_size, img_size, eval_mode, rows, overrides):
     """Print a profiler table (by device time on GPU, CPU time otherwise) grouped by module scope."""
-    import yaml
+    from engine.config import parse_set_overrides
 
-    dev = resolve_device(device)
+    try:  # a bad --device or --set (malformed, unknown key) is a usage error, not a traceback
+        dev = resolve_device(device)
+        model = build_model(**{"backbone": backbone, **parse_set_overrides(overrides)})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     dtype = autocast_dtype(dev)
-    model = build_model(backbone=backbone, **{k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in overrides)})
     model = model.to(dev, memory_format=torch.channels_last)
     x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

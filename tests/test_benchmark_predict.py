@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from train_ultimate import main
@@ -40,3 +41,57 @@ def test_benchmark_predict_script_runs_the_same_measurement(tmp_path):
     r = json.loads(out.read_text())
     assert r["images"] == 3 and r["device"] == "cpu" and r["fresh_process"] is None
     assert r["in_process"]["img_per_s"] > 0 and r["startup"]["model_load_s"] > 0
+
+
+def _tiny_checkpoint(path):
+    from engine.config import parse_set_overrides
+    from engine.tools.predict_speed import _random_checkpoint
+
+    return _random_checkpoint(path, 64, {"backbone": "edgenext_xx_small", **parse_set_overrides(TINY[1::2])})
+
+
+PREDICT_ONLY = ["benchmark", "--predict-only", "--device", "cpu", "--img-size", "64", "--predict-batch-size", "2",
+                "--num-workers", "0", "--predict-repeats", "1"]
+
+
+def test_benchmark_predict_only_takes_paths_relative_to_the_current_folder(tmp_path, monkeypatch):
+    from engine.tools.predict_speed import write_test_images
+
+    _tiny_checkpoint(tmp_path / "run" / "best.pt")
+    write_test_images(tmp_path / "photos", 2, 64)
+    monkeypatch.chdir(tmp_path)  # not the repository root, where the fresh `predict` process runs
+    result = CliRunner().invoke(main, [*PREDICT_ONLY, "--checkpoint", "run/best.pt", "--predict-folder", "photos",
+                                       "--json", "bp.json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads((tmp_path / "bp.json").read_text())["predict"]
+    assert r["images"] == 2 and r["fresh_process"]["seconds"] > 0
+
+
+def test_benchmark_predict_only_failing_fresh_process_is_a_message_quoting_its_error(tmp_path, monkeypatch):
+    from engine.tools import predict_speed
+
+    checkpoint = _tiny_checkpoint(tmp_path / "best.pt")
+    real = predict_speed._fresh_predict
+
+    def checkpoint_gone(path, *args, **kwargs):
+        path.unlink()  # after the in-process runs: a real `predict` process that fails
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(predict_speed, "_fresh_predict", checkpoint_gone)
+    result = CliRunner().invoke(main, [*PREDICT_ONLY, "--checkpoint", str(checkpoint), "--predict-images", "2",
+                                       "--predict-image-px", "64"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output  # not a traceback
+    assert "fresh process failed" in result.output and "Checkpoint not found" in result.output
+
+
+def test_missing_checkpoint_or_folder_is_refused_before_any_timing(tmp_path, monkeypatch):
+    import torch
+
+    from engine.tools import predict_speed
+
+    monkeypatch.setattr(predict_speed, "startup_seconds", lambda device: pytest.fail("timing started"))
+    small = dict(num_images=1, image_px=32, img_size=64)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        predict_speed.run_predict_benchmark(torch.device("cpu"), checkpoint=tmp_path / "missing.pt", **small)
+    with pytest.raises(FileNotFoundError, match="no_such_folder"):
+        predict_speed.run_predict_benchmark(torch.device("cpu"), folder=tmp_path / "no_such_folder", **small)

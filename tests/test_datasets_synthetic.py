@@ -1,5 +1,5 @@
 """Synthetic scenes: deterministic by seed and worker count, COD10K layout and names, COD-like statistics,
-defaults equal to configs/default.yaml, atomic cache."""
+defaults equal to configs/default.yaml, atomic cache, make-synthetic's up-front checks and clean-up on failure."""
 
 import inspect
 import json
@@ -9,10 +9,12 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 
 import datasets.synthetic as synthetic
 from datasets import discover_dataset, ensure_synthetic_dataset, validate_splits, write_synthetic_dataset
 from datasets.benchmark import benchmark_data_pipeline
+from train_ultimate import main
 
 SMALL = dict(n_train=8, n_test=4, img_size=48, progress=False, noncam_fraction=0.3)
 
@@ -206,3 +208,49 @@ def test_benchmark_returns_positive_throughput():
     assert result["img_size"] == 32 and result["src_size"] == 64
     assert result["decode_ms"] > 0 and result["augment_ms"] > 0
     json.dumps(result)  # JSON-able
+
+
+def test_make_synthetic_refuses_sizes_and_counts_it_cannot_use_before_writing(tmp_path):
+    out = tmp_path / "big"
+    # 100000 px failed part-way in OpenCV (out of memory) after the split folders were made.
+    result = CliRunner().invoke(main, ["make-synthetic", str(out), "--train", "2", "--test", "1",
+                                       "--img-size", "100000"])
+    assert result.exit_code == 2 and str(synthetic.MAX_IMG_SIZE) in result.output, result.output
+    # An empty set is no data set: train needs 2 images (one held out), evaluate a test image.
+    for counts in (["--train", "0", "--test", "0"], ["--train", "1", "--test", "1"], ["--train", "2", "--test", "0"]):
+        result = CliRunner().invoke(main, ["make-synthetic", str(out), *counts, "--img-size", "32"])
+        assert result.exit_code == 2, (counts, result.output)
+    assert not out.exists()
+    with pytest.raises(ValueError, match=str(synthetic.MAX_IMG_SIZE)):
+        write_synthetic_dataset(out, img_size=(32, synthetic.MAX_IMG_SIZE + 1), progress=False)
+    assert not out.exists()
+
+
+def test_failed_generation_removes_only_what_it_created_so_a_retry_works(tmp_path, monkeypatch):
+    real = synthetic.draw_scene
+    calls = {"n": 0}
+
+    def out_of_memory(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise cv2.error("OpenCV: (-4:Insufficient memory) Failed to allocate 120000000000 bytes")
+        return real(*args, **kwargs)
+
+    (tmp_path / "mine").mkdir()  # a folder the user made, beside a file of theirs
+    (tmp_path / "notes.txt").write_text("keep")
+    outs = (tmp_path / "new" / "set", tmp_path / "mine")
+    args = ["--train", "2", "--test", "1", "--img-size", "32", "--workers", "1"]
+    monkeypatch.setattr(synthetic, "draw_scene", out_of_memory)
+    for out in outs:
+        calls["n"] = 0
+        result = CliRunner().invoke(main, ["make-synthetic", str(out), *args])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output  # no traceback
+        assert "Insufficient memory" in result.output and "run again" in result.output
+    # Gone: the folders the calls made (new/ and new/set/); kept, empty: the user's mine/ and file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]
+    assert list((tmp_path / "mine").iterdir()) == [] and (tmp_path / "notes.txt").read_text() == "keep"
+    monkeypatch.setattr(synthetic, "draw_scene", real)
+    for out in outs:
+        result = CliRunner().invoke(main, ["make-synthetic", str(out), *args])
+        assert result.exit_code == 0, result.output  # the retry is not refused as "not empty"
+        assert json.loads((out / "synthetic.json").read_text())["n_train"] == 2

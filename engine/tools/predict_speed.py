@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,8 @@ def startup_seconds(device: torch.device) -> Dict[str, float]:
 
 def _fresh_predict(checkpoint: Path, folder: Path, out: Path, device: torch.device, img_size: int,
                    batch_size: int, precision: str, num_workers: Optional[int]) -> float:
+    # The process runs in ROOT, not in the caller's folder: relative paths would name other files there.
+    checkpoint, folder, out = (Path(p).resolve() for p in (checkpoint, folder, out))
     cmd = [sys.executable, str(ROOT / "train_ultimate.py"), "predict", "--checkpoint", str(checkpoint),
            "--input", str(folder), "--output", str(out), "--device", str(device), "--batch-size", str(batch_size),
            "--precision", precision, "--no-progress", "--img-size", str(img_size)]
@@ -96,7 +99,12 @@ def _fresh_predict(checkpoint: Path, folder: Path, out: Path, device: torch.devi
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"predict failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        # Its last error line says why: click's "Error: ..." or a traceback's "ValueError: ...";
+        # warnings printed at exit may follow it.
+        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"\w*(Error|Exception)\b", line)]
+        raise RuntimeError(f"`predict` as a fresh process failed (exit code {proc.returncode}): "
+                           f"{(errors or lines or ['no output'])[-1]}")
     return elapsed
 
 
@@ -161,13 +169,20 @@ def run_predict_benchmark(
         progress: where status lines go.
 
     Raises:
-        RuntimeError: a run wrote fewer masks than images, or the ``predict`` process failed.
+        FileNotFoundError: ``checkpoint`` or ``folder`` does not exist, or ``folder`` holds no image
+            (raised before any timing starts).
+        RuntimeError: a run wrote fewer masks than images, or the ``predict`` process failed (the
+            message quotes its last error line).
     """
     from datasets import expand_inputs
     from engine.inference.predict import write_masks
     from engine.inference.predictor import Predictor, default_num_workers, load_inference_model
     from engine.inference.writer import default_writer_threads
 
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {checkpoint}")
+    if folder is not None and not Path(folder).is_dir():
+        raise FileNotFoundError(f"Image folder not found: {folder}")
     workers = default_num_workers(device) if num_workers is None else int(num_workers)
     with tempfile.TemporaryDirectory(prefix="camoxpert-predict-bench-") as tmp:
         tmp_path = Path(tmp)
