@@ -122,6 +122,22 @@ def test_time_budget_run_ends_inside_it_and_resume_continues(tiny_data, tmp_path
     assert final["budget"]["seconds"] == 12.0 and final["step"] > first_steps
 
 
+def test_resume_with_a_fresh_budget_trains_past_the_epochs_schedule(tiny_data, tmp_path):
+    # A budgeted first session can take more steps than --epochs gives; a resume with a new
+    # --time-budget must train on, not stop at once with "Nothing to do".
+    out = tmp_path / "run"
+    first = run_cli(_args(tiny_data, out, "--batch-size", "2", "--epochs", "1", "--time-budget", "14s",
+                          "--set", "train.budget_margin_seconds=4"))
+    assert first.exit_code == 0, first.output
+    steps = load_checkpoint(out / "last.pt")["step"]
+    per_epoch = 3  # 6 training images (two held out) in batches of 2
+    assert steps > per_epoch
+    more = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--time-budget", "10s"])
+    assert more.exit_code == 0, more.output
+    assert "Nothing to do" not in more.output and "schedule sized to" in more.output
+    assert load_checkpoint(out / "last.pt")["step"] > steps
+
+
 def test_new_run_into_an_existing_run_folder_is_refused(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0")).exit_code == 0

@@ -64,6 +64,15 @@ def test_keyboard_interrupt_inside_the_write_is_not_a_full_disk(tmp_path, monkey
     assert _only_the_old_file(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def python_ctrl_c_handler():
+    """Python's own Ctrl-C handler for these tests, also where the suite was started with SIGINT
+    ignored (a background job of a non-interactive shell): the tests raise SIGINT themselves."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_deferred_signals_hold_sigint_until_the_block_ends():
     reached_end = False
     with pytest.raises(KeyboardInterrupt):

@@ -183,13 +183,20 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _loop(self, run: RunState, loaders: RunLoaders, stop: GracefulStop) -> str:
         """Train until the schedule's last step; returns the run's status."""
+        # Short budgets cannot wait for 25 steps: 2% of the budget measured is enough.
+        probe = StepTimeProbe(clock=self.clock, enough_s=0.02 * run.budget.seconds if run.budget.enabled else math.inf)
+        needed = run.step + probe.warmup + probe.measure + 1
+        if not run.planned and run.schedule.total_steps < needed:
+            # A time budget sizes the schedule once the probe has timed the first steps; the length
+            # --epochs gives is provisional until then and must not end the run first (a short
+            # --epochs, or a resume with a fresh budget past it).
+            sched = run.schedule
+            sched.resize(needed, sched.stage1_steps, sched.warmup_steps)
         if run.step >= run.schedule.total_steps:
             self.log(f"Nothing to do: the checkpoint already took {run.step} of {run.schedule.total_steps} steps "
                      f"(raise --epochs, or give a --time-budget, to train longer).")
             return "nothing"
         cadence = self._cadence = Cadence(self.tcfg, run.runtime.ctx.distributed, self.clock)
-        # Short budgets cannot wait for 25 steps: 2% of the budget measured is enough.
-        probe = StepTimeProbe(clock=self.clock, enough_s=0.02 * run.budget.seconds if run.budget.enabled else math.inf)
         run.last_val_at = run.last_save_at = self.clock()
         images_per_batch = run.batch_size * run.runtime.ctx.world_size
         bar = self.reporter.progress_bar(run, self.progress)
