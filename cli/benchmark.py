@@ -7,25 +7,11 @@ from typing import Optional
 
 import click
 
-from cli.options import check_device_option, check_output_file
+from cli.options import check_device_option, check_img_size_option, check_output_file
 from models.names import SUPPORTED_BACKBONES
 
 # Counts that must be at least 1 (0 or less would divide by zero or take the median of nothing).
 _POSITIVE = click.IntRange(min=1)
-
-
-def _check_img_size(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> Optional[int]:
-    """--img-size must be a positive multiple of 32 (the backbone's stride): a usage error naming
-    the nearest valid sizes, before any model is built."""
-    if value is None:
-        return None
-    from engine.inference.predictor import parse_img_size
-
-    try:
-        parse_img_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc).replace("Image size ", "", 1), ctx, param) from None
-    return value
 
 
 def _fmt(value, spec=".1f") -> str:
@@ -115,7 +101,7 @@ def format_predict_report(r: dict) -> str:
 @click.command()
 @click.option("--device", default="auto", show_default=True, callback=check_device_option, help="auto, cpu, cuda, cuda:N.")
 @click.option("--batch-size", type=_POSITIVE, default=None, help="Default: 16 on GPU, 2 on CPU.")
-@click.option("--img-size", type=int, default=None, callback=_check_img_size,
+@click.option("--img-size", type=int, default=None, callback=check_img_size_option,
               help="A multiple of 32. Default: 384 on GPU, 128 on CPU.")
 @click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default="edgenext_small", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)

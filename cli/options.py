@@ -5,7 +5,7 @@ from typing import Callable, Optional
 
 import click
 
-__all__ = ["check_device_option", "check_output_file", "inference_options"]
+__all__ = ["check_device_option", "check_img_size_option", "check_output_file", "inference_options"]
 
 
 def check_device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -16,6 +16,20 @@ def check_device_option(ctx: click.Context, param: click.Parameter, value: str) 
         check_device_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc).replace(f"--device {value!r} ", f"{value!r} "), ctx, param) from None
+    return value
+
+
+def check_img_size_option(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> Optional[int]:
+    """--img-size must be a positive multiple of 32 (the backbone's stride): a usage error naming
+    the nearest valid sizes, before any model is built."""
+    if value is None:
+        return None
+    from engine.inference.predictor import parse_img_size
+
+    try:
+        parse_img_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).replace("Image size ", "", 1), ctx, param) from None
     return value
 
 

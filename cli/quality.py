@@ -6,8 +6,7 @@ from typing import Optional, Tuple
 
 import click
 
-from cli.benchmark import _check_img_size
-from cli.options import check_device_option, check_output_file
+from cli.options import check_device_option, check_img_size_option, check_output_file
 from cli.quality_report import check_reference
 from engine.tools.quality_report import VARIANT_NAMES
 
@@ -50,7 +49,7 @@ def _seed_list(ctx: click.Context, param: click.Parameter, text: str) -> Tuple[i
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
               help="Config override, e.g. --set model.dim=96 (repeatable).")
 @click.option("--backbone", default=None, help="Backbone (default: the config's).")
-@click.option("--img-size", type=int, default=384, show_default=True, callback=_check_img_size, help="A multiple of 32.")
+@click.option("--img-size", type=int, default=384, show_default=True, callback=check_img_size_option, help="A multiple of 32.")
 @click.option("--batch-size", type=_POSITIVE, default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2.5e-4, show_default=True,
               help="AdamW learning rate (constant after warm-up).")
