@@ -137,8 +137,6 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
 
     With --predict, also time `predict` over a folder of images end to end (--predict-only for that alone).
     """
-    import yaml
-
     from engine.tools.benchmark import run_benchmark
     from engine.files import atomic_write_text
     from engine.runtime import autocast_dtype, resolve_device
@@ -149,12 +147,21 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     gpu = dev.type == "cuda"
-    model_overrides = {}
-    for item in overrides:
-        if "=" not in item:
-            raise click.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set dim=96")
-        key, value = item.split("=", 1)
-        model_overrides[key.strip()] = yaml.safe_load(value)
+    from engine.config import parse_set_overrides
+
+    from models import CamoXpertConfig
+
+    try:  # the project's one --set parser; here its keys are model config keys
+        model_overrides = parse_set_overrides(overrides)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc} Model config overrides are KEY=VALUE, e.g. --set dim=96.") from None
+    try:  # a wrong key or value is a usage error before anything is built
+        CamoXpertConfig.from_dict({"backbone": backbone, **model_overrides})
+    except ValueError as exc:
+        raise click.UsageError(f"--set: {exc}") from None
+    except TypeError as exc:  # e.g. dim=[ read as text, where a number is needed
+        raise click.UsageError(f"--set {' '.join(overrides)}: a value has the wrong type for the model config "
+                               f"({exc}).") from None
     size = img_size or (384 if gpu else 128)
 
     started = time.perf_counter()

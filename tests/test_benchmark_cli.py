@@ -38,6 +38,13 @@ def test_benchmark_rejects_bad_override():
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
 
 
+@pytest.mark.parametrize("item, words", [("dim=[", ["dim=[", "wrong type"]), ("foo=1", ["Unknown model config key", "foo"])])
+def test_benchmark_override_values_are_checked_before_work(item, words):
+    result = CliRunner().invoke(main, ["benchmark", "--device", "cpu", "--set", item])
+    assert result.exit_code == 2, result.output
+    assert all(w in result.output for w in words) and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("args, words", [
     (["--img-size", "100"], ["'--img-size'", "multiple of 32", "96 or 128"]),
     (["--img-size", "0"], ["'--img-size'", "multiple of 32"]),
