@@ -28,7 +28,7 @@ __all__ = ["evaluate"]
               help="Score the readable samples when some files are unreadable (default: fail, naming them).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optional[str],
-             save_predictions: Optional[str], curves_path: Optional[str], tta: bool, tta_scales: str,
+             save_predictions: Optional[str], curves_path: Optional[str], tta: bool, tta_scales: Tuple[float, ...],
              batch_size: int, num_workers: Optional[int], device: str, img_size: Optional[str],
              precision: str, metric_workers: Optional[int], skip_bad_samples: bool,
              no_progress: bool) -> None:
@@ -41,14 +41,12 @@ def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optio
     # the data and metric stack.
     from engine.checkpoint import CheckpointError
     from engine.evaluation.evaluate import EvaluationError, evaluate_checkpoint
-    from engine.inference.predictor import parse_tta_scales
     from datasets import DatasetLayoutError
 
     try:
-        scales = parse_tta_scales(tta_scales)
         evaluate_checkpoint(
             checkpoint, dataset_paths, output_json=output_json, save_predictions=save_predictions,
-            curves_path=curves_path, tta=tta, tta_scales=scales, batch_size=resolve_batch_size(batch_size, device),
+            curves_path=curves_path, tta=tta, tta_scales=tta_scales, batch_size=resolve_batch_size(batch_size, device),
             num_workers=num_workers, device=device, img_size=img_size, precision=precision,
             metric_workers=metric_workers, skip_bad_samples=skip_bad_samples, progress=not no_progress, log=click.echo,
         )

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional, Tuple
 
 import click
 
-from cli.options import check_output_file
+from cli.options import FiniteFloatRange, check_output_file
 
 __all__ = ["export"]
 
@@ -21,14 +20,6 @@ def _check_opset(ctx: click.Context, param: click.Parameter, value: int) -> int:
     if not low <= value <= high:
         raise click.BadParameter(f"{value} is not supported: the installed torch.onnx exports opsets {low} to {high}.",
                                  ctx, param)
-    return value
-
-
-def _check_tolerance(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """NaN, infinite or negative tolerances are usage errors (exit 2): NaN and negatives fail every
-    check, infinity passes every one, and neither NaN nor infinity is valid JSON in the report."""
-    if not math.isfinite(value) or value < 0:
-        raise click.BadParameter(f"{value} is not a finite number >= 0.", ctx, param)
     return value
 
 
@@ -57,7 +48,7 @@ def _kept(output: str) -> str:
 @click.option("--sample-images", multiple=True,
               help="Images (files, folders, globs) to check the export on [default: generated textured scenes].")
 @click.option("--no-check", is_flag=True, help="Skip the onnxruntime comparison.")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, callback=_check_tolerance,
+@click.option("--tolerance", type=FiniteFloatRange(min=0), default=1e-4, show_default=True,
               help="Largest allowed |ONNX - PyTorch| (fp32).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=check_output_file, help="Write the export report here.")
 def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_size: Optional[str], attention: str,

@@ -1,11 +1,36 @@
 """Click options shared by the commands that run a trained checkpoint (evaluate, predict) and the device check."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Callable, Optional, Tuple
 
 import click
 
-__all__ = ["check_device_option", "check_img_size_option", "check_output_file", "inference_options"]
+__all__ = [
+    "FiniteFloatRange",
+    "check_device_option",
+    "check_img_size_option",
+    "check_output_file",
+    "check_tta_scales_option",
+    "inference_options",
+]
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (usage error, exit code 2).
+
+    Click's range checks are comparisons, which NaN passes: ``--lr nan`` or ``--threshold nan``
+    would otherwise run and fail later (a NaN loss, every pixel background), and ``--seconds inf``
+    would train forever.
+    """
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def check_device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -60,9 +85,19 @@ def check_output_file(ctx: click.Context, param: click.Parameter, value: Optiona
     return value
 
 
+def check_tta_scales_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Tuple[float, ...]:
+    """``--tta-scales 0.75,1,1.25`` -> ``(0.75, 1.0, 1.25)``; a bad scale is a usage error (exit code 2)."""
+    from engine.inference.predictor import parse_tta_scales
+
+    try:
+        return parse_tta_scales(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 _INFERENCE_OPTIONS = (
     click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image."),
-    click.option("--tta-scales", default="1.0", show_default=True,
+    click.option("--tta-scales", default="1.0", show_default=True, callback=check_tta_scales_option,
                  help="Comma-separated input scales to average over, e.g. 0.75,1,1.25."),
     click.option("--batch-size", default=None, type=click.IntRange(min=1),
                  help="Images per forward pass [default: 32 on a GPU, 8 on the CPU]."),

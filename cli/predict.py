@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import click
 
-from cli.options import inference_options, resolve_batch_size
+from cli.options import FiniteFloatRange, inference_options, resolve_batch_size
 
 __all__ = ["predict"]
 
@@ -22,38 +22,34 @@ __all__ = ["predict"]
 @click.option("--output", required=True, type=click.Path(file_okay=False),
               help="Folder for <stem>.png masks at each input's own size.")
 @click.option("--overlay", is_flag=True, help="Also write the mask tinted on the image to OUTPUT/overlay/<stem>.jpg.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--threshold", type=FiniteFloatRange(0.0, 1.0), default=None,
               help="Write binary 0/255 masks (probability >= T) instead of 8-bit probability maps.")
 @inference_options
 @click.option("--recursive", is_flag=True, help="Also take images in sub-folders of folder inputs.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool, threshold: Optional[float],
-            tta: bool, tta_scales: str, batch_size: int, num_workers: Optional[int], device: str,
+            tta: bool, tta_scales: Tuple[float, ...], batch_size: int, num_workers: Optional[int], device: str,
             img_size: Optional[str], precision: str, recursive: bool, no_progress: bool) -> None:
     """Predict camouflaged-object masks for images, folders and globs."""
     # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
     # the data stack.
     from engine.checkpoint import CheckpointError
-    from engine.inference.predictor import parse_tta_scales
     from engine.inference.predict import predict_images
 
-    # Option and input mistakes surface before the model loads, whatever the input kind.
-    try:
-        scales = parse_tta_scales(tta_scales)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--tta-scales'") from None
+    # Option and input mistakes surface before the model loads, whatever the input kind
+    # (--tta-scales arrives parsed and checked by its option's callback).
     images, videos = _route_inputs(inputs)
     if images and videos:
         raise click.UsageError("Give either videos or images as --input, not both in one call.")
     batch_size = resolve_batch_size(batch_size, device)
     if videos:
-        _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
+        _predict_videos(checkpoint, videos, output, overlay, threshold, tta, tta_scales, batch_size, device, img_size,
                         precision, not no_progress)
         return
     try:
         summary = predict_images(
             checkpoint, images, output, overlay=overlay, threshold=threshold, tta=tta,
-            tta_scales=scales, batch_size=batch_size, num_workers=num_workers,
+            tta_scales=tta_scales, batch_size=batch_size, num_workers=num_workers,
             device=device, img_size=img_size, precision=precision, recursive=recursive,
             progress=not no_progress, log=click.echo,
         )

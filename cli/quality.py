@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import click
 
-from cli.options import check_device_option, check_img_size_option, check_output_file
+from cli.options import FiniteFloatRange, check_device_option, check_img_size_option, check_output_file
 from cli.quality_report import check_reference
 from engine.tools.quality_report import VARIANT_NAMES
 
@@ -36,7 +36,7 @@ def _seed_list(ctx: click.Context, param: click.Parameter, text: str) -> Tuple[i
 @click.option("--variants", default="camoxpert,fpn,no-attention", show_default=True,
               help="Comma-separated variants, slowest first (the first one sets the equal-steps point). "
                    f"Valid: {', '.join(VARIANT_NAMES)}.")
-@click.option("--seconds", type=click.FloatRange(min=0), default=240.0, show_default=True,
+@click.option("--seconds", type=FiniteFloatRange(min=0), default=240.0, show_default=True,
               help="Device seconds of training per variant and seed (0: steps only).")
 @click.option("--steps", "max_steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also stop at this many steps (0: none).")
@@ -51,7 +51,7 @@ def _seed_list(ctx: click.Context, param: click.Parameter, text: str) -> Tuple[i
 @click.option("--backbone", default=None, help="Backbone (default: the config's).")
 @click.option("--img-size", type=int, default=384, show_default=True, callback=check_img_size_option, help="A multiple of 32.")
 @click.option("--batch-size", type=_POSITIVE, default=16, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2.5e-4, show_default=True,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=2.5e-4, show_default=True,
               help="AdamW learning rate (constant after warm-up).")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)

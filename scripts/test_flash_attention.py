@@ -23,7 +23,7 @@ import sys
 import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cli.options import check_device_option  # noqa: E402  (needs the repository on the path)
+from cli.options import FiniteFloatRange, check_device_option, check_img_size_option, check_output_file  # noqa: E402  (needs the repository on the path)
 
 #: Exit code when the router sent no checked image to the attention expert (nothing compared).
 EXIT_VACUOUS = 3
@@ -108,14 +108,16 @@ def _print_report(report: dict, unit: list) -> None:
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="last.pt / best.pt from train.")
 @click.option("--dataset-path", type=click.Path(exists=True, file_okay=False), default=None,
               help="Dataset whose test images are used (default: the built-in synthetic test set).")
-@click.option("--num-samples", type=int, default=32, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--num-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Test images checked.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True, callback=check_device_option, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", "dtype_name", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--tolerance", type=float, default=None,
+@click.option("--tolerance", type=FiniteFloatRange(min=0), default=None,
               help="Max abs probability difference (default: 1e-4 fp32, 2e-2 bf16, 5e-3 fp16).")
-@click.option("--img-size", type=int, default=None, help="Network input size (default: the checkpoint's).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the report here.")
+@click.option("--img-size", type=int, default=None, callback=check_img_size_option,
+              help="Network input size, a multiple of 32 (default: the checkpoint's).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, callback=check_output_file,
+              help="Write the report here.")
 def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, tolerance, img_size, json_out):
     """Compare every usable SDPA backend with explicit math attention on a trained checkpoint."""
     import torch
@@ -135,8 +137,6 @@ def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, 
         raise click.ClickException(str(exc)) from exc
     if dtype_name == "fp16" and dev.type == "cpu":
         raise click.UsageError("--dtype fp16 needs a GPU; use fp32 or bf16 on the CPU.")
-    if tolerance is not None and tolerance < 0:
-        raise click.UsageError("--tolerance must be >= 0.")
     samples, source = _load_samples(dataset_path, loaded.run_config, num_samples)
     click.echo(f"Checkpoint {checkpoint} (epoch {loaded.epoch}), {len(samples)} {source}, input {loaded.img_size}, device {dev}")
     batches, gts = _batches(samples, loaded.img_size, batch_size)

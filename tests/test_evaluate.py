@@ -170,6 +170,14 @@ def test_missing_checkpoint_and_dataset_errors(ckpt, tmp_path):
     assert r.exit_code != 0 and "does not exist" in r.output
 
 
+@pytest.mark.parametrize("scales", ["abc", "0", "inf"])
+def test_bad_tta_scales_are_usage_errors(tmp_path, scales):
+    # Checked before the checkpoint is opened (it does not exist here): exit code 2, the option named.
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--tta-scales", scales])
+    assert r.exit_code == 2 and "--tta-scales" in r.output, r.output
+    assert "nope.pt" not in r.output
+
+
 def test_predictor_tta_is_exact_for_flip_equivariant_model():
     # A 1x1 convolution treats every pixel alike, so flip TTA must return exactly the plain prediction.
     torch.manual_seed(0)

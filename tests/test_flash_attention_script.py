@@ -1,4 +1,5 @@
 """scripts/test_flash_attention.py and engine.tools.attention_check on a tiny checkpoint."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 
 from datasets import write_synthetic_dataset
 from engine.tools.attention_check import compare_backends, kernel_from_profile, unit_check
@@ -120,6 +122,28 @@ def test_script_bad_device_is_a_usage_error(tmp_path):
     proc = _run(["--checkpoint", str(tmp_path / "missing.pt"), "--device", "gpu0"])
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--device" in proc.stderr and "gpu0" in proc.stderr
+
+
+def _script_command():
+    """The script's click command, imported in this process (a subprocess per case costs seconds)."""
+    spec = importlib.util.spec_from_file_location("test_flash_attention_script_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--num-samples", "0", "x>=1"),  # was an IndexError at the warm-up call
+    ("--num-samples", "-3", "x>=1"),  # was read as "all but the last 3"
+    ("--batch-size", "0", "x>=1"),  # was a ValueError from range()
+    ("--tolerance", "nan", "not a finite number"),  # was a FAILED verdict for every backend
+    ("--tolerance", "-1", "x>=0"),
+    ("--img-size", "50", "multiple of 32"),
+])
+def test_script_bad_options_are_usage_errors(tmp_path, option, value, words):
+    result = CliRunner().invoke(_script_command(), ["--checkpoint", str(tmp_path / "missing.pt"), option, value])
+    assert result.exit_code == 2, result.output
+    assert option in result.output and words in result.output and "Traceback" not in result.output
 
 
 def test_a_diverging_backend_fails(monkeypatch):

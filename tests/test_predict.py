@@ -97,8 +97,9 @@ def test_unreadable_image_is_named_and_others_written(ckpt, images, tmp_path):
 
 
 def test_bad_threshold_and_checkpoint(ckpt, images, tmp_path):
-    r = _predict(ckpt, "--input", images, "--output", tmp_path / "o", "--threshold", "1.5")
-    assert r.exit_code != 0 and "threshold" in r.output.lower()
+    for bad in ("1.5", "nan"):  # NaN would pass a range check and make every pixel background
+        r = _predict(ckpt, "--input", images, "--output", tmp_path / "o", "--threshold", bad)
+        assert r.exit_code == 2 and "--threshold" in r.output, r.output
     r = _predict(tmp_path / "missing.pt", "--input", images, "--output", tmp_path / "o")
     assert r.exit_code != 0 and "Checkpoint not found" in r.output
 

@@ -101,6 +101,9 @@ _QUICK = ["quality-benchmark", "--device", "cpu", "--img-size", "64", "--seconds
     (["--batch-size", "0"], ["--batch-size"]),
     (["--lr", "-1"], ["--lr"]),
     (["--lr", "0"], ["--lr"]),
+    (["--lr", "nan"], ["--lr", "not a finite number"]),  # click's range check lets NaN through
+    (["--seconds", "inf"], ["--seconds", "not a finite number"]),
+    (["--seconds", "nan"], ["--seconds", "not a finite number"]),
     (["--n-test", "0"], ["--n-test"]),
     (["--n-train", "0"], ["--n-train"]),
     (["--max-test", "0"], ["--max-test"]),

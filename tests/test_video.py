@@ -125,7 +125,7 @@ def test_video_globs_are_expanded(ckpt, tmp_path):
     assert r.exit_code != 0 and pattern in r.output and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("scales", ["abc", "0"])
+@pytest.mark.parametrize("scales", ["abc", "0", "1,inf"])
 def test_bad_tta_scales_are_usage_errors(tmp_path, scales):
     # Checked before the checkpoint is even opened (it does not exist here), for videos and images alike.
     clip = _write_clip(tmp_path / "clip.mp4", frames=2)

@@ -6,6 +6,7 @@ over horizontal flips and scales) and then into maps at each image's own size, s
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ def parse_tta_scales(value: Union[str, Sequence[float], None]) -> Tuple[float, .
     """``"0.75,1,1.25"`` -> ``(0.75, 1.0, 1.25)``; None/empty -> ``(1.0,)``.
 
     Raises:
-        ValueError: a scale that is not a positive number.
+        ValueError: a scale that is not a positive, finite number.
     """
     if value is None or value == "":
         return (1.0,)
@@ -97,8 +98,8 @@ def parse_tta_scales(value: Union[str, Sequence[float], None]) -> Tuple[float, .
             s = float(item)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"TTA scale {item!r} is not a number (e.g. --tta-scales 0.75,1,1.25).") from exc
-        if not s > 0:
-            raise ValueError(f"TTA scale {s} must be positive.")
+        if not 0 < s < math.inf:
+            raise ValueError(f"TTA scale {s} must be a positive, finite number.")
         scales.append(s)
     return tuple(dict.fromkeys(scales)) or (1.0,)
 
