@@ -99,7 +99,11 @@ def _route_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[Path]]:
 
 def _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
                     precision, progress) -> None:
-    from datasets import display_path
+    """Load the model once and write mask videos for every video.
+
+    Unreadable and truncated videos end the command with exit code 1, named after every other
+    video is written; checkpoint and option problems stop it before any video.
+    """
     from engine.checkpoint import CheckpointError
     from engine.inference.api import Segmenter
     from engine.inference.video import predict_videos
@@ -112,9 +116,28 @@ def _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales,
     except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     # Reported last, after every video is written, so one damaged file does not hide the others.
+    problems = _video_problems(videos, summaries)
+    if problems:
+        raise click.ClickException("\n".join(problems))
+
+
+def _video_problems(videos, summaries) -> List[str]:
+    """The end-of-run report: unreadable videos (each with its reason), then truncated ones.
+
+    Empty when every video was read whole. The truncated ones come last, on one line, so that the
+    last line names them as before.
+    """
+    from datasets import display_path
+
+    problems = []
+    failed = [s.error for s in summaries if s.error]
+    if failed:
+        problems.append(f"{len(failed)} of {len(videos)} video(s) could not be read and got no output:\n  "
+                        + "\n  ".join(failed))
     incomplete = [f"{display_path(video)} ({s.frames} of {s.announced} frames)"
                   for video, s in zip(videos, summaries) if s.incomplete]
     if incomplete:
-        raise click.ClickException(f"{len(incomplete)} video(s) ended before the frame count their container "
-                                   f"announces (truncated or damaged?); their outputs cover only the frames "
-                                   f"decoded: {', '.join(incomplete)}")
+        problems.append(f"{len(incomplete)} video(s) ended before the frame count their container announces "
+                        f"(truncated or damaged?); their outputs cover only the frames decoded: "
+                        f"{', '.join(incomplete)}")
+    return problems

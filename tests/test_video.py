@@ -1,4 +1,5 @@
 """``predict`` on a video: mask (and overlay) videos with the source's frame count, size and rate."""
+import os
 from pathlib import Path
 
 import cv2
@@ -135,3 +136,55 @@ def test_bad_tta_scales_are_usage_errors(tmp_path, scales):
         r = _predict(tmp_path / "missing.pt", "--input", item, "--output", tmp_path / "o", "--tta-scales", scales)
         assert r.exit_code == 2, r.output
         assert "--tta-scales" in r.output and "Traceback" not in r.output and "missing.pt" not in r.output
+
+
+
+def test_unreadable_videos_do_not_stop_the_others(ckpt, tmp_path):
+    # Like unreadable images: each bad video is named with its reason, every readable one after it
+    # is still written, and the command ends with a summary and exit code 1, not a traceback.
+    first = _write_clip(tmp_path / "first.mp4", frames=3)
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video")
+    whole = _write_clip(tmp_path / "whole.mp4", frames=4)
+    headless = tmp_path / "headless.mp4"  # cut before the index OpenCV's mp4 writer puts at the end
+    headless.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    full = _write_clip(tmp_path / "full.avi", frames=12, fourcc="MJPG")
+    cut = tmp_path / "cut.avi"  # readable but truncated: written, and named on the last line
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    last = _write_clip(tmp_path / "last.mp4", frames=5)
+    out = tmp_path / "out"
+    r = _predict(ckpt, *[a for v in (first, text, headless, cut, last) for a in ("--input", v)], "--output", out,
+                 "--overlay")
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    for name, frames in (("first", 3), ("last", 5), ("cut", len(_props(cut)[0]))):
+        for kind in ("mask", "overlay"):
+            assert len(_props(out / f"{name}_{kind}.mp4")[0]) == frames, (name, kind)
+    assert not list(out.glob("notes*")) and not list(out.glob("headless*"))  # no empty outputs for them
+    summary = r.output[r.output.index("2 of 5 video(s) could not be read"):]
+    assert "notes.mp4 as a video" in summary and "headless.mp4 as a video" in summary
+    assert "first.mp4" not in summary and "last.mp4" not in summary
+    assert "cut.avi (" in r.output.strip().splitlines()[-1]
+
+
+def test_missing_video_is_refused_before_any_work(ckpt, tmp_path):
+    # A missing file is an input mistake, refused before the model loads: nothing is written.
+    good = _write_clip(tmp_path / "good.mp4", frames=2)
+    out = tmp_path / "out"
+    r = _predict(ckpt, "--input", good, "--input", tmp_path / "gone.mp4", "--output", out)
+    assert r.exit_code == 1 and "gone.mp4 (no such file" in r.output and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_video_name_not_utf8_is_skipped_not_a_crash(ckpt, tmp_path):
+    # OpenCV's bindings segfault on such a name: it is refused by name and the next video goes on.
+    odd = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xffodd.mp4"))
+    try:
+        _write_clip(tmp_path / "odd.mp4", frames=2).rename(odd)
+    except OSError:
+        pytest.skip("this file system refuses names that are not valid UTF-8")
+    good = _write_clip(tmp_path / "good.mp4", frames=2)
+    out = tmp_path / "out"
+    r = _predict(ckpt, "--input", odd, "--input", good, "--output", out)
+    assert r.exit_code == 1 and "\\xffodd.mp4" in r.output and "UTF-8" in r.output, r.output
+    assert len(_props(out / "good_mask.mp4")[0]) == 2

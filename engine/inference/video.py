@@ -4,7 +4,8 @@
 mask with a threshold, as grey frames) and, with ``--overlay``, ``<stem>_overlay.mp4``, both at
 the source's frame size and frame rate. Videos from different folders sharing a stem get
 ``-2``, ``-3``... as images do (:func:`predict_videos`). A video that decodes fewer frames than
-its container announces is flagged (:attr:`VideoSummary.incomplete`), not passed off as whole.
+its container announces is flagged (:attr:`VideoSummary.incomplete`), not passed off as whole; one
+that cannot be read at all is recorded (:attr:`VideoSummary.error`) and the next one goes on.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from datasets import display_path
 from engine.inference.api import Segmenter
 from engine.inference.predict import make_overlay, output_names
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoSummary", "is_video_file", "predict_video", "predict_videos"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReadError", "VideoSummary", "is_video_file", "predict_video",
+           "predict_videos"]
 
 #: File suffixes handled as videos by ``predict``.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -37,11 +39,20 @@ class VideoError(ValueError):
     """A video that cannot be opened or written."""
 
 
+class VideoReadError(VideoError):
+    """An input video that cannot be read (missing, not a video, damaged before its first frame).
+
+    A fault of that one file: :func:`predict_videos` records it and goes on with the others,
+    whereas a :class:`VideoError` about writing (no encoder) would fail every video alike.
+    """
+
+
 @dataclass
 class VideoSummary:
     """What :func:`predict_video` wrote: files, frame count, size ``(h, w)`` and frame rate.
 
-    ``announced`` is the frame count the container gives (None where it gives none).
+    ``announced`` is the frame count the container gives (None where it gives none). ``error`` says
+    why the video could not be read (:func:`predict_videos` only; nothing was written for it).
     """
 
     outputs: List[Path] = field(default_factory=list)
@@ -49,6 +60,7 @@ class VideoSummary:
     size: tuple = (0, 0)
     fps: float = 0.0
     announced: Optional[int] = None
+    error: Optional[str] = None
 
     @property
     def incomplete(self) -> bool:
@@ -66,7 +78,21 @@ def is_video_file(path: PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def _is_utf8_name(path: Path) -> bool:
+    """Whether OpenCV can take the path: its Python bindings crash (segfault, no exception) on a
+    name holding bytes that are not valid UTF-8, so such names are refused before they get there."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _writer(path: Path, fps: float, size_wh: tuple) -> cv2.VideoWriter:
+    """An mp4v writer for ``path``, open, or a :class:`VideoError` naming the path and the cause."""
+    if not _is_utf8_name(path):
+        raise VideoError(f"Cannot write {display_path(path)}: OpenCV cannot open a path that is not valid UTF-8; "
+                         f"pass an --output folder whose name is.")
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size_wh, True)
     if not writer.isOpened():
         raise VideoError(f"Could not open {path} for writing (OpenCV has no mp4v encoder here?).")
@@ -101,17 +127,22 @@ def predict_video(
         decoded than the container announced.
 
     Raises:
-        VideoError: the file is missing or OpenCV cannot decode it as a video.
+        VideoReadError: the file is missing or OpenCV cannot decode it as a video (nothing written).
+        VideoError: an output video cannot be opened for writing.
     """
     video = Path(video)
     if not video.is_file():
-        raise VideoError(f"Video not found: {video}.")
+        raise VideoReadError(f"Video not found: {display_path(video)} (no such file, or not a file).")
+    if not _is_utf8_name(video):
+        raise VideoReadError(f"Cannot read {display_path(video)}: OpenCV cannot open a file whose name is not "
+                             f"valid UTF-8; rename it (e.g. with convmv) and run again.")
     cap = cv2.VideoCapture(str(video))
     ok, first = cap.read() if cap.isOpened() else (False, None)
     if not ok or first is None:
         cap.release()
-        raise VideoError(f"Could not read {video} as a video: OpenCV decoded no frame. Pass a video file "
-                         f"({', '.join(VIDEO_EXTENSIONS)}) that a player opens, or images for masks per image.")
+        raise VideoReadError(f"Could not read {display_path(video)} as a video: OpenCV decoded no frame. Pass a "
+                             f"video file ({', '.join(VIDEO_EXTENSIONS)}) that a player opens, or images for "
+                             f"masks per image.")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 1000 else 25.0  # some containers report 0 or nonsense
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -182,13 +213,14 @@ def predict_videos(
 
     Names come from :func:`engine.inference.predict.output_names`, as for images: videos from
     different folders sharing a stem (``a/clip.mp4``, ``b/clip.mp4``) give ``clip`` and
-    ``clip-2``; each rename is logged.
+    ``clip-2``; each rename is logged. A video that cannot be read is logged and skipped, as an
+    unreadable image is: the videos after it are still written.
 
     Returns:
-        One summary per video, in order (check ``incomplete``).
+        One summary per video, in order (check ``error`` and ``incomplete``).
 
     Raises:
-        VideoError: a video is missing or cannot be decoded (the ones before it are written).
+        VideoError: an output video cannot be opened for writing (the videos before it are written).
     """
     videos = [Path(v) for v in videos]
     summaries = []
@@ -196,6 +228,13 @@ def predict_videos(
         if name != video.stem:
             log(f"{display_path(video)}: another input has the stem {display_path(video.stem)}; its output is "
                 f"{display_path(name)}_mask.mp4{f' and {display_path(name)}_overlay.mp4' if overlay else ''}")
-        summaries.append(predict_video(segmenter, video, output, overlay=overlay, threshold=threshold, name=name,
-                                       progress=progress, log=log))
+        try:
+            summary = predict_video(segmenter, video, output, overlay=overlay, threshold=threshold, name=name,
+                                    progress=progress, log=log)
+        except VideoReadError as exc:
+            # Raised before any output is opened, so nothing half-written is left behind. The reason
+            # goes in the summary, for the caller's end-of-run report (the CLI prints it there).
+            log(f"Skipped {display_path(video)}: it could not be read as a video.")
+            summary = VideoSummary(error=str(exc))
+        summaries.append(summary)
     return summaries
