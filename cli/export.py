@@ -1,9 +1,10 @@
 """``train_ultimate.py export``: a checkpoint as an ONNX file, checked with onnxruntime."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import click
 
@@ -23,11 +24,53 @@ def _check_opset(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return value
 
 
+def _check_opset_for_exporter(opset: int, exporter: str) -> None:
+    """An opset below what the dynamo exporter writes is a usage error (exit 2) for ``auto`` and
+    ``dynamo``: torch would write its own lowest opset instead, and auto never falls back on it.
+
+    Checked at the start of the command, not in --opset's callback: callbacks run in command-line
+    order, so --exporter may not be parsed yet when --opset is.
+    """
+    from engine.inference.onnx_export import dynamo_min_opset
+
+    low = dynamo_min_opset()
+    if exporter != "torchscript" and opset < low:
+        used = "the dynamo exporter" if exporter == "dynamo" else "the dynamo exporter (which --exporter auto uses)"
+        raise click.BadParameter(f"{opset}: {used} writes opset {low} or newer. Use --exporter torchscript for "
+                                 f"opset {opset}, or --opset {low} or newer.", param_hint="'--opset'")
+
+
 def _kept(output: str) -> str:
     """What a failed export left at ``output``: nothing is ever written there unless the check passed."""
     if Path(output).exists():
         return f"the existing {output} was kept"
     return f"no file was written to {output}"
+
+
+def _write_failed(output: str, exc: OSError) -> click.ClickException:
+    """A failed write of the export (full disk, quota, I/O error) as one line naming ``--output``.
+
+    ``export_onnx`` names the file it was given, the hidden temporary file next to ``--output``:
+    the message is rebuilt from the original error for the file the user asked for.
+    """
+    from engine.files import write_error
+
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    return click.ClickException(str(write_error(output, cause)))
+
+
+@contextlib.contextmanager
+def _staged_output(output: str) -> Iterator[Path]:
+    """:func:`~engine.inference.onnx_export.staged_onnx` for ``--output``, whose own failures
+    (creating, flushing or renaming the temporary file) are one-line errors, not tracebacks."""
+    from engine.files import FileWriteError
+    from engine.inference.onnx_export import staged_onnx
+
+    try:
+        with staged_onnx(output) as staged:
+            yield staged
+    except FileWriteError as exc:  # it names --output and says that the file there is intact
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.command()
@@ -44,7 +87,8 @@ def _kept(output: str) -> str:
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
               help="auto tries torch.onnx.export(dynamo=True), then the TorchScript exporter.")
 @click.option("--opset", type=int, default=18, show_default=True, callback=_check_opset,
-              help="ONNX opset, from 17 to the newest the installed torch.onnx knows.")
+              help="ONNX opset, from 17 to the newest the installed torch.onnx knows; the dynamo exporter (auto, "
+                   "dynamo) writes none below its own lowest (18 with torch 2.15): use --exporter torchscript there.")
 @click.option("--sample-images", multiple=True,
               help="Images (files, folders, globs) to check the export on [default: generated textured scenes].")
 @click.option("--no-check", is_flag=True, help="Skip the onnxruntime comparison.")
@@ -55,6 +99,7 @@ def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_siz
            exporter: str, opset: int, sample_images: Tuple[str, ...], no_check: bool, tolerance: float,
            json_out: Optional[str]) -> None:
     """Export a checkpoint to ONNX (dynamic batch, height and width) and verify it with onnxruntime."""
+    _check_opset_for_exporter(opset, exporter)
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -64,8 +109,8 @@ def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_siz
     import torch
 
     from engine.checkpoint import CheckpointError
-    from engine.files import atomic_write_text
-    from engine.inference.onnx_export import check_onnx, export_onnx, staged_onnx
+    from engine.files import FileWriteError, atomic_write_text
+    from engine.inference.onnx_export import check_onnx, export_onnx
     from engine.inference.predictor import load_inference_model
     from models import set_attention_backend
 
@@ -84,10 +129,12 @@ def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_siz
                f"{'SDPA' if attention == 'auto' else 'math'}) -> {output}")
     # Exported and checked in a temporary file next to --output, which replaces it only once the
     # check passed: a failed re-export must not destroy the good file already there.
-    with staged_onnx(output) as staged:
+    with _staged_output(output) as staged:
         try:
             result = export_onnx(loaded.model, staged, example_size=(h, w), input_type=input_type, sigmoid=sigmoid,
                                  exporter=exporter, opset=opset)
+        except FileWriteError as exc:  # full disk, quota, I/O error: the disk's fault, not the exporter's
+            raise _write_failed(output, exc) from exc
         except (ValueError, OSError, RuntimeError) as exc:
             raise click.ClickException(f"{exc} ({_kept(output)})") from exc
         if result.fallback_reason:
@@ -116,7 +163,10 @@ def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_siz
             "passed": passed, "checks": [{"shape": list(c.shape), "max_abs_diff": c.max_abs_diff} for c in result.checks],
         }
         if json_out:
-            atomic_write_text(json_out, json.dumps(report, indent=2))
+            try:
+                atomic_write_text(json_out, json.dumps(report, indent=2))
+            except FileWriteError as exc:  # names json_out; the export is dropped with it, as on any failure
+                raise click.ClickException(f"{exc} The ONNX export was not saved either ({_kept(output)}).") from exc
         if passed is False:
             raise click.ClickException(
                 f"The ONNX output differs from PyTorch by {result.max_abs_diff:.2e} > {tolerance:.0e}, so it was not "

@@ -1,5 +1,9 @@
 """ONNX export: onnxruntime on the exported file agrees with PyTorch; SDPA and math exports agree."""
+import errno
 import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -9,6 +13,7 @@ from click.testing import CliRunner
 
 from _inference_fixtures import make_tiny_checkpoint, write_scene
 from engine.checkpoint import model_from_checkpoint
+from engine.files import DiskFullError, write_error
 from engine.inference.onnx_export import NormalizedModel, check_onnx, compare_attention_exports, export_onnx, sample_inputs
 from models import build_model
 from models.experts import adaptive_avg_pool
@@ -176,3 +181,101 @@ def test_bad_tolerance_or_opset_is_a_usage_error(ckpt, tmp_path, option, value, 
     assert r.exit_code == 2, r.output
     assert option in r.output and all(w.format(high=ONNX_MAX_OPSET) in r.output for w in words), r.output
     assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def _fill_disk(monkeypatch, where, code, out):
+    """Make one write of an export fail with OSError(code), as a full disk (ENOSPC), a full quota
+    (EDQUOT) or a failing disk (EIO) would: ``onnx`` = writing the export's hidden temporary file
+    (both exporters, whatever the file's name), ``commit`` = renaming the checked file over ``out``,
+    ``report`` = the --json report."""
+    import engine.files
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    if where == "onnx":
+        real_write_bytes, real_export = Path.write_bytes, torch.onnx.export
+
+        def write_bytes(self, data):  # the TorchScript exporter's write
+            if not self.name.endswith(".onnx.tmp"):
+                return real_write_bytes(self, data)
+            real_write_bytes(self, data[:64])  # a partial file, then the disk is full
+            fail()
+
+        def save(path, **kwargs):  # the dynamo exporter's ONNXProgram.save
+            Path(path).write_bytes(b"partial")
+            fail()
+
+        def export(*args, dynamo=True, **kwargs):  # a stub program: the write is under test, not the 10 s export
+            return SimpleNamespace(save=save) if dynamo else real_export(*args, dynamo=False, **kwargs)
+
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
+        monkeypatch.setattr(torch.onnx, "export", export)
+    elif where == "commit":
+        real_replace = os.replace
+        monkeypatch.setattr(os, "replace", lambda src, dst: fail() if Path(dst) == out else real_replace(src, dst))
+    else:  # the report, as engine.files.atomic_write_text reports its OSError (tested in test_cli_errors.py)
+        def atomic_write_text(path, text, encoding="utf-8"):
+            raise write_error(path, OSError(code, os.strerror(code)))
+
+        monkeypatch.setattr(engine.files, "atomic_write_text", atomic_write_text)
+
+
+@pytest.mark.parametrize("where, exporter, code", [
+    ("onnx", "torchscript", errno.ENOSPC),
+    ("onnx", "auto", errno.EDQUOT),  # the dynamo exporter's save: no fall back to TorchScript on the same disk
+    ("commit", "torchscript", errno.EIO),
+    ("report", "torchscript", errno.ENOSPC),
+])
+def test_failed_write_is_a_one_line_error_that_keeps_the_existing_file(ckpt, tmp_path, monkeypatch, where, exporter,
+                                                                        code):
+    out, report = tmp_path / "good.onnx", tmp_path / "export.json"
+    out.write_bytes(b"an earlier good export")
+    _fill_disk(monkeypatch, where, code, out)
+    # --json only where the report is what fails: it is written before the rename, so that a failed
+    # check is reported too, and a failed rename leaves it.
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(ckpt), "--output", str(out), "--exporter", exporter,
+                                  *(["--json", str(report)] if where == "report" else [])])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output  # a message, not a traceback
+    error = r.output.strip().splitlines()[-1]
+    named, kept = (report, f"the existing {out} was kept") if where == "report" else \
+        (out, "the previous good.onnx, if there was one, is intact")  # --output, never the temporary file
+    assert error.startswith(f"Error: Could not write {named}: ") and os.strerror(code) in error, error
+    assert kept in error, error
+    # The disk is not blamed on an exporter, nor another exporter tried on the same disk.
+    assert "exporter" not in error and "dynamo exporter failed" not in r.output, r.output
+    assert out.read_bytes() == b"an earlier good export"
+    assert [p.name for p in tmp_path.iterdir()] == ["good.onnx"]  # no temporary file left
+
+
+def test_export_onnx_reports_a_full_disk_naming_its_file(ckpt, tmp_path, monkeypatch):
+    out = tmp_path / "m.onnx"
+    _fill_disk(monkeypatch, "onnx", errno.ENOSPC, out)
+    with pytest.raises(DiskFullError, match=f"Could not write {out}: the disk is full"):
+        export_onnx(model_from_checkpoint(ckpt), out, example_size=(64, 64), exporter="torchscript")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "auto"])
+def test_opset_below_the_dynamo_exporters_lowest_is_refused(ckpt, tmp_path, exporter):
+    # Asked for less, torch.onnx.export(dynamo=True) logs a failed version conversion and writes its
+    # own lowest opset; auto does not fall back on that. Only the TorchScript exporter writes it.
+    from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET  # torch's own floor, not a copy of it
+
+    low = int(TORCHLIB_OPSET)
+    if low <= 17:
+        pytest.skip(f"this torch's dynamo exporter writes opset {low}, as low as the command accepts")
+    out, report = tmp_path / "m.onnx", tmp_path / "export.json"
+    # --opset before --exporter: checked whatever the order of the options.
+    r = CliRunner().invoke(main, ["export", "--checkpoint", str(ckpt), "--output", str(out), "--opset", str(low - 1),
+                                  "--exporter", exporter])
+    assert r.exit_code == 2, r.output
+    assert "'--opset'" in r.output and f"writes opset {low} or newer" in r.output, r.output
+    assert f"Use --exporter torchscript for opset {low - 1}" in r.output, r.output
+    assert not list(tmp_path.iterdir())  # refused before any work
+    with pytest.raises(ValueError, match=f"dynamo exporter .* writes opset {low} or newer"):
+        export_onnx(model_from_checkpoint(ckpt), out, example_size=(64, 64), exporter=exporter, opset=low - 1)
+    assert not list(tmp_path.iterdir())
+    r = _export(ckpt, out, "--opset", str(low - 1), "--no-check", "--json", str(report))
+    assert r.exit_code == 0, r.output
+    assert json.loads(report.read_text())["opset"] == low - 1

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from engine.files import write_error
 from models import set_attention_backend
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "attention_backends_of",
     "check_onnx",
     "compare_attention_exports",
+    "dynamo_min_opset",
     "export_onnx",
     "sample_inputs",
     "staged_onnx",
@@ -127,6 +129,42 @@ def supported_opsets() -> Tuple[int, int]:
     return 17, int(ONNX_MAX_OPSET)
 
 
+def dynamo_min_opset() -> int:
+    """The lowest opset the dynamo exporter (``torch.onnx.export(dynamo=True)``) writes.
+
+    It is the opset torch's ONNX implementations of the aten ops (torchlib) are written in. Asked
+    for less, torch exports at this opset and tries onnx's version converter, which fails on these
+    graphs (dynamic shapes give ``ReduceMean``/``Squeeze`` computed axes it cannot turn into
+    attributes); torch only logs that and writes this opset anyway. :func:`export_onnx` refuses
+    such a request instead. Read from torch (a private constant, like ``ONNX_MAX_OPSET`` above, as
+    torch exposes no public one) so a torch whose torchlib moves on moves the limit with it.
+    """
+    from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET
+
+    return int(TORCHLIB_OPSET)
+
+
+class _WriteFailed(Exception):
+    """Writing an exported graph to disk failed (full disk, quota, I/O error).
+
+    Kept apart from exporter failures: the other exporter would hit the same disk, so
+    :func:`export_onnx` reports it as a write error instead of falling back or blaming the exporter.
+    """
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """Marks where an exporter writes its file: an OSError there is the disk's, raised as :class:`_WriteFailed`."""
+    try:
+        yield
+    except OSError as exc:
+        raise _WriteFailed(exc) from exc
+
+
 @contextlib.contextmanager
 def staged_onnx(path: PathLike) -> Iterator[Path]:
     """A hidden temporary file next to ``path`` (``.NAME.XXXX.onnx.tmp``) that replaces ``path``
@@ -138,11 +176,17 @@ def staged_onnx(path: PathLike) -> Iterator[Path]:
     :func:`export_onnx`), so there are no side files to move or remove.
 
     Raises:
-        OSError: the folder cannot be created or written.
+        engine.files.FileWriteError: the folder or the temporary file cannot be created, or the
+            file cannot be flushed to disk or renamed (:class:`~engine.files.DiskFullError` when
+            the disk or quota is full); the message names ``path``. Errors raised by the block
+            pass through unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx.tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx.tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     os.close(fd)
     tmp = Path(name)
     try:
@@ -151,9 +195,12 @@ def staged_onnx(path: PathLike) -> Iterator[Path]:
         os.umask(umask)
         tmp.chmod(0o666 & ~umask)
         yield tmp
-        with open(tmp, "rb+") as fh:  # the exporters do not fsync: a crash after the rename must not truncate
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "rb+") as fh:  # the exporters do not fsync: a crash after the rename must not truncate
+                os.fsync(fh.fileno())  # on some file systems (NFS, delayed allocation) a full disk shows only here
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -179,7 +226,8 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, path: Path, opset: 
     # external_data=False: one self-contained file (above 2 GB save would otherwise write a side
     # file named after the temporary file, which a rename would then orphan). The largest
     # configuration, edgenext_base with MoE on every level, is about 100 MB.
-    program.save(str(path), external_data=False)
+    with _writing():
+        program.save(str(path), external_data=False)
 
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
@@ -193,7 +241,8 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path, op
             module, (example,), buffer, dynamo=False, input_names=["images"], output_names=["output"],
             dynamic_axes={"images": axes, "output": axes}, opset_version=min(opset, 17),
         )
-    path.write_bytes(buffer.getvalue())
+    with _writing():
+        path.write_bytes(buffer.getvalue())
 
 
 def export_onnx(
@@ -219,48 +268,77 @@ def export_onnx(
         sigmoid: output probabilities instead of logits.
         exporter: ``auto`` (dynamo, falling back to TorchScript), ``dynamo`` or ``torchscript``.
         opset: ONNX opset for the dynamo exporter (TorchScript uses at most 17); see
-            :func:`supported_opsets`.
+            :func:`supported_opsets`. The dynamo exporter (``auto``, ``dynamo``) writes no
+            opset below :func:`dynamo_min_opset`.
 
     Raises:
-        ValueError: an unknown exporter or input type, or an opset outside :func:`supported_opsets`.
+        ValueError: an unknown exporter or input type, an opset outside :func:`supported_opsets`,
+            or one below :func:`dynamo_min_opset` for the ``auto`` or ``dynamo`` exporter.
         RuntimeError: every exporter asked for failed (the message carries each reason).
+        engine.files.FileWriteError: the file could not be written (full disk, quota, I/O error:
+            :class:`~engine.files.DiskFullError` for the first two); the message names ``path``,
+            which is left as it was. Never a reason to try the other exporter.
     """
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ValueError(f"exporter={exporter!r}: use auto, dynamo or torchscript.")
     low, high = supported_opsets()
     if not low <= opset <= high:
         raise ValueError(f"opset={opset}: the installed torch.onnx exports opsets {low} to {high}.")
+    if exporter != "torchscript" and opset < dynamo_min_opset():
+        # torch would quietly write dynamo_min_opset() instead (see there); auto would too, as
+        # the dynamo exporter does not fail on it and so never falls back.
+        raise ValueError(f"opset={opset}: the dynamo exporter (exporter={exporter!r}) writes opset "
+                         f"{dynamo_min_opset()} or newer; use exporter='torchscript' for opset {opset}.")
     path = Path(path)
     module = NormalizedModel(model.cpu().eval(), input_type, sigmoid).eval()
     h, w = example_size
     example = sample_inputs(2, (h, w), input_type, seed=0)
-    reason = None
-    used = exporter
     import onnx
 
-    with staged_onnx(path) as tmp:
-        if exporter in ("auto", "dynamo"):
-            try:
-                _export_dynamo(module, example, tmp, opset)
-                used = "dynamo"
-            except Exception as exc:  # noqa: BLE001 -- any exporter failure falls back or is reported
-                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
-                if exporter == "dynamo":
-                    raise RuntimeError(
-                        f"torch.onnx.export(dynamo=True) failed: {reason}. Try exporter='torchscript'."
-                    ) from exc
-        if exporter == "torchscript" or (exporter == "auto" and reason is not None):
-            try:
-                _export_torchscript(module, example, tmp, opset)
-                used = "torchscript"
-            except Exception as exc:  # noqa: BLE001
-                raise RuntimeError(
-                    f"ONNX export failed with both exporters (dynamo: {reason}; torchscript: {exc})."
-                ) from exc
-        proto = onnx.load(str(tmp), load_external_data=False)
+    try:
+        with staged_onnx(path) as tmp:
+            used, reason = _run_exporters(module, example, tmp, exporter, opset)
+            proto = onnx.load(str(tmp), load_external_data=False)
+    except _WriteFailed as exc:  # named after path, not the temporary file it hit
+        raise write_error(path, exc.error) from exc.error
     file_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     return ExportResult(path=path, exporter=used, attention=attention_backends_of(model), opset=int(file_opset),
                         fallback_reason=reason if used == "torchscript" and exporter == "auto" else None)
+
+
+def _run_exporters(module: nn.Module, example: torch.Tensor, tmp: Path, exporter: str,
+                   opset: int) -> Tuple[str, Optional[str]]:
+    """Export ``module`` into ``tmp`` with the exporter(s) asked for (``auto``: dynamo, then TorchScript).
+
+    Returns:
+        The exporter that wrote ``tmp`` and why the dynamo exporter failed (None when it did not).
+
+    Raises:
+        RuntimeError: every exporter asked for failed.
+        _WriteFailed: writing ``tmp`` failed; the disk's fault, so the other exporter is not tried.
+    """
+    reason = None
+    if exporter in ("auto", "dynamo"):
+        try:
+            _export_dynamo(module, example, tmp, opset)
+            return "dynamo", None
+        except _WriteFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any exporter failure falls back or is reported
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            if exporter == "dynamo":
+                raise RuntimeError(
+                    f"torch.onnx.export(dynamo=True) failed: {reason}. Try exporter='torchscript'."
+                ) from exc
+    try:
+        _export_torchscript(module, example, tmp, opset)
+    except _WriteFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if exporter == "torchscript":
+            raise RuntimeError(f"torch.onnx.export(dynamo=False) failed: {exc}.") from exc
+        raise RuntimeError(f"ONNX export failed with both exporters (dynamo: {reason}; torchscript: {exc}).") from exc
+    return "torchscript", reason
 
 
 def sample_inputs(batch: int, size: Tuple[int, int], input_type: str = "float", seed: int = 0,
