@@ -133,7 +133,7 @@ def test_non_positive_tta_scale_is_refused_like_the_cli(ckpt):
     with pytest.raises(ValueError) as cli_error:
         parse_tta_scales("0")
     for scales in ((0,), (1.0, -0.5)):
-        with pytest.raises(ValueError, match="must be positive"):
+        with pytest.raises(ValueError, match="must be a positive, finite number"):
             Segmenter(ckpt, device="cpu", tta_scales=scales)
     with pytest.raises(ValueError) as api_error:
         Segmenter(ckpt, device="cpu", tta_scales=(0,))
