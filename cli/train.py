@@ -106,7 +106,8 @@ def _resolve(config_file, flags, set_items, base=None) -> Dict[str, Any]:
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace an earlier run in --checkpoint-dir (otherwise a folder holding a run is refused).")
 @click.option("--device", type=str, help="auto, cpu, cuda, cuda:N " + _default("train.device") + ".")
-@click.option("--num-workers", type=int, help="DataLoader workers per process " + _default("data.num_workers") + ".")
+@click.option("--num-workers", type=click.IntRange(min=0),
+              help="DataLoader workers per process [default: one per CPU core on a GPU, up to 8; 2 on the CPU].")
 @click.option("--seed", type=int, help="Random seed " + _default("train.seed") + ".")
 @click.option("--resume", type=str, default=None,
               help="Checkpoint to continue from, or 'auto' (last.pt in --checkpoint-dir if there is one).")

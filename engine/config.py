@@ -239,7 +239,7 @@ _NON_NEGATIVE = (_at_least(0.0), "a finite number >= 0")
 _CONSTRAINTS: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
     ("data.val_fraction", lambda v: _finite(v) and 0.0 < v < 1.0, "between 0 and 1 (exclusive)"),
     ("data.split_seed", *_SEED),
-    ("data.num_workers", _at_least(0), "an integer >= 0"),
+    ("data.num_workers", _optional(_at_least(0)), "null (one per core on a GPU, up to 8; 2 on the CPU) or an integer >= 0"),
     ("data.augment.hflip_p", *_PROBABILITY),
     ("data.augment.vflip_p", *_PROBABILITY),
     ("data.augment.crop_p", *_PROBABILITY),

@@ -100,6 +100,19 @@ def _stop_after(monkeypatch, step):
     monkeypatch.setattr("engine.training.trainer.train_step", train_step)
 
 
+def test_null_num_workers_picks_them_from_the_cores(tiny_data, tmp_path, monkeypatch):
+    import engine.training.loaders as loaders
+    import engine.training.setup as setup
+
+    for module in (loaders, setup):
+        monkeypatch.setattr(module, "usable_cpus", lambda: 1)
+    out = tmp_path / "run"
+    # --set wins over the --num-workers 0 of TINY_ARGS; null is the configs' default.
+    result = run_cli(_args(tiny_data, out, "--epochs", "1", "--set", "data.num_workers=null"))
+    assert result.exit_code == 0, result.output
+    assert "Data loader: 1 worker process(es) (data.num_workers: null picks them from the 1 usable CPU cores)" in result.output
+
+
 @pytest.mark.parametrize("accumulation, where", [(1, "mid-epoch"), (2, "epoch boundary")])
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, monkeypatch, accumulation, where):
     # 6 training images, batch 2: 3 batches per epoch, i.e. 3 steps (accumulation 1) or 2 (accumulation 2,

@@ -1,5 +1,6 @@
 """Loss, schedule, EMA, RNG capture and the resumable sampler, on their own."""
 import io
+import os
 import random
 
 import numpy as np
@@ -340,3 +341,26 @@ def test_raised_at_names_the_project_line():
     except Exception as exc:  # noqa: BLE001
         where = raised_at(exc)
     assert where.startswith("tests/test_train_components.py:")
+
+
+@pytest.mark.parametrize("device, cores, processes, want", [
+    ("cuda", 16, 1, 8),  # capped: more workers did not train faster (README, Training)
+    ("cuda", 4, 1, 4),  # Kaggle
+    ("cuda", 2, 1, 2),  # Colab
+    ("cuda", 16, 2, 8),
+    ("cuda", 4, 2, 2),  # two processes share the host's cores
+    ("cuda", 1, 2, 1),  # never 0: the main process would decode
+    ("cpu", 16, 1, 2),  # the CPU step needs the cores
+    ("cpu", 1, 1, 1),
+])
+def test_auto_num_workers(monkeypatch, device, cores, processes, want):
+    import engine.training.loaders as loaders
+
+    monkeypatch.setattr(loaders, "usable_cpus", lambda: cores)
+    assert loaders.auto_num_workers(device, processes) == want
+
+
+def test_usable_cpus_is_a_positive_count():
+    from engine.training.loaders import usable_cpus
+
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)

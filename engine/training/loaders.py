@@ -8,6 +8,7 @@ at ``(epoch, batch)`` gives exactly the batches an uninterrupted run would see n
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -16,7 +17,44 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from engine.training.sampling import ResumableDistributedSampler
 
-__all__ = ["RunBatchSampler", "RunLoaders", "build_loaders", "shutdown_loader", "val_subset"]
+__all__ = [
+    "MAX_AUTO_WORKERS",
+    "RunBatchSampler",
+    "RunLoaders",
+    "auto_num_workers",
+    "build_loaders",
+    "shutdown_loader",
+    "usable_cpus",
+    "val_subset",
+]
+
+#: Most training-loader workers per process that ``data.num_workers: null`` starts on a GPU.
+MAX_AUTO_WORKERS = 8
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (which containers and job schedulers
+    narrow), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_num_workers(device_type: str, processes_per_host: int = 1) -> int:
+    """Training-loader workers per process for ``data.num_workers: null`` (the default).
+
+    On a GPU, one per core (the cores shared between the training processes of this host), up to
+    :data:`MAX_AUTO_WORKERS`: 4 on a 4-core Kaggle machine, 2 on a 2-core Colab one, 8 on a
+    16-core server. Measured on an H200 host (16 cores; edgenext_small, 384 px, batch 8, the
+    built-in data, 100-s budget): two workers kept the step waiting for data 58% of the run (396
+    images per second, launch to exit), four kept up (1%, 492), fifteen did no better (491).
+    On the CPU, 2: the training step itself needs the cores.
+    """
+    cores = usable_cpus() // max(1, int(processes_per_host))
+    if device_type != "cuda":
+        return max(1, min(2, cores))
+    return max(1, min(MAX_AUTO_WORKERS, cores))
 
 
 class RunBatchSampler(Sampler[List[Tuple[int, int, bool]]]):

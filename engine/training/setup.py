@@ -5,6 +5,7 @@ Everything a :class:`~engine.training.state.RunState` holds is created here, up 
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from engine.distributed import barrier, init_distributed
 from engine.runtime import autocast_dtype, resolve_device
 from engine.training.budget import TimeBudget, parse_duration
 from engine.training.ema import ModelEma
-from engine.training.loaders import RunLoaders, build_loaders
+from engine.training.loaders import RunLoaders, auto_num_workers, build_loaders, usable_cpus
 from engine.training.losses import CODLoss
 from engine.training.meters import StepMeters
 from engine.training.rng import seed_everything
@@ -230,9 +231,16 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
     """Create the model, EMA, optimizer, schedule, loaders and every counter of the run."""
     tcfg, dcfg = config["train"], config["data"]
     batch_size, accum = int(tcfg["batch_size"]), int(tcfg["accumulation_steps"])
+    workers = dcfg["num_workers"]
+    if workers is None:
+        # torchrun sets LOCAL_WORLD_SIZE: the processes on this host share its cores.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", rt.ctx.world_size))
+        workers = auto_num_workers(rt.device.type, local)
+        log(f"Data loader: {workers} worker process(es){' per process' if local > 1 else ''} "
+            f"(data.num_workers: null picks them from the {usable_cpus()} usable CPU cores)")
     try:
         loaders = build_loaders(data.train_set, data.val_set, batch_size, int(config["eval"]["batch_size"]),
-                                int(dcfg["num_workers"]), rt.seed, rt.ctx.rank, rt.ctx.world_size,
+                                int(workers), rt.seed, rt.ctx.rank, rt.ctx.world_size,
                                 pin_memory=rt.device.type == "cuda",
                                 max_val_images=int(config["eval"].get("max_images", 0) or 0))
     except ValueError as exc:
