@@ -161,6 +161,41 @@ def test_a_diverging_backend_fails(monkeypatch):
     assert report["backends"]["auto"]["max_abs_diff"] > 1e-4
 
 
+def test_half_precision_check_runs_only_the_attention_core_in_that_dtype(monkeypatch):
+    from engine.tools.attention_check import attention_core_precision
+
+    model = _as_if_trained(build_model(backbone="edgenext_xx_small", dim=32, num_experts=2, top_k=2, moe_levels=(3,))).eval()
+    seen = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, k, v, *a, **kw: seen.append(q.dtype) or real(q, k, v, *a, **kw))
+    head_inputs = []
+    model.decoder.head.register_forward_hook(lambda m, args, out: head_inputs.append((args[0].dtype, out.dtype)))
+    with torch.inference_mode(), attention_core_precision(model, torch.device("cpu"), torch.bfloat16):
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert seen == [torch.bfloat16]  # the kernel got half-precision q, k, v
+    assert head_inputs == [(torch.float32, torch.float32)] and logits.dtype == torch.float32  # the rest stayed fp32
+    encoder = next(m for m in model.modules() if type(m).__name__ == "SDTAEncoder")
+    assert "forward" not in vars(encoder)  # the module is left as it was
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 64, 64))
+    assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_ieee_float32_turns_tf32_off_and_restores_it():
+    from engine.tools.attention_check import ieee_float32
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with pytest.raises(RuntimeError):
+            with ieee_float32():
+                assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+                raise RuntimeError("restored on errors too")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def test_unit_check_covers_seed_shape():
     rows = unit_check(torch.device("cpu"), "fp32", shapes=((2, 8, 576, 64),))
     assert rows and all(r["passed"] for r in rows)

@@ -4,27 +4,42 @@ The same images go through the model once per backend (weights untouched, only t
 path switched with :func:`models.set_attention_backend`). Probability maps are compared with
 the explicit-math reference, metric changes are computed against the ground truth, and the
 kernel that actually ran is read from the profiler.
+
+In half precision only the attention cores run in that dtype (:func:`attention_core_precision`):
+with the whole model under bf16 autocast, a one-rounding difference in the attention output
+flipped roundings all through the bf16 decoder, and trained checkpoints whose backends agreed to
+within 1e-4 on average differed by 1e-2 to 3e-2 in their worst pixel, failing healthy kernels.
+For the same reason the float32 parts run without TF32 (:func:`ieee_float32`).
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.runtime import autocast_context as _autocast
 from models import set_attention_backend
-from models.attention import FUSED_SDPA_KERNELS, attention_backend_from_env, math_attention, sdpa_kernel_context
+from models.attention import (
+    FUSED_SDPA_KERNELS,
+    SDTAEncoder,
+    attention_backend_from_env,
+    math_attention,
+    sdpa_kernel_context,
+)
 from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "attention_core_precision",
     "attention_routing",
     "SDPA_BACKENDS",
     "UNIT_SHAPES",
     "backends_to_check",
     "compare_backends",
+    "ieee_float32",
     "kernel_from_profile",
     "unit_check",
 ]
@@ -84,6 +99,55 @@ def backends_to_check(device: torch.device, dtype: torch.dtype) -> Tuple[List[st
     return run, skipped
 
 
+@contextlib.contextmanager
+def attention_core_precision(model: nn.Module, device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Run the attention cores of ``model`` in ``dtype`` and the rest of it in float32.
+
+    Every :class:`~models.attention.SDTAEncoder` is called under autocast, which it turns into
+    q, k, v and the attention kernel in ``dtype`` (what the fused kernels need) with its own
+    layers in float32; nothing else in the model runs under autocast. The differences between
+    attention backends are then their kernels' own, not half-precision roundings downstream.
+    A no-op for float32.
+    """
+    if dtype == torch.float32:
+        yield
+        return
+    encoders = [m for m in model.modules() if isinstance(m, SDTAEncoder)]
+    for encoder in encoders:
+        # An instance attribute shadows the class's forward for this module's calls only.
+        encoder.forward = _under_autocast(encoder.forward, device.type, dtype)
+    try:
+        yield
+    finally:
+        for encoder in encoders:
+            del encoder.forward
+
+
+def _under_autocast(forward, device_type: str, dtype: torch.dtype):
+    def forward_under_autocast(*args, **kwargs):
+        with torch.autocast(device_type, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    return forward_under_autocast
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """TF32 off for convolutions and matrix products inside the block, restored after.
+
+    cuDNN runs float32 convolutions in TF32 (10 significant bits) by default: a difference of
+    1e-6 in the attention output then flips TF32 roundings all through the decoder, and a
+    trained checkpoint's efficient kernel differed from explicit math by 2.2e-4 in its worst
+    pixel (H200, fp32, 100 images) with a mean difference of 3e-8.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -93,7 +157,7 @@ def run_backend(model, batches, backend: str, device: torch.device, dtype: torch
     """Probabilities (list of (1, H, W) CPU tensors), ms per batch, peak MB and kernel seen."""
     set_attention_backend(model, "math" if backend == "explicit_math" else backend)
     probs: List[torch.Tensor] = []
-    with torch.inference_mode(), _autocast(device, dtype):
+    with torch.inference_mode(), ieee_float32(), attention_core_precision(model, device, dtype):
         model(batches[0].to(device))  # warm-up: cuDNN autotuning and lazy init out of the timing
         _sync(device)
         if device.type == "cuda":
@@ -132,7 +196,8 @@ def compare_backends(
         gts: ground-truth masks (H_i, W_i) uint8/float, one per image, for metric deltas.
         orig_sizes: GT sizes to resize probabilities to before scoring (default: GT shapes).
         device: compute device.
-        dtype_name: ``fp32``, ``bf16`` or ``fp16`` (autocast dtype).
+        dtype_name: ``fp32``, ``bf16`` or ``fp16``: the attention cores' dtype (the rest of the
+            model runs in float32, see :func:`attention_core_precision`).
         tolerance: max abs difference allowed (default :data:`DEFAULT_TOLERANCE`).
 
     Returns:
@@ -249,7 +314,7 @@ def attention_routing(model, batches: Sequence[torch.Tensor], device: torch.devi
         hooks.append(moe.register_forward_pre_hook(hook))
     try:
         model.eval()
-        with _autocast(device, dtype):
+        with attention_core_precision(model, device, dtype):
             for images in batches:
                 model(images.to(device))
     finally:
