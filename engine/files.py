@@ -27,6 +27,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "staged_path",
     "write_error",
 ]
 
@@ -88,6 +89,44 @@ def write_error(path: PathLike, exc: OSError) -> FileWriteError:
 
 
 @contextlib.contextmanager
+def staged_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A hidden temporary file next to ``path`` (``.NAME.XXXX<suffix>``) for writers that take a
+    file name; it replaces ``path`` only when the block exits cleanly.
+
+    The file is flushed to disk before the rename (a crash after it must not leave a truncated
+    ``path``; on some file systems a full disk shows only then) and gets the usual permissions
+    (umask applied; ``mkstemp`` makes 0600 files). A block that raises, or is interrupted,
+    removes the temporary file and leaves ``path`` as it was.
+
+    Raises:
+        FileWriteError: the folder or the temporary file cannot be created, or the file cannot
+            be flushed or renamed (:class:`DiskFullError` when no space or quota is left); the
+            message names ``path``. Errors raised by the block pass through unchanged.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+        yield tmp
+        try:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_error(path, exc) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on a clean exit it replaces ``path``.
 
@@ -108,28 +147,14 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Ite
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}.")
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    try:
-        # mkstemp creates 0600 files; give the result the usual permissions (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, FileWriteError):
+    with staged_path(path) as tmp:
+        try:
+            with open(tmp, mode, **({} if "b" in mode else {"encoding": encoding})) as fh:
+                yield fh
+        except OSError as exc:  # a write into the temporary file: the disk's fault, named after path
+            if isinstance(exc, FileWriteError):
+                raise
             raise write_error(path, exc) from exc
-        raise
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

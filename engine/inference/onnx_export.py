@@ -17,17 +17,16 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.files import write_error
+from engine.files import staged_path, write_error
 from models import set_attention_backend
 
 __all__ = [
@@ -165,8 +164,7 @@ def _writing() -> Iterator[None]:
         raise _WriteFailed(exc) from exc
 
 
-@contextlib.contextmanager
-def staged_onnx(path: PathLike) -> Iterator[Path]:
+def staged_onnx(path: PathLike) -> ContextManager[Path]:
     """A hidden temporary file next to ``path`` (``.NAME.XXXX.onnx.tmp``) that replaces ``path``
     only when the block exits cleanly.
 
@@ -181,28 +179,7 @@ def staged_onnx(path: PathLike) -> Iterator[Path]:
             the disk or quota is full); the message names ``path``. Errors raised by the block
             pass through unchanged.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx.tmp", dir=path.parent)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        # mkstemp makes 0600 files; the export gets the usual permissions (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
-        yield tmp
-        try:
-            with open(tmp, "rb+") as fh:  # the exporters do not fsync: a crash after the rename must not truncate
-                os.fsync(fh.fileno())  # on some file systems (NFS, delayed allocation) a full disk shows only here
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise write_error(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    return staged_path(path, suffix=".onnx.tmp")
 
 
 def _dynamic_shapes():
