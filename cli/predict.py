@@ -34,6 +34,7 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
     # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
     # the data stack.
     from engine.checkpoint import CheckpointError
+    from engine.inference.input_guard import OutputOverlapError
     from engine.inference.predict import predict_images
 
     # Option and input mistakes surface before the model loads, whatever the input kind
@@ -43,7 +44,7 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
         raise click.UsageError("Give either videos or images as --input, not both in one call.")
     batch_size = resolve_batch_size(batch_size, device)
     if videos:
-        _predict_videos(checkpoint, videos, output, overlay, threshold, tta, tta_scales, batch_size, device, img_size,
+        _predict_videos(checkpoint, inputs, videos, output, overlay, threshold, tta, tta_scales, batch_size, device, img_size,
                         precision, not no_progress)
         return
     try:
@@ -53,13 +54,28 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
             device=device, img_size=img_size, precision=precision, recursive=recursive,
             progress=not no_progress, log=click.echo,
         )
+    except OutputOverlapError as exc:
+        raise click.UsageError(str(exc)) from exc
     except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    problems = []
     if summary.failed:
         lines = "\n  ".join(msg for _, msg in summary.failed)
-        raise click.ClickException(
-            f"{len(summary.failed)} image(s) could not be read and got no mask:\n  {lines}"
-        )
+        problems.append(f"{len(summary.failed)} image(s) could not be read and got no mask:\n  {lines}")
+    if summary.write_failed:
+        problems.append(_write_failures(summary.write_failed))
+    if problems:
+        raise click.ClickException("\n".join(problems))
+
+
+def _write_failures(failed: Sequence[Tuple[Path, str]]) -> str:
+    """The end-of-run report of outputs whose bytes did not land: the files, then the first reason."""
+    from datasets import display_path
+
+    names = "\n  ".join(display_path(path) for path, _ in failed[:20])
+    more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+    return (f"{len(failed)} output file(s) could not be written (the others are complete):\n  {names}{more}\n"
+            f"First reason: {failed[0][1]}")
 
 
 def _route_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[Path]]:
@@ -97,7 +113,7 @@ def _route_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[Path]]:
     return list(dict.fromkeys(images)), list(dict.fromkeys(videos))
 
 
-def _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
+def _predict_videos(checkpoint, inputs, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
                     precision, progress) -> None:
     """Load the model once and write mask videos for every video.
 
@@ -106,8 +122,13 @@ def _predict_videos(checkpoint, videos, output, overlay, threshold, tta, scales,
     """
     from engine.checkpoint import CheckpointError
     from engine.inference.api import Segmenter
-    from engine.inference.video import predict_videos
+    from engine.inference.input_guard import OutputOverlapError, check_outputs_spare_inputs
+    from engine.inference.video import planned_outputs, predict_videos
 
+    try:  # before the model loads: a mask video must not replace an input video
+        check_outputs_spare_inputs(inputs, videos, planned_outputs(videos, output, overlay), Path(output), False)
+    except OutputOverlapError as exc:
+        raise click.UsageError(str(exc)) from exc
     try:
         segmenter = Segmenter(checkpoint, device=device, precision=precision, img_size=img_size,
                               batch_size=batch_size, tta=tta, tta_scales=scales)

@@ -13,13 +13,13 @@ would otherwise look unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .files import atomic_write_text
 
 __all__ = ["DecodeCache", "RACY_S"]
 
@@ -121,16 +121,9 @@ class DecodeCache:
         entries = self._entries
         if len(entries) > _MAX_ENTRIES:
             entries = {k: v for k, v in entries.items() if k in self._seen}
-        tmp = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".decode_check.", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"v": _VERSION, "saved": time.time(), "files": entries}, f)
-            os.replace(tmp, self.path)  # readers (other ranks, other runs) see old or new, never half
+            # Readers (other ranks, other runs) see the old records or the new, never half.
+            atomic_write_text(self.path, json.dumps({"v": _VERSION, "saved": time.time(), "files": entries}))
             self._dirty = False
         except OSError:
-            # A read-only or full cache folder: the check still ran, it is just not remembered.
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            pass  # a read-only or full cache folder: the check still ran, it is just not remembered

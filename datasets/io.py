@@ -5,24 +5,24 @@ stored pixel grid (PIL, which most COD code uses, does not rotate either), so
 rotating the photo but not the PNG mask would misalign them.
 
 Files are read with ``np.fromfile`` + ``cv2.imdecode`` and written with
-``cv2.imencode`` + ``tofile``, never ``cv2.imread``/``imwrite``: given a file
-name that is not valid UTF-8 (Python holds its bytes as surrogates), those
-crash the interpreter with a segmentation fault; NumPy opens the file through
-Python, which passes the original bytes to the OS.
+``cv2.imencode`` + :func:`datasets.files.atomic_write_bytes`, never
+``cv2.imread``/``imwrite``: given a file name that is not valid UTF-8 (Python
+holds its bytes as surrogates), those crash the interpreter with a segmentation
+fault; NumPy and Python pass the original bytes to the OS. Nor ``ndarray.tofile``
+for writing: it reports no error when the disk fills up and leaves an empty file.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import os
-from typing import Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
 from ._types import PathLike
+from .files import atomic_write_bytes
 
 __all__ = ["ImageReadError", "display_path", "read_image", "read_mask", "to_uint8", "write_image"]
 
@@ -44,7 +44,7 @@ def display_path(path: PathLike) -> str:
 
 
 def write_image(path: PathLike, image: np.ndarray, params: Sequence[int] = ()) -> Path:
-    """Encode ``image`` in the format of ``path``'s suffix and write it.
+    """Encode ``image`` in the format of ``path``'s suffix, in memory, and write it atomically.
 
     Args:
         path: Target file (``.png``, ``.jpg``...).
@@ -55,18 +55,16 @@ def write_image(path: PathLike, image: np.ndarray, params: Sequence[int] = ()) -
         ``path`` as a ``Path``.
 
     Raises:
-        OSError: If the image cannot be encoded or the file not written; names the file.
+        OSError: If the image cannot be encoded; names the file.
+        datasets.files.FileWriteError: If the bytes did not all land (full disk, read-only
+            folder); names the file, and an earlier file of that name is left as it was.
     """
     path = Path(path)
     ok, data = cv2.imencode(path.suffix or ".png", image, list(params))
     if not ok:
         raise OSError(f"{display_path(path)}: OpenCV cannot encode a {image.shape} {image.dtype} image "
                       f"as {path.suffix or '.png'}.")
-    try:
-        data.tofile(os.fspath(path))
-    except OSError as exc:
-        raise OSError(f"Could not write {display_path(path)}: {exc.strerror or exc}.") from exc
-    return path
+    return atomic_write_bytes(path, data.tobytes())
 
 
 def _decode(path: PathLike, reduce: int = 1) -> np.ndarray:

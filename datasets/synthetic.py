@@ -38,6 +38,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._types import PathLike, SizeLike, to_hw
+from .files import atomic_write_text
+from .io import write_image
 from .synthetic_shapes import SHAPES, build_figure, render_object
 from .synthetic_texture import (
     TextureParams,
@@ -241,16 +243,10 @@ def _scene_job(args: Tuple[str, int, int, int, Tuple[int, int], float, str]) -> 
     index = (i if split == "Train" else n_train + i) + 1
     name = _scene_name(index, camouflaged, scene.shape)
     root = Path(out) / split
-    _imwrite(root / "Image" / f"{name}.jpg", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
-             [cv2.IMWRITE_JPEG_QUALITY, 92])
-    _imwrite(root / "GT_Object" / f"{name}.png", scene.mask)
+    write_image(root / "Image" / f"{name}.jpg", cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 92])
+    write_image(root / "GT_Object" / f"{name}.png", scene.mask)
     return split, camouflaged, scene.difficulty
-
-
-def _imwrite(path: Path, image: np.ndarray, params: Sequence[int] = ()) -> None:
-    # cv2.imwrite reports a failed write (full disk, folder gone) only by returning False.
-    if not cv2.imwrite(str(path), image, list(params)):
-        raise OSError(f"Could not write {path}.")
 
 
 def _scene_chunk(jobs: Sequence[Tuple[str, int, int, int, Tuple[int, int], float, str]]) -> List[Tuple[str, bool, str]]:
@@ -381,23 +377,7 @@ def _write_scenes(out: Path, n_train: int, n_test: int, hw: Tuple[int, int], see
         "counts": counts,
         "difficulty": levels,
     }
-    _write_text_atomic(out / _MANIFEST, json.dumps(manifest, indent=2) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file and a rename, so it is whole or absent.
-
-    (engine.files has the project's atomic writers, but datasets must not import engine.)
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; left by a failed write
+    atomic_write_text(out / _MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _missing_folders(path: Path) -> List[Path]:

@@ -107,20 +107,27 @@ def test_writer_writes_every_file_with_a_bounded_queue(tmp_path):
         for i in range(40):
             writer.submit(tmp_path / f"m{i}.png", mask)
             most_pending = max(most_pending, len(writer.pending))
-    assert most_pending <= 3 and writer.written == 40
+    assert most_pending <= 3 and len(writer.written) == 40 and not writer.failed
     files = sorted(tmp_path.glob("*.png"))
     assert len(files) == 40 and all(np.array_equal(cv2.imread(str(f), cv2.IMREAD_UNCHANGED), mask) for f in files)
 
 
-def test_writer_waits_when_full_and_raises_failures(tmp_path):
+def test_writer_waits_when_full(tmp_path):
     gate = threading.Event()
     with ImageWriter(threads=1, max_pending=2) as writer:
-        writer.call(gate.wait)
-        writer.call(gate.wait)
+        writer.call(tmp_path / "a", gate.wait)
+        writer.call(tmp_path / "b", gate.wait)
         threading.Timer(0.3, gate.set).start()
         t0 = time.perf_counter()
-        writer.call(lambda: None)  # queue full: waits for the oldest job
+        writer.call(tmp_path / "c", lambda: None)  # queue full: waits for the oldest job
         assert time.perf_counter() - t0 >= 0.2
-    with pytest.raises(OSError, match="missing"):
-        with ImageWriter(threads=1) as writer:
-            writer.submit(tmp_path / "missing" / "x.png", np.zeros((4, 4), np.uint8))
+
+
+def test_writer_records_a_failed_write_and_writes_the_others(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    bad = tmp_path / "a_file" / "x.png"
+    with ImageWriter(threads=1) as writer:
+        writer.submit(bad, np.zeros((4, 4), np.uint8))
+        writer.submit(tmp_path / "y.png", np.zeros((4, 4), np.uint8))
+    assert [path for path, _ in writer.failed] == [bad]
+    assert writer.written == [tmp_path / "y.png"] and (tmp_path / "y.png").stat().st_size > 0

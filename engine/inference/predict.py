@@ -26,7 +26,8 @@ from engine.inference.predictor import (
     default_num_workers,
     load_inference_model,
 )
-from engine.files import PathLike
+from engine.files import PathLike, write_error
+from engine.inference.input_guard import check_outputs_spare_inputs
 from engine.inference.postprocess import quantize_probability
 from engine.inference.preprocess import ResizedImages, inference_loader
 from engine.inference.writer import ImageWriter
@@ -54,6 +55,8 @@ class PredictionSummary:
         masks: mask files written, in input order.
         overlays: overlay files written.
         failed: ``(input, reason)`` for inputs that could not be read.
+        write_failed: ``(output, reason)`` for masks and overlays that could not be written
+            (full disk, read-only folder); the other files are written.
         seconds: wall time of ``load`` (checkpoint and model), ``warm_up`` (cuDNN autotuning,
             CUDA-graph capture) and ``predict`` (first file read to last mask written).
     """
@@ -61,6 +64,7 @@ class PredictionSummary:
     masks: List[Path] = field(default_factory=list)
     overlays: List[Path] = field(default_factory=list)
     failed: List[Tuple[Path, str]] = field(default_factory=list)
+    write_failed: List[Tuple[Path, str]] = field(default_factory=list)
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
@@ -192,7 +196,7 @@ def write_masks(
         progress: show a progress bar.
 
     Returns:
-        The files written and the inputs that failed to read.
+        The files written, the inputs that failed to read and the outputs that failed to write.
     """
     paths = [Path(p) for p in paths]
     names = list(names) if names is not None else output_names(paths)
@@ -209,7 +213,7 @@ def write_masks(
             summary.masks.append(target)
             if overlay:
                 ov_path = overlay_dir / f"{names[index]}.jpg"
-                writer.call(_write_overlay, paths[index], mask, ov_path)
+                writer.call(ov_path, _write_overlay, paths[index], mask, ov_path)
                 summary.overlays.append(ov_path)
 
     try:
@@ -230,6 +234,11 @@ def write_masks(
                 hand_over(in_flight)
     finally:
         bar.close()
+    # Only the files whose bytes landed count as written; the others are named to the caller.
+    summary.write_failed = list(writer.failed)
+    lost = {path for path, _ in writer.failed}
+    summary.masks = [m for m in summary.masks if m not in lost]
+    summary.overlays = [o for o in summary.overlays if o not in lost]
     return summary
 
 
@@ -277,6 +286,7 @@ def predict_images(
 
     Raises:
         FileNotFoundError: an input matches no image (every such input is named).
+        OutputOverlapError: an output would overwrite an input (checked before the model loads).
         ValueError: a threshold outside [0, 1] or an invalid image size.
     """
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
@@ -287,16 +297,22 @@ def predict_images(
         shown = ", ".join(display_path(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         log(f"Skipped {len(skipped)} file(s) in the input folder(s) that are not images ({shown}); "
             f"images are {'/'.join(IMAGE_EXTENSIONS)} files.")
+    out_dir = Path(output)
+    names = output_names(paths)
+    targets = [out_dir / f"{name}.png" for name in names]
+    targets += [out_dir / "overlay" / f"{name}.jpg" for name in names] if overlay else []
+    check_outputs_spare_inputs(inputs, paths, targets, out_dir, recursive)  # before the model loads
     dev = resolve_device(device)
     t0 = time.perf_counter()
     loaded = load_inference_model(checkpoint, dev, img_size)
     predictor = Predictor(loaded.model, dev, hflip=tta, scales=tta_scales, precision=precision)
     t_load = time.perf_counter()
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if overlay:
-        (out_dir / "overlay").mkdir(exist_ok=True)
-    names = output_names(paths)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if overlay:
+            (out_dir / "overlay").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise write_error(out_dir, exc) from exc
     for path, name in zip(paths, names):
         if name != path.stem:
             log(f"{display_path(path)}: another input has the stem {display_path(path.stem)}; "

@@ -9,6 +9,8 @@ that cannot be read at all is recorded (:attr:`VideoSummary.error`) and the next
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +21,12 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import display_path
+from engine.files import staged_path, write_error
 from engine.inference.api import Segmenter
 from engine.inference.predict import make_overlay, output_names
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReadError", "VideoSummary", "is_video_file", "predict_video",
-           "predict_videos"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReadError", "VideoSummary", "is_video_file", "planned_outputs",
+           "predict_video", "predict_videos"]
 
 #: File suffixes handled as videos by ``predict``.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -129,6 +132,8 @@ def predict_video(
     Raises:
         VideoReadError: the file is missing or OpenCV cannot decode it as a video (nothing written).
         VideoError: an output video cannot be opened for writing.
+        engine.files.FileWriteError: an output video did not hold every frame written (full disk);
+            the earlier file of that name, if any, is kept.
     """
     video = Path(video)
     if not video.is_file():
@@ -152,15 +157,48 @@ def predict_video(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = VideoSummary(size=(h, w), fps=fps, announced=total)
     name = name or video.stem
-    mask_path = out_dir / f"{name}_mask.mp4"
-    writers = [_writer(mask_path, fps, (w, h))]
-    summary.outputs.append(mask_path)
+    summary.outputs.append(out_dir / f"{name}_mask.mp4")
     if overlay:
-        overlay_path = out_dir / f"{name}_overlay.mp4"
-        writers.append(_writer(overlay_path, fps, (w, h)))
-        summary.outputs.append(overlay_path)
+        summary.outputs.append(out_dir / f"{name}_overlay.mp4")
     log(f"{video} ({w}x{h}, {fps:.2f} fps{f', {total} frames' if total else ''}) -> {out_dir}")
-    bar = tqdm(total=total, desc=video.name, unit="frame", disable=not progress, dynamic_ncols=True)
+    with contextlib.ExitStack() as staged:
+        # Each video is written to a temporary file next to its target and renamed only once its
+        # frames are verified: a full disk leaves the earlier output (or none), never a stub.
+        temporary = [staged.enter_context(staged_path(path, suffix=".mp4")) for path in summary.outputs]
+        _write_frames(segmenter, cap, first, [_writer(tmp, fps, (w, h)) for tmp in temporary], summary,
+                      threshold, progress and video.name)
+        for tmp, path in zip(temporary, summary.outputs):
+            _check_written(tmp, path, summary.frames)
+    log(f"Wrote {summary.frames} frames to " + ", ".join(str(p) for p in summary.outputs))
+    if summary.incomplete:
+        log(f"Warning: {display_path(video)} ended after {summary.frames} of the {total} frames its container "
+            f"announces (truncated or damaged file?); the output covers only the frames decoded.")
+    return summary
+
+
+def _check_written(tmp: Path, target: Path, frames: int) -> None:
+    """Raise a :class:`~engine.files.FileWriteError` naming ``target`` unless ``tmp`` holds ``frames`` frames.
+
+    OpenCV's video writer reports no write error (a full disk gives a short or empty file), so the
+    file is opened again and its frame count compared with what was written.
+    """
+    cap = cv2.VideoCapture(str(tmp))
+    try:
+        found = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    if found < frames:
+        raise write_error(target, OSError(errno.EIO, f"the video holds {found} of the {frames} frames written "
+                                                     f"(disk full, or the folder went away)"))
+
+
+def _write_frames(segmenter: Segmenter, cap: cv2.VideoCapture, first: np.ndarray, writers: List[cv2.VideoWriter],
+                  summary: VideoSummary, threshold: Optional[float], progress_name) -> None:
+    """Read every frame of ``cap`` (``first`` already read), segment them in batches and write the
+    mask (and overlay) frames; releases the capture and the writers however it ends."""
+    overlay = len(writers) > 1
+    bar = tqdm(total=summary.announced, desc=progress_name or "", unit="frame", disable=not progress_name,
+               dynamic_ncols=True)
 
     def flush(frames: List[np.ndarray]) -> None:
         for frame, prob in zip(frames, segmenter.predict(frames, color="bgr")):
@@ -192,11 +230,14 @@ def predict_video(
         cap.release()
         for writer in writers:
             writer.release()
-    log(f"Wrote {summary.frames} frames to " + ", ".join(str(p) for p in summary.outputs))
-    if summary.incomplete:
-        log(f"Warning: {display_path(video)} ended after {summary.frames} of the {total} frames its container "
-            f"announces (truncated or damaged file?); the output covers only the frames decoded.")
-    return summary
+
+
+def planned_outputs(videos: Sequence[PathLike], output: PathLike, overlay: bool = False) -> List[Path]:
+    """The files :func:`predict_videos` would write for ``videos`` into ``output``."""
+    out = Path(output)
+    names = output_names([Path(v) for v in videos])
+    suffixes = ("_mask", "_overlay") if overlay else ("_mask",)
+    return [out / f"{name}{suffix}.mp4" for name in names for suffix in suffixes]
 
 
 def predict_videos(
