@@ -191,7 +191,9 @@ def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, eval_ba
     chosen = val_subset(len(val_set), max_val_images)
     val_idx = chosen[rank::world_size]  # each rank scores its own shard, no padding
     val_workers = min(workers, 2)  # validation is short; two workers keep up without doubling the memory
+    # Its own generator too: each pass over it would otherwise draw a seed from the global torch RNG,
+    # and a resumed run (whose validation cache starts empty) would draw where the first did not.
     val = DataLoader(Subset(val_set, val_idx), batch_size=eval_batch_size, shuffle=False, num_workers=val_workers,
-                     pin_memory=pin_memory, worker_init_fn=_worker_init_fn(),
+                     pin_memory=pin_memory, worker_init_fn=_worker_init_fn(), generator=torch.Generator().manual_seed(seed),
                      **(dict(persistent_workers=True) if val_workers > 0 else {}))
     return RunLoaders(train, batches, val, batches.batches_per_epoch)

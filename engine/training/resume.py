@@ -8,40 +8,30 @@ The one place for:
 * the order of writes: best.pt, then the metrics record, then last.pt, each atomic, so a kill
   between two writes loses nothing a resumed run relies on;
 * resuming: finding the checkpoint, refusing a model that does not match it, restoring state;
-* run folders: a new run never writes into a folder that holds another run's checkpoints unless
-  told to (``overwrite``); the log files of a start that failed before saving anything do not
-  block the next one, and temporary files of killed writes are removed.
+* the run folder itself (its lock, another run in it, a failed start's files) is
+  :mod:`engine.training.run_folder`'s.
 
 Both ``train_ultimate.py train`` and Python callers of :class:`~engine.training.trainer.Trainer`
 go through these functions, so the same checks run for both.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
-import shutil
-import socket
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from engine.checkpoint import CheckpointError, check_checkpoint_file, load_checkpoint, load_weights, save_checkpoint, strip_state_dict_prefixes
 from engine.config import ConfigError
 from engine.distributed import all_gather_objects
-from engine.files import atomic_write_text
 from engine.training.rng import capture_rng_state, restore_rng_state
 from engine.training.state import RunState
 
 __all__ = [
-    "RUN_FILES",
     "ResumeError",
-    "RunFolderError",
     "check_model_matches",
     "find_resume_checkpoint",
     "load_resume_checkpoint",
-    "prepare_run_folder",
-    "release_run_folder",
     "resume_output_dir",
     "restore_run",
     "save_best",
@@ -50,22 +40,12 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-# Files and folders a run writes into its checkpoint folder (removed by ``overwrite``).
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "curves.png", "train.log", "run_summary.json",
-             "tensorboard")
-# Their presence means the folder holds a run. Only saved state counts: a start that failed its checks
-# (bad data, a bad setting) has written config.yaml and empty logs, and must not block the next start.
-_RUN_MARKERS = ("last.pt", "best.pt")
 # Model fields that can change between a checkpoint and the resumed run without touching weights.
 RESUME_FREE_MODEL_KEYS = {"use_flash_attn", "pretrained", "pretrained_weights"}
 
 
 class ResumeError(ConfigError):
     """The checkpoint cannot continue this run (different model, inference-only file)."""
-
-
-class RunFolderError(ConfigError):
-    """The checkpoint folder holds another run."""
 
 
 def find_resume_checkpoint(resume: Optional[str], checkpoint_dir: PathLike) -> Optional[Path]:
@@ -165,150 +145,6 @@ def check_model_matches(config: Mapping[str, Any], ckpt: Mapping[str, Any], path
             "loaded:\n  " + "\n  ".join(diffs) + "\nDrop these overrides, or start a new run in another "
             "--checkpoint-dir."
         )
-
-
-def _check_folder_path(out: Path) -> None:
-    """Refuse a folder path that is a file or lies below one (``mkdir`` would fail mid-run)."""
-    for path in (out, *out.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is a file" if path == out else f"lies below {path}, which is a file"
-                raise RunFolderError(
-                    f"--checkpoint-dir {out} {what}, not a folder: pass a folder path (e.g. --checkpoint-dir runs/exp1)."
-                )
-            return
-
-
-def prepare_run_folder(out_dir: PathLike, resuming: bool, overwrite: bool, is_main: bool = True,
-                       log: Callable[[str], None] = print, resumed_from: Optional[PathLike] = None) -> None:
-    """Make ``out_dir`` ready for a run.
-
-    A folder holds a run when it holds a checkpoint (last.pt, best.pt). The other run files of a
-    start that saved none (it failed its checks, or was killed first) are removed for a new run,
-    and so are the temporary files of killed writes.
-
-    Args:
-        out_dir: the checkpoint folder.
-        resuming: this run continues the folder's run (or another checkpoint).
-        overwrite: delete an earlier run's files first.
-        is_main: rank 0 (the only one that deletes).
-        log: where to say what was removed.
-        resumed_from: the checkpoint file a resumed run continues; a folder holding another
-            run (not the one this file belongs to) is refused like a new run's.
-
-    Raises:
-        RunFolderError: the path is (below) a file; a new run, or a run resumed from another
-            folder, into a folder holding a run, without ``overwrite``.
-    """
-    out = Path(out_dir)
-    _check_folder_path(out)
-    if is_main:
-        _refuse_live_run(out)
-    found = [name for name in _RUN_MARKERS if (out / name).exists()]
-    foreign = resuming and resumed_from is not None and Path(resumed_from).resolve().parent != out.resolve()
-    if found and (not resuming or foreign) and not overwrite:
-        if foreign:
-            raise RunFolderError(
-                f"{out} already holds another run ({', '.join(found)}), and --resume {resumed_from} comes from "
-                f"another folder. Leave out --checkpoint-dir to continue next to {resumed_from}, pass --overwrite "
-                f"to replace the run in {out}, or choose an empty --checkpoint-dir."
-            )
-        raise RunFolderError(
-            f"{out} already holds a run ({', '.join(found)}). Use --resume auto to continue it, --overwrite to "
-            f"replace it, or another --checkpoint-dir."
-        )
-    if not is_main:
-        return
-    if not out.is_dir():
-        _claim_run_folder(out)
-        return
-    if found and overwrite and (not resuming or foreign):
-        _remove_run_files(out)
-        log(f"--overwrite: removed the earlier run's files from {out}.")
-    elif not found and (not resuming or foreign):
-        # A start that stopped before saving anything (failed checks, killed early): its logs would
-        # otherwise be mixed into this run's (train.log, TensorBoard events).
-        left = _remove_run_files(out)
-        if left:
-            log(f"Removed {', '.join(left)} from {out}: left by an earlier start that saved no checkpoint.")
-    _remove_temporary_files(out)
-    _claim_run_folder(out)
-
-
-# Holds the pid and host of the `train` process writing into the folder, from its start to its end:
-# before its first checkpoint a live run has no marker file, and a second start must not take over.
-RUN_LOCK = ".train.lock"
-
-
-def _live_owner(out: Path) -> Optional[int]:
-    """The pid of another live process on this host that holds ``out``'s lock, else None."""
-    try:
-        owner = json.loads((out / RUN_LOCK).read_text())
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no lock, or an unreadable one: nothing to protect
-    if pid == os.getpid() or host != socket.gethostname():
-        return None  # this process (in-process resumes), or a folder copied from another machine
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return None  # the run was killed without releasing its lock
-    except PermissionError:
-        return pid  # alive, owned by another user
-    return pid
-
-
-def _refuse_live_run(out: Path) -> None:
-    pid = _live_owner(out)
-    if pid is not None:
-        raise RunFolderError(
-            f"{out} is in use by another train process (pid {pid}, {out / RUN_LOCK}). Wait for it to end or stop "
-            f"it (it saves last.pt on SIGTERM), or choose another --checkpoint-dir."
-        )
-
-
-def _claim_run_folder(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / RUN_LOCK, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-
-
-def release_run_folder(out_dir: PathLike) -> None:
-    """Remove the folder's run lock if this process holds it (at the end of a run, however it ends)."""
-    lock = Path(out_dir) / RUN_LOCK
-    try:
-        if int(json.loads(lock.read_text())["pid"]) == os.getpid():
-            lock.unlink()
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-
-
-def _remove_run_files(out: Path) -> list:
-    """Delete the run files (:data:`RUN_FILES`) in ``out``; returns the names that were there."""
-    removed = []
-    for name in RUN_FILES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        else:
-            continue
-        removed.append(name)
-    return removed
-
-
-# engine.files.atomic_open's temporary files: mkstemp(prefix=".{name}.", suffix=".tmp"), ".{name}.{random}.tmp".
-_TEMP_FILE = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp")
-
-
-def _remove_temporary_files(out: Path) -> None:
-    """Delete the temporary files of atomic writes that a kill interrupted (the real files are intact)."""
-    for tmp in out.glob(".*.tmp"):
-        if _TEMP_FILE.fullmatch(tmp.name) and tmp.is_file():
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
 
 def _rng_states() -> list:

@@ -5,13 +5,14 @@ tensor and Python's ``random`` state a list of ints.
 """
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "derive_seed", "restore_rng_state", "seed_everything"]
+__all__ = ["capture_rng_state", "derive_seed", "host_rng_untouched", "restore_rng_state", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -66,3 +67,21 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
     if cuda_states and torch.cuda.is_available():
         n = min(len(cuda_states), torch.cuda.device_count())
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states[:n]])
+
+
+@contextlib.contextmanager
+def host_rng_untouched() -> Iterator[None]:
+    """Run the block and put Python's, NumPy's and torch's CPU random states back as they were.
+
+    For work outside the training step (validation, saving, reports): whatever it draws, the
+    training streams continue as if it had not run, so a run is the same whenever it validates
+    and a resumed run the same as an uninterrupted one. CUDA generators are left alone: a CUDA
+    graph may hold them, and nothing outside the step draws from them.
+    """
+    python, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)

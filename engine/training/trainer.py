@@ -30,13 +30,13 @@ from engine.training.reporting import RunReporter
 from engine.training.resume import (
     check_model_matches,
     load_resume_checkpoint,
-    prepare_run_folder,
-    release_run_folder,
     restore_run,
     save_best,
     save_last,
 )
+from engine.training.run_folder import prepare_run_folder, release_run_folder
 from engine.training.setup import build_data, build_run_state, eager_model, set_stage, setup_runtime
+from engine.training.rng import host_rng_untouched
 from engine.training.signals import GracefulStop
 from engine.training.state import RunState
 from engine.training.step import train_step
@@ -112,6 +112,7 @@ class Trainer:
         self._loaders: Optional[RunLoaders] = None
         self._val_batches: Optional[ValidationBatches] = None
         self._cadence: Optional[Cadence] = None
+        self._resumed_validated_step: Optional[int] = None  # the last validation a resumed checkpoint records
 
     def log(self, message: str) -> None:
         """Print on rank 0 and append to ``train.log``."""
@@ -166,6 +167,7 @@ class Trainer:
                                        self.log)
         if ckpt is not None:
             restore_run(run, ckpt, self.out_dir, self.log)
+            self._resumed_validated_step = (ckpt.get("metrics") or {}).get("step", -1)
             loaders.batch_sampler.start_epoch, loaders.batch_sampler.start_batch = run.epoch, run.batch_in_epoch
         self._loaders = loaders
         ecfg = self.config["eval"]
@@ -176,9 +178,13 @@ class Trainer:
         self._adapt_augmentation(run, loaders)
         self._log_setup(run, data)
         run.clock.seconds["startup"] = run.clock.elapsed()
+        # From the first step to the end, a signal means "save last.pt and stop": the final
+        # validation and save are inside the handler too, and so are the summary and teardown
+        # after them (a signal there changes nothing: last.pt is written).
         with GracefulStop() as stop:
             status = self._loop(run, loaders, stop)
-        return self._finish(run, status, stop)
+            status = self._final_validation_and_save(run, status, stop)
+            return self._finish(run, status, stop)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, run: RunState, loaders: RunLoaders, stop: GracefulStop) -> str:
@@ -193,6 +199,8 @@ class Trainer:
             sched = run.schedule
             sched.resize(needed, sched.stage1_steps, sched.warmup_steps)
         if run.step >= run.schedule.total_steps:
+            if run.step > 0 and self._resumed_validated_step not in (None, run.step):
+                return "completed"  # stopped during its final validation: only that and the save are left
             self.log(f"Nothing to do: the checkpoint already took {run.step} of {run.schedule.total_steps} steps "
                      f"(raise --epochs, or give a --time-budget, to train longer).")
             return "nothing"
@@ -337,12 +345,20 @@ class Trainer:
             return math.inf  # validate only at the end
         return run.val_s * (1.0 - fraction) / fraction
 
-    def _validate(self, run: RunState, loaders: RunLoaders) -> Dict[str, Any]:
-        """Score the EMA (or model) on the held-out images; write best.pt and the record."""
+    def _validate(self, run: RunState, loaders: RunLoaders,
+                  stop: Optional[Callable[[], bool]] = None) -> Optional[Dict[str, Any]]:
+        """Score the EMA (or model) on the held-out images; write best.pt and the record.
+
+        Returns None, writing nothing, when ``stop`` cut the pass short.
+        """
         t0 = self.clock()
-        with run.clock.phase("validation"):
+        # The training random streams must not see validation (its loader draws seeds): a run is
+        # then the same whenever it validates, and a resumed run the same as an uninterrupted one.
+        with run.clock.phase("validation"), host_rng_untouched():
             val = validate(run.eval_model(), self._val_batches, run.runtime.device, run.runtime.amp_dtype,
-                           self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"])
+                           self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"], stop=stop)
+            if val is None:
+                return None
             interval = run.meters.read_interval(run.model.moe_layer_names, run.model.expert_names,
                                                 run.model.config.top_k)
         run.val_s = self.clock() - t0
@@ -385,11 +401,23 @@ class Trainer:
                 f"train.precision=fp32 (fp16 overflows), then --resume {self.out_dir / 'last.pt'}; "
                 f"--set train.max_nonfinite_steps=0 never stops.")
 
+    def _final_validation_and_save(self, run: RunState, status: str, stop: GracefulStop) -> str:
+        """Validate the last weights (unless just done) and save last.pt; returns the final status.
+
+        A signal during the validation ends it early (single process; with several, every rank
+        must finish it) and last.pt is saved all the same: the status is then ``interrupted`` and
+        a resumed run does the final validation.
+        """
+        if status not in ("completed", "budget") or run.step <= 0:
+            return status
+        if not run.history or run.history[-1]["step"] != run.step:
+            cut_short = None if run.runtime.ctx.distributed else (lambda: stop.requested)
+            if self._validate(run, self._loaders, stop=cut_short) is None:
+                status = "interrupted"
+        self._save_last(run)
+        return status
+
     def _finish(self, run: RunState, status: str, stop: GracefulStop) -> FitResult:
-        if status in ("completed", "budget") and run.step > 0:
-            if not run.history or run.history[-1]["step"] != run.step:
-                self._validate(run, loaders=self._loaders)
-            self._save_last(run)
         with run.clock.phase("teardown"):
             self._teardown()
         summary = run.clock.summary(run.images_trained)

@@ -11,7 +11,7 @@ fits ``eval.device_cache_mb``), so later validations neither decode images nor c
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -85,7 +85,8 @@ def validate(
     amp_dtype: Optional[torch.dtype] = None,
     edge_kernel: int = 31,
     edge_weight: float = 5.0,
-) -> Dict[str, float]:
+    stop: Optional[Callable[[], bool]] = None,
+) -> Optional[Dict[str, float]]:
     """Score ``model`` with S-measure, MAE and the structure loss, without a host sync per batch.
 
     Args:
@@ -96,6 +97,9 @@ def validate(
         amp_dtype: autocast dtype, None for fp32.
         edge_kernel: structure-loss window.
         edge_weight: structure-loss boundary emphasis.
+        stop: checked before every batch; when it returns True the pass ends at once and
+            returns None (a stop signal during the final validation; single process only, as
+            every rank must reach the all-reduce).
 
     Returns:
         ``{"n", "Sm", "MAE", "loss", "nonfinite"}`` over all ranks (NaN when the split is
@@ -109,6 +113,9 @@ def validate(
     autocast = autocast_context(device, amp_dtype)
     channels_last = device.type == "cuda"
     for batch in batches:
+        if stop is not None and stop():
+            model.train(was_training)
+            return None
         images = batch["image"].to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
