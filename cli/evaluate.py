@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import click
 
-from cli.options import check_output_file, inference_options, resolve_batch_size
+from cli.options import InputError, check_output_file, inference_options, resolve_batch_size
 
 __all__ = ["evaluate"]
 
@@ -50,5 +50,7 @@ def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optio
             num_workers=num_workers, device=device, img_size=img_size, precision=precision,
             metric_workers=metric_workers, skip_bad_samples=skip_bad_samples, progress=not no_progress, log=click.echo,
         )
-    except (CheckpointError, DatasetLayoutError, EvaluationError, ValueError, OSError) as exc:
+    except (CheckpointError, DatasetLayoutError, ValueError, FileNotFoundError) as exc:
+        raise InputError(str(exc)) from exc
+    except (EvaluationError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

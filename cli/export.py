@@ -8,7 +8,7 @@ from typing import Iterator, Optional, Tuple
 
 import click
 
-from cli.options import FiniteFloatRange, check_output_file
+from cli.options import FiniteFloatRange, InputError, check_output_file
 
 __all__ = ["export"]
 
@@ -122,7 +122,9 @@ def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_siz
 
             images = [read_image(p) for p in expand_inputs(list(sample_images))[:4]]
         set_attention_backend(loaded.model, attention)
-    except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
+    except (CheckpointError, ValueError, OSError) as exc:  # the checkpoint, a sample image, the backend
+        raise InputError(str(exc)) from exc
+    except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     h, w = loaded.img_size
     click.echo(f"Exporting {checkpoint} ({'EMA' if loaded.used_ema else 'model'} weights, attention "

@@ -8,12 +8,24 @@ import click
 
 __all__ = [
     "FiniteFloatRange",
+    "InputError",
     "check_device_option",
     "check_img_size_option",
     "check_output_file",
     "check_tta_scales_option",
     "inference_options",
 ]
+
+
+class InputError(click.ClickException):
+    """A bad input: a checkpoint, data set folder, image, output folder or value that cannot be used.
+
+    Exit code 2, as click gives a usage error (one convention: input and usage errors 2, failures
+    while working 1), printed as ``Error: <message>`` without the usage text, since the command
+    line itself was well formed. The message names the file and the fix.
+    """
+
+    exit_code = 2
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -120,7 +132,7 @@ def resolve_batch_size(batch_size: Optional[int], device: str) -> int:
     try:
         return 32 if resolve_device(device).type == "cuda" else 8
     except ValueError as exc:  # e.g. --device cuda without CUDA: the message names the fix
-        raise click.ClickException(str(exc)) from exc
+        raise InputError(str(exc)) from exc
 
 
 def inference_options(command: Callable) -> Callable:

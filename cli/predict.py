@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import click
 
-from cli.options import FiniteFloatRange, inference_options, resolve_batch_size
+from cli.options import FiniteFloatRange, InputError, inference_options, resolve_batch_size
 
 __all__ = ["predict"]
 
@@ -34,6 +34,7 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
     # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
     # the data stack.
     from engine.checkpoint import CheckpointError
+    from engine.files import FileWriteError
     from engine.inference.input_guard import OutputOverlapError
     from engine.inference.predict import predict_images
 
@@ -56,7 +57,9 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
         )
     except OutputOverlapError as exc:
         raise click.UsageError(str(exc)) from exc
-    except (CheckpointError, ValueError, OSError) as exc:
+    except (CheckpointError, ValueError, FileNotFoundError, FileWriteError) as exc:
+        raise InputError(str(exc)) from exc  # all raised before the first mask is written
+    except OSError as exc:
         raise click.ClickException(str(exc)) from exc
     problems = []
     if summary.failed:
@@ -108,7 +111,7 @@ def _route_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[Path]]:
         for match in matches:
             (videos if is_video_file(match) else images).append(Path(match))
     if missing:
-        raise click.ClickException("These inputs matched no image or video:\n  " + "\n  ".join(missing))
+        raise InputError("These inputs matched no image or video:\n  " + "\n  ".join(missing))
     # A file matched by two patterns (or by a pattern and its own name) is predicted once.
     return list(dict.fromkeys(images)), list(dict.fromkeys(videos))
 
@@ -132,6 +135,9 @@ def _predict_videos(checkpoint, inputs, videos, output, overlay, threshold, tta,
     try:
         segmenter = Segmenter(checkpoint, device=device, precision=precision, img_size=img_size,
                               batch_size=batch_size, tta=tta, tta_scales=scales)
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        raise InputError(str(exc)) from exc
+    try:
         summaries = predict_videos(segmenter, videos, output, overlay=overlay, threshold=threshold,
                                    progress=progress, log=click.echo)
     except (CheckpointError, ValueError, OSError) as exc:

@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
+from cli.options import InputError
+
 __all__ = ["FLAG_TO_CONFIG", "train"]
 
 # CLI flag (click parameter name) -> dotted config key. A flag left out is None and does not
@@ -161,7 +163,7 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
         try:
             ckpt = load_resume_checkpoint(resume_path)
         except CheckpointError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise InputError(str(exc)) from exc
         except ConfigError as exc:  # not a checkpoint, or best.pt: a usage error, like a missing file
             raise click.UsageError(str(exc)) from exc
         # The checkpoint's settings replace the defaults; the file, flags and --set still win. Where
@@ -252,7 +254,7 @@ def _fit(trainer):
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     except (DataError, DatasetLayoutError, CheckpointError, PretrainedWeightsError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise InputError(str(exc)) from exc
     except FileWriteError as exc:  # full or read-only disk mid-run (DiskFullError included)
         raise click.ClickException(f"{exc} Training stopped.") from exc
     except KeyboardInterrupt:

@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 from ._types import PathLike, SizeLike, to_hw
 from .files import atomic_write_text
 from .io import write_image
+from .layouts import DatasetLayoutError
 from .synthetic_shapes import SHAPES, build_figure, render_object
 from .synthetic_texture import (
     TextureParams,
@@ -60,6 +62,7 @@ __all__ = [
     "draw_scene",
     "make_scene",
     "write_synthetic_dataset",
+    "CacheFolderError",
     "ensure_synthetic_dataset",
     "default_cache_dir",
     "default_workers",
@@ -413,6 +416,43 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "camoxpert"
 
 
+class CacheFolderError(DatasetLayoutError):
+    """The folder the synthetic set is cached in cannot be created or written; names the setting to change."""
+
+
+def _writable_cache_root(cache_dir: Optional[PathLike]) -> Path:
+    """The cache root to generate into: created and checked writable.
+
+    The default (``~/.cache/camoxpert``) falls back to a folder under the system's temporary
+    folder, with a notice, when it cannot be written (a read-only home in a container); a root
+    the caller or ``CAMOXPERT_CACHE`` chose is never replaced silently.
+
+    Raises:
+        CacheFolderError: a chosen root that is a file or cannot be written, naming the setting.
+    """
+    env = os.environ.get("CAMOXPERT_CACHE")
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+        return root
+    except OSError as exc:
+        reason = "it is a file, not a folder" if root.exists() and not root.is_dir() else (exc.strerror or str(exc))
+        if cache_dir is None and not env:
+            fallback = Path(tempfile.gettempdir()) / f"camoxpert-cache-{os.getuid() if hasattr(os, 'getuid') else 0}"
+            sys.stderr.write(f"Note: the synthetic-set cache {root} cannot be written ({reason}); using {fallback} "
+                             f"this time. Set CAMOXPERT_CACHE to a writable folder to keep the set between runs.\n")
+            fallback.mkdir(parents=True, exist_ok=True)
+            return fallback
+        setting = f"cache_dir {cache_dir}" if cache_dir is not None else f"CAMOXPERT_CACHE={env}"
+        raise CacheFolderError(
+            f"{setting}: cannot keep the synthetic set in {root} ({reason}). Point "
+            f"{'it' if cache_dir is not None else 'CAMOXPERT_CACHE'} at a folder you can write, "
+            f"{'' if cache_dir is not None else 'or unset it to use ~/.cache/camoxpert, '}then run again."
+        ) from exc
+
+
 def _params_key(n_train: int, n_test: int, img_size: Tuple[int, int], seed: int, noncam_fraction: float) -> str:
     params = {"v": GENERATOR_VERSION, "n_train": n_train, "n_test": n_test,
               "img_size": list(img_size), "seed": seed, "noncam_fraction": noncam_fraction}
@@ -462,11 +502,14 @@ def ensure_synthetic_dataset(
         Path of the dataset root (COD10K-v3 layout).
     """
     hw = to_hw(img_size)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    final = root / f"synthetic-{_params_key(n_train, n_test, hw, seed, noncam_fraction)}"
+    name = f"synthetic-{_params_key(n_train, n_test, hw, seed, noncam_fraction)}"
+    chosen = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if (chosen / name / _MANIFEST).is_file():
+        return chosen / name  # already generated: a read-only cache serves it as it is
+    root = _writable_cache_root(cache_dir)
+    final = root / name
     if (final / _MANIFEST).is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=root))
     try:

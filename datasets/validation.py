@@ -193,13 +193,15 @@ class ValidationReport:
             tests={name: self.filter(s) for name, s in splits.tests.items()},
         )
 
-    def format(self, max_per_kind: Optional[int] = None) -> str:
+    def format(self, max_per_kind: Optional[int] = None, skipped: bool = False) -> str:
         """Readable multi-line report, grouped by kind, each group with its fix.
 
         Args:
             max_per_kind: Paths listed per kind before ``... and N more``;
                 ``None`` (the default) lists all: the report is the one place
                 that names every file to fix or remove.
+            skipped: the unusable samples were already left out (``--skip-bad-samples``):
+                the report says so instead of suggesting the option.
 
         Returns:
             The report text.
@@ -224,7 +226,9 @@ class ValidationReport:
                 lines.append(f"  ... and {len(problems) - len(shown)} more")
         if n_bad:
             lines.append("")
-            if self.n_usable:
+            if skipped:
+                lines.append(f"Left out the {n_bad} unusable sample(s) (--skip-bad-samples); {self.n_usable} remain.")
+            elif self.n_usable:
                 lines.append(f"To train on the {self.n_usable} usable samples, pass --skip-bad-samples.")
             else:  # skipping would leave nothing: do not suggest it
                 lines.append(f"No usable samples: all {self.n_samples} have errors, so --skip-bad-samples cannot "

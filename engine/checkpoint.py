@@ -27,6 +27,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "check_checkpoint_file",
+    "check_finite_weights",
     "load_checkpoint",
     "load_weights",
     "model_from_checkpoint",
@@ -239,8 +240,28 @@ def model_from_checkpoint(
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"The model_config of {source} cannot build a model: {exc}") from exc
     weights: Optional[Mapping[str, torch.Tensor]] = ckpt.get("ema") if prefer_ema else None
-    load_weights(model, weights or ckpt["model"], source)
+    weights = weights or ckpt["model"]
+    check_finite_weights(weights, source)
+    load_weights(model, weights, source)
     return model.to(device).eval()
+
+
+def check_finite_weights(state_dict: Mapping[str, Any], source: Any) -> None:
+    """Refuse weights holding NaN or inf: such a model predicts nothing (all-zero masks) without failing.
+
+    Raises:
+        CheckpointError: naming the first such tensor, how many are affected, and the fix.
+    """
+    bad = [key for key, value in state_dict.items()
+           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        first = state_dict[bad[0]]
+        count = int((~torch.isfinite(first)).sum())
+        raise CheckpointError(
+            f"The weights in {source} hold NaN or inf values ({len(bad)} tensor(s), e.g. {bad[0]}: {count} of "
+            f"{first.numel()} values): the run diverged before this save, and such a model predicts nothing. Use "
+            f"an earlier checkpoint of the run, or train again with a lower --lr or --set train.precision=fp32."
+        )
 
 
 def load_weights(model: torch.nn.Module, state_dict: Mapping[str, Any], source: Any) -> None:

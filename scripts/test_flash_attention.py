@@ -23,7 +23,8 @@ import sys
 import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cli.options import FiniteFloatRange, check_device_option, check_img_size_option, check_output_file  # noqa: E402  (needs the repository on the path)
+from cli.options import (  # noqa: E402  (needs the repository on the path)
+    FiniteFloatRange, InputError, check_device_option, check_img_size_option, check_output_file)
 
 #: Exit code when the router sent no checked image to the attention expert (nothing compared).
 EXIT_VACUOUS = 3
@@ -43,7 +44,7 @@ def _load_samples(dataset_path, run_config, num_samples):
         samples = [s for s in splits.train if s.mask is not None]
         source = f"training images of {root} (no test split found)"
     if not samples:
-        raise click.ClickException(f"No image/mask pairs found under {root}.")
+        raise InputError(f"No image/mask pairs found under {root}: pass a --dataset-path holding image/mask pairs.")
     return samples[:num_samples], source
 
 
@@ -134,7 +135,7 @@ def main(checkpoint, dataset_path, num_samples, batch_size, device, dtype_name, 
         dev = resolve_device(device)
         loaded = load_inference_model(checkpoint, dev, img_size=img_size)
     except (CheckpointError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise InputError(str(exc)) from exc
     if dtype_name == "fp16" and dev.type == "cpu":
         raise click.UsageError("--dtype fp16 needs a GPU; use fp32 or bf16 on the CPU.")
     samples, source = _load_samples(dataset_path, loaded.run_config, num_samples)

@@ -1,6 +1,6 @@
 """Bad values, bad checkpoints, full disks and no network end in one clear message, never a traceback.
 
-Each case asserts the exit code (2: a value or path to fix; 1: a runtime failure), the message's
+Each case asserts the exit code (2: a value, path or input file to fix; 1: a runtime failure), the message's
 key words, and what is on disk afterwards.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_text_file_is_not_a_checkpoint(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("hello, these are notes\n")
     r = run_cli(["evaluate", "--checkpoint", str(text), "--device", "cpu"])
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert "not a checkpoint file" in r.output and "pickled" not in r.output and str(text) in r.output
 
 
@@ -120,7 +120,7 @@ def test_damaged_checkpoint_for_inference(tmp_path, make, words, command):
     else:
         args += ["--dataset-path", str(tmp_path), "--output-json", str(out / "scores.json")]
     r = run_cli([command, *args])
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 2, r.output
     assert str(ckpt) in r.output and "Traceback" not in r.output
     for word in words:
         assert word in r.output, (word, r.output)
@@ -140,7 +140,7 @@ def test_damaged_checkpoint_for_resume(tmp_path, monkeypatch, damage):
     torch.save(ckpt, tmp_path / "damaged.pt")
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
     r = run_cli(["train", *FAST, "--checkpoint-dir", str(tmp_path / "run2"), "--resume", str(tmp_path / "damaged.pt")])
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 2, r.output
     assert "damaged.pt" in r.output and "Traceback" not in r.output
     assert ("do not fit" in r.output) if damage == "shape" else ("config.train.epochs" in r.output)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before
@@ -152,7 +152,7 @@ def test_flash_attention_script_damaged_checkpoint(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "test_flash_attention.py"), "--checkpoint", str(ckpt),
                           "--device", "cpu"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                          timeout=120)
-    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and "do not fit" in out.stderr and str(ckpt) in out.stderr
 
 
@@ -293,7 +293,7 @@ def test_unreadable_gt_folder(tmp_path, monkeypatch, command):
                      "--output-json", str(out / "scores.json")])
     else:
         r = run_cli(["train", *FAST, "--checkpoint-dir", str(out), "--dataset-path", str(root)])
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 2, r.output
     assert str(gt) in r.output and "permission denied" in r.output and "chmod" in r.output
     assert not (out / "scores.json").exists() and not (out / "last.pt").exists()
 
@@ -311,7 +311,7 @@ def test_pinned_attention_kernel_that_cannot_run_here(tmp_path, monkeypatch, com
         write_scene(tmp_path / "img" / "a.jpg", None, (64, 64), seed=0)
         r = run_cli(["predict", "--checkpoint", str(ckpt), "--device", "cpu", "--input", str(tmp_path / "img"),
                      "--output", str(tmp_path / "out")])
-        expected_code = 1
+        expected_code = 2
     assert r.exit_code == expected_code, r.output
     for word in ("efficient", "TORCH_SDPA_BACKEND=efficient", "cannot run on cpu", "Use auto"):
         assert word in r.output, (word, r.output)

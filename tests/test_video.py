@@ -172,7 +172,7 @@ def test_missing_video_is_refused_before_any_work(ckpt, tmp_path):
     good = _write_clip(tmp_path / "good.mp4", frames=2)
     out = tmp_path / "out"
     r = _predict(ckpt, "--input", good, "--input", tmp_path / "gone.mp4", "--output", out)
-    assert r.exit_code == 1 and "gone.mp4 (no such file" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "gone.mp4 (no such file" in r.output and "Traceback" not in r.output
     assert not out.exists()
 
 

@@ -43,6 +43,7 @@ from engine.inference.predictor import (
 )
 from engine.evaluation.metrics import RESULT_KEYS, CODMetrics, score_image, to_uint8_gt
 from engine.inference.preprocess import ResizedImages, inference_loader
+from datasets.leakage import leakage_warning
 from engine.files import PathLike, atomic_open
 from engine.plotting import plot_test_curves
 from engine.runtime import resolve_device
@@ -115,6 +116,9 @@ def find_test_sets(dataset_paths: Sequence[PathLike]) -> Tuple[Dict[str, list], 
     for path in dataset_paths:
         splits = discover_dataset(path)
         tests = {k: v for k, v in splits.tests.items() if v}
+        leak = leakage_warning(splits)
+        if leak:
+            notes.append(leak)
         if not tests and not splits.train:
             notes.append(f"{path}: the {splits.layout} layout was found but its folders hold no images; "
                          f"nothing to evaluate there. Put the images and their masks in them.")

@@ -146,10 +146,14 @@ def build_train_data(
         discover_dataset,
         split_train_val,
     )
+    from datasets.leakage import leakage_warning
 
     paths = resolve_dataset_paths(data_cfg, progress=progress)
     found = [discover_dataset(p) for p in paths]
     for s in found:
+        leak = leakage_warning(s)
+        if leak:
+            log(leak)
         if not s.split_declared:
             log(f"Data: {s.root} holds image/mask folders without a train/test split: all its "
                 f"{len(s.train)} samples are training data (validation is held out of them), none is "
@@ -167,7 +171,7 @@ def build_train_data(
     samples = list(splits.train)
     n_skipped = n_found - len(samples)
     if not report.ok:
-        log(report.format())
+        log(report.format(skipped=skip_bad))
     if n_skipped:
         log(f"--skip-bad-samples: skipped {n_skipped} bad training sample(s); training on {len(samples)}.")
     if len(samples) < 2:
@@ -190,5 +194,5 @@ def build_train_data(
     val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache, skip_unreadable=skip_bad)
     log(f"Data: {len(train)} training and {len(val)} validation images (held out from training data).")
     return TrainData(
-        SeededAugmentDataset(train_ds, seed, light), val_ds, paths, n_skipped, "" if report.ok else report.format()
+        SeededAugmentDataset(train_ds, seed, light), val_ds, paths, n_skipped, "" if report.ok else report.format(skipped=skip_bad)
     )
