@@ -1,4 +1,4 @@
-"""PNG figures of a run: training curves per epoch, and test-set PR / F-measure curves.
+"""PNG figures of a run: training curves per step, and test-set PR / F-measure curves.
 
 Figures are built with matplotlib's object API (``Figure`` + ``FigureCanvasAgg``), never through
 ``pyplot`` or ``matplotlib.use``: the process-wide backend, a notebook's inline figures and
@@ -38,33 +38,32 @@ def _save(fig, path: PathLike, dpi: int) -> Path:
     return Path(path)
 
 
-def _series(records: List[Mapping[str, Any]], key: str) -> Tuple[List[float], List[float]]:
+def _series(records: List[Mapping[str, Any]], key: str, x: str = "step") -> Tuple[List[float], List[float]]:
     xs, ys = [], []
     for r in records:
         v = r.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            xs.append(r["epoch"])
+        if isinstance(v, (int, float)) and math.isfinite(v) and r.get(x) is not None:
+            xs.append(r[x])
             ys.append(v)
     return xs, ys
 
 
-def _plot_labelled(ax, records, keys_labels, title: str) -> None:
-    """One line per (record key, legend label) that has values, then the title and legend."""
-    for key, label in keys_labels:
-        xs, ys = _series(records, key)
-        if xs:
-            ax.plot(xs, ys, marker="o", label=label)
-    ax.set_title(title)
-    ax.legend()
+def _plot_series(ax, records, key: str, label: str, **style) -> None:
+    xs, ys = _series(records, key)
+    if xs:
+        ax.plot(xs, ys, label=label, **style)
 
 
-def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike) -> Optional[Path]:
-    """Draw losses, validation S-measure/MAE and learning rate per epoch to a PNG.
+def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike,
+                         steps: Optional[List[Mapping[str, Any]]] = None) -> Optional[Path]:
+    """Draw the training loss at every logged step, the validation scores and the learning rate.
 
     Args:
-        records: ``metrics.jsonl`` records (``epoch`` plus ``train_main_loss``, ``val_loss``,
-            ``val_Sm``, ``val_MAE``, ``lr``; missing or non-finite values are skipped).
+        records: ``metrics.jsonl`` validation records (``step`` plus ``train_main_loss``,
+            ``val_loss``, ``val_Sm``, ``val_MAE``, ``lr``; missing or non-finite values are skipped).
         path: the PNG to write.
+        steps: ``train_steps.jsonl`` records (``step``, ``loss``, ``main_loss``, ``lr``), one per
+            logged step; without them the training loss is drawn at the validations only.
 
     Returns:
         The path written, or None when matplotlib is missing or there is nothing to plot.
@@ -72,25 +71,32 @@ def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike) -> Op
     Raises:
         engine.files.FileWriteError: ``path`` could not be written (see :func:`_save`).
     """
-    if not records:
+    steps = list(steps or [])
+    if not records and not steps:
         return None
     try:
         fig, axes = _new_figure(15, 4, 3)
     except ImportError:
         return None
     # Main-output structure loss on both sides (the training total adds side and MoE terms).
-    _plot_labelled(axes[0], records, (("train_main_loss", "train"), ("val_loss", "validation")),
-                   "structure loss (main output)")
-    _plot_labelled(axes[1], records, (("val_Sm", "S-measure"), ("val_MAE", "MAE")),
-                   "validation (held-out training images)")
-    xs, ys = _series(records, "lr")
-    if xs:
-        axes[2].plot(xs, ys, marker="o")
-    axes[2].set_title("learning rate (last step of the epoch)")
+    if steps:
+        _plot_series(axes[0], steps, "main_loss", "train (every logged step)", linewidth=1.0, alpha=0.8)
+    else:
+        _plot_series(axes[0], records, "train_main_loss", "train (mean since the last validation)", marker="o")
+    _plot_series(axes[0], records, "val_loss", "validation", marker="o", linestyle="--")
+    axes[0].set_title("structure loss (main output)")
+    _plot_series(axes[1], records, "val_Sm", "S-measure", marker="o")
+    _plot_series(axes[1], records, "val_MAE", "MAE", marker="o")
+    axes[1].set_title("validation (held-out training images)")
+    _plot_series(axes[2], steps if steps else records, "lr", "learning rate (head)",
+                 **({} if steps else {"marker": "o"}))
+    axes[2].set_title("learning rate")
     axes[2].set_yscale("log")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     return _save(fig, path, dpi=90)
 

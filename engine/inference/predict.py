@@ -333,4 +333,8 @@ def predict_images(
         + (f" and {len(summary.overlays)} overlays to {out_dir / 'overlay'}" if overlay else "")
         + f" in {summary.seconds['predict']:.1f} s ({rate:.0f} img/s; model load {summary.seconds['load']:.1f} s, "
           f"warm-up {summary.seconds['warm_up']:.1f} s)")
+    if threshold is None and not overlay and summary.masks:
+        # A probability map is grey where the model is unsure, which reads as "almost black" at first.
+        log("The maps hold the probability of the object (0 black = background, 255 white = object). For a "
+            "quick look add --overlay (the mask tinted on each photo); for black/white masks add --threshold 0.5.")
     return summary

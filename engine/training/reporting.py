@@ -19,7 +19,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 from engine.files import atomic_write_text, write_error
 from engine.plotting import plot_training_curves
 
-__all__ = ["RunReporter", "fmt_loss", "read_metrics", "router_line"]
+__all__ = ["RunReporter", "TENSORBOARD_NAMES", "fmt_loss", "read_metrics", "router_line"]
+
+#: TensorBoard tags of the validation record's numbers: the plain names people search for.
+TENSORBOARD_NAMES = {
+    "val_Sm": "val/S", "val_MAE": "val/MAE", "val_loss": "val/loss", "best_Sm": "val/best_S",
+    "val_n": "val/images", "val_nonfinite": "val/nonfinite", "val_time_s": "val/seconds",
+    "train_loss": "train/interval_loss", "train_main_loss": "train/interval_main_loss", "lr": "train/lr_at_validation",
+}
 
 
 def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
@@ -84,20 +91,28 @@ class RunReporter:
         self.out_dir = Path(out_dir)
         self.enabled = enabled
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.steps_path = self.out_dir / "train_steps.jsonl"
         self.curves_path = self.out_dir / "curves.png"
         self.log_path = self.out_dir / "train.log"
         self.records: List[Dict[str, Any]] = []
+        self.step_records: List[Dict[str, Any]] = []
         self._tb = None
         self.plot_interval_s = float(plot_interval_s)
         self._last_plot = time.monotonic()
         self._plot_pending = False
         self._bar: Any = _NoBar()
         self._warned: Set[Path] = set()
+        self._tb_images_written = False
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.records = [r for r in read_metrics(self.metrics_path) if "summary" not in r and r.get("step", 0) <= resume_step]
         self._rewrite()
+        self.step_records = [r for r in read_metrics(self.steps_path) if r.get("step", 0) <= resume_step]
+        try:
+            atomic_write_text(self.steps_path, "".join(json.dumps(r) + "\n" for r in self.step_records))
+        except OSError as exc:  # the per-step losses only feed curves.png
+            self._warn_unwritable(self.steps_path, exc)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -186,17 +201,33 @@ class RunReporter:
             elapsed = run.clock.seconds["steps"] + run.clock.seconds["data_wait"]
             bar.set_postfix(loss=fmt_loss(window.get("main")), lr=f"{run.head_lr():.2e}",
                             img_s=f"{run.images_trained / max(elapsed, 1e-9):.1f}", refresh=False)
-        self._tensorboard(lambda tb: self._tb_step_scalars(tb, run, window))
+        record = {"step": run.step, "loss": window.get("loss"), "main_loss": window.get("main"), "lr": run.last_lr}
+        self.step_records.append(record)
+        if self.steps_path not in self._warned:
+            try:
+                with open(self.steps_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            except OSError as exc:  # curves.png then lacks these points; metrics.jsonl is intact
+                self._warn_unwritable(self.steps_path, exc)
+        self._tensorboard(lambda tb: self._tb_step_scalars(tb, record))
 
     @staticmethod
-    def _tb_step_scalars(tb: Any, run: Any, window: Mapping[str, Any]) -> None:
-        for key in ("loss", "main"):
-            if window.get(key) is not None:
-                tb.add_scalar(f"train/{'loss' if key == 'loss' else 'main_loss'}", window[key], run.step)
-        tb.add_scalar("train/lr", run.last_lr, run.step)
+    def _tb_step_scalars(tb: Any, record: Mapping[str, Any]) -> None:
+        for key in ("loss", "main_loss", "lr"):
+            if record.get(key) is not None:
+                tb.add_scalar(f"train/{key}", record[key], record["step"])
 
-    def validation(self, record: Mapping[str, Any], run: Any) -> None:
-        """Append a validation record to ``metrics.jsonl``, log it, draw curves, TensorBoard."""
+    @property
+    def wants_images(self) -> bool:
+        """Whether :meth:`validation` has somewhere to show example images (TensorBoard is on)."""
+        return self.enabled and self._tb is not None
+
+    def validation(self, record: Mapping[str, Any], run: Any, examples: Optional[Mapping[str, Any]] = None) -> None:
+        """Append a validation record to ``metrics.jsonl``, log it, draw curves, TensorBoard.
+
+        ``examples`` (from :func:`~engine.training.validation_pass.validation_examples`) adds a
+        few validation images, their masks and the predictions to TensorBoard's image tab.
+        """
         if not self.enabled:
             return
         record = dict(record)
@@ -217,13 +248,27 @@ class RunReporter:
         if record.get("router"):
             self.log(router_line(record["router"]))
         self._tensorboard(lambda tb: self._tb_validation(tb, record))
+        if examples is not None:
+            self._tensorboard(lambda tb: self._tb_examples(tb, examples, record["step"]))
+
+    def _tb_examples(self, tb: Any, examples: Mapping[str, Any], step: int) -> None:
+        from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        if not self._tb_images_written:  # the inputs do not change: written once
+            mean = examples["image"].new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+            std = examples["image"].new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            tb.add_images("val/images", (examples["image"] * std + mean).clamp(0, 1), step)
+            tb.add_images("val/ground_truth", examples["mask"], step)
+            self._tb_images_written = True
+        tb.add_images("val/predictions", examples["pred"], step)
+        tb.flush()
 
     @staticmethod
     def _tb_validation(tb: Any, record: Mapping[str, Any]) -> None:
         step = record["step"]
         for key, value in record.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
-                tb.add_scalar(f"val/{key}" if key.startswith("val_") else f"interval/{key}", value, step)
+                tb.add_scalar(TENSORBOARD_NAMES.get(key, f"interval/{key}"), value, step)
         for layer, stats in (record.get("router") or {}).items():
             for expert, share in stats["share"].items():
                 if share is not None:
@@ -253,7 +298,7 @@ class RunReporter:
         """Redraw ``curves.png`` now (a failed write is a warning: the numbers are in metrics.jsonl)."""
         if self.enabled and self.records:
             try:
-                plot_training_curves(self.records, self.curves_path)
+                plot_training_curves(self.records, self.curves_path, steps=self.step_records)
             except OSError as exc:
                 self._warn_unwritable(self.curves_path, exc)
             self._plot_pending = False

@@ -40,7 +40,7 @@ from engine.training.rng import host_rng_untouched
 from engine.training.signals import GracefulStop
 from engine.training.state import RunState
 from engine.training.step import train_step
-from engine.training.validation_pass import ValidationBatches, validate
+from engine.training.validation_pass import ValidationBatches, validate, validation_examples
 from models.sdpa_probe import AttentionBackendError, attention_status_line, require_usable_attention
 
 __all__ = ["FitResult", "Trainer", "TrainingDiverged"]
@@ -359,6 +359,8 @@ class Trainer:
                            self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"], stop=stop)
             if val is None:
                 return None
+            examples = (validation_examples(run.eval_model(), self._val_batches, run.runtime.device,
+                                            run.runtime.amp_dtype) if self.reporter.wants_images else None)
             interval = run.meters.read_interval(run.model.moe_layer_names, run.model.expert_names,
                                                 run.model.config.top_k)
         run.val_s = self.clock() - t0
@@ -383,7 +385,7 @@ class Trainer:
             with run.clock.phase("checkpoints"):
                 if is_best:  # best.pt before the record and last.pt: a kill in between loses nothing
                     save_best(run, self.out_dir, self.config, record)
-            self.reporter.validation(record, run)
+            self.reporter.validation(record, run, examples)
         run.last_val_at = self.clock()
         return record
 

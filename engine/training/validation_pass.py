@@ -21,7 +21,7 @@ from engine.evaluation.device_metrics import batch_sm_mae, quantize_gt
 from engine.runtime import autocast_context
 from engine.training.losses import structure_loss
 
-__all__ = ["ValidationBatches", "validate"]
+__all__ = ["ValidationBatches", "validate", "validation_examples"]
 
 
 class ValidationBatches:
@@ -140,3 +140,28 @@ def validate(
         nan = float("nan")
         return {"n": 0, "Sm": nan, "MAE": nan, "loss": nan, "nonfinite": 0}
     return {"n": int(n), "Sm": sm / n, "MAE": mae / n, "loss": loss / n, "nonfinite": int(bad)}
+
+
+@torch.no_grad()
+def validation_examples(model: nn.Module, batches: Iterable[Dict[str, torch.Tensor]], device: torch.device,
+                        amp_dtype: Optional[torch.dtype] = None, count: int = 4) -> Optional[Dict[str, torch.Tensor]]:
+    """The first ``count`` validation images with their masks and the model's predictions, on the CPU.
+
+    For TensorBoard's image tab: the same images at every validation, so the predictions can be
+    compared across steps. Returns None for an empty split.
+
+    Returns:
+        ``{"image": (k, 3, H, W) normalised, "mask": (k, 1, H, W) in [0, 1], "pred": (k, 1, H, W)
+        probabilities}``.
+    """
+    batch = next(iter(batches), None)
+    if batch is None:
+        return None
+    images = batch["image"][:count].to(device).float()
+    masks = batch["mask_u8"][:count].float() / 255.0 if "mask_u8" in batch else batch["mask"][:count].float()
+    was_training = model.training
+    model.eval()
+    with autocast_context(device, amp_dtype):
+        pred = torch.sigmoid(model(images).float())
+    model.train(was_training)
+    return {"image": images.cpu(), "mask": masks.cpu(), "pred": pred.cpu()}
