@@ -57,6 +57,7 @@ def test_script_passes_and_reports_kernels(tiny_run, tmp_path):
                  "--batch-size", "2", "--device", "cpu", "--json", str(out_json)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASSED" in proc.stdout
+    assert "USDT" not in proc.stderr and "profiler_start" not in proc.stderr  # the profiler's native chatter
     report = json.loads(out_json.read_text())
     assert report["passed"] is True and report["num_samples"] == 4
     assert report["reference"]["kernel"] == "explicit"

@@ -14,6 +14,8 @@ For the same reason the float32 parts run without TF32 (:func:`ieee_float32`).
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -61,6 +63,25 @@ _KERNEL_OPS = (
     ("cudnn", ("aten::_scaled_dot_product_cudnn_attention",)),
     ("math", ("aten::_scaled_dot_product_attention_math",)),
 )
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 to /dev/null while the block runs.
+
+    The profiler's C++ side prints ``USDT: ... profiler_start/stop`` lines on stderr whatever its log
+    level; they are noise in the check's report. Python's own ``sys.stderr`` is flushed first, and
+    an exception raised in the block is reported after the descriptor is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def kernel_from_profile(event_names: Sequence[str]) -> str:
@@ -172,7 +193,7 @@ def run_backend(model, batches, backend: str, device: torch.device, dtype: torch
             elapsed += time.perf_counter() - t0
             probs.extend(torch.sigmoid(logits.float()).cpu())
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with torch.profiler.profile(activities=activities) as prof:
+        with native_stderr_silenced(), torch.profiler.profile(activities=activities) as prof:
             model(batches[0].to(device))
     kernel = kernel_from_profile([e.key for e in prof.key_averages()])
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
