@@ -318,7 +318,7 @@ def predict_images(
             log(f"{display_path(path)}: another input has the stem {display_path(path.stem)}; "
                 f"its mask is {display_path(name)}.png")
     h, w = loaded.img_size
-    log(f"{len(paths)} image(s) -> {out_dir} (input {h}x{w} on {dev}"
+    log(f"{len(paths)} image file(s) -> {out_dir} (input {h}x{w} on {dev}"
         f"{', ' + str(predictor.num_views) + ' TTA views' if predictor.num_views > 1 else ''})")
     predictor.warm_up(min(batch_size, len(paths)), loaded.img_size)
     t_warm = time.perf_counter()
@@ -329,7 +329,8 @@ def predict_images(
     summary.seconds = {"load": t_load - t0, "warm_up": t_warm - t_load, "predict": t_done - t_warm}
     kind = "binary masks" if threshold is not None else "probability maps"
     rate = len(summary.masks) / summary.seconds["predict"] if summary.seconds["predict"] > 0 else 0.0
-    log(f"Wrote {len(summary.masks)} {kind} to {out_dir}"
+    unread = f" ({len(summary.failed)} file(s) could not be read as images)" if summary.failed else ""
+    log(f"Wrote {len(summary.masks)} {kind}{unread} to {out_dir}"
         + (f" and {len(summary.overlays)} overlays to {out_dir / 'overlay'}" if overlay else "")
         + f" in {summary.seconds['predict']:.1f} s ({rate:.0f} img/s; model load {summary.seconds['load']:.1f} s, "
           f"warm-up {summary.seconds['warm_up']:.1f} s)")
