@@ -56,7 +56,7 @@ def test_extremes_keep_the_best_and_worst_best_first():
 
 def test_figure_path_that_is_a_folder_is_a_usage_error(ckpt, cod10k, tmp_path):
     result = _evaluate(ckpt, cod10k, "--figure", str(tmp_path))
-    assert result.exit_code == 2 and "--figure" in result.output
+    assert result.exit_code == 2 and "--figure" in result.output and str(tmp_path) in result.output
 
 
 @pytest.fixture
