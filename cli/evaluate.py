@@ -1,7 +1,7 @@
 """``train_ultimate.py evaluate``: COD metrics of a checkpoint on every test set found."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Tuple
 
 import click
 
@@ -21,35 +21,37 @@ __all__ = ["evaluate"]
               help="Write 8-bit PNG probability maps at GT size to DIR/<test set>/<stem>.png.")
 @click.option("--curves", "curves_path", type=click.Path(dir_okay=False),
               help="PNG of PR and F-threshold curves (default: next to --output-json, else in --save-predictions).")
+@click.option("--figure", type=click.Path(dir_okay=False), callback=check_output_file,
+              help="PNG of the best and worst test images by S-measure: image, ground truth, prediction, overlay.")
+@click.option("--figure-rows", default=6, show_default=True, type=click.IntRange(min=1),
+              help="Images in --figure: half the best, half the worst.")
 @inference_options
 @click.option("--metric-workers", default=None, type=click.IntRange(min=0),
               help="Processes computing the metrics (0: in the main process) [default: several for sets of 100+ images].")
 @click.option("--skip-bad-samples", is_flag=True,
               help="Score the readable samples when some files are unreadable (default: fail, naming them).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], output_json: Optional[str],
-             save_predictions: Optional[str], curves_path: Optional[str], tta: bool, tta_scales: Tuple[float, ...],
-             batch_size: int, num_workers: Optional[int], device: str, img_size: Optional[str],
-             precision: str, metric_workers: Optional[int], skip_bad_samples: bool,
-             no_progress: bool) -> None:
+def evaluate(checkpoint: str, dataset_paths: Tuple[str, ...], no_progress: bool, **options: Any) -> None:
     """Score a checkpoint with PySODMetrics (S, E, weighted F, F, MAE) on every test set found.
 
     Each prediction is resized to its ground truth's size; COD10K images are also scored per
     super- and sub-class.
+
+    \b
+    Examples:
+      python train_ultimate.py evaluate --checkpoint checkpoints/best.pt --figure predictions.png
+      python train_ultimate.py evaluate --checkpoint best.pt --dataset-path data/COD10K-v3 --output-json scores.json
     """
     # Imported here so `train_ultimate.py --help` and other commands stay fast and do not need
     # the data and metric stack.
     from engine.checkpoint import CheckpointError
-    from engine.evaluation.evaluate import EvaluationError, evaluate_checkpoint
+    from engine.evaluation.evaluate import EvaluateOptions, EvaluationError, evaluate_checkpoint
     from datasets import DatasetLayoutError
 
+    options["batch_size"] = resolve_batch_size(options["batch_size"], options["device"])
     try:
-        evaluate_checkpoint(
-            checkpoint, dataset_paths, output_json=output_json, save_predictions=save_predictions,
-            curves_path=curves_path, tta=tta, tta_scales=tta_scales, batch_size=resolve_batch_size(batch_size, device),
-            num_workers=num_workers, device=device, img_size=img_size, precision=precision,
-            metric_workers=metric_workers, skip_bad_samples=skip_bad_samples, progress=not no_progress, log=click.echo,
-        )
+        evaluate_checkpoint(checkpoint, dataset_paths, EvaluateOptions(progress=not no_progress, **options),
+                            log=click.echo)
     except (CheckpointError, DatasetLayoutError, ValueError, FileNotFoundError) as exc:
         raise InputError(str(exc)) from exc
     except (EvaluationError, OSError) as exc:

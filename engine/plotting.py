@@ -12,21 +12,31 @@ from typing import Any, List, Mapping, Optional, Tuple
 
 from engine.files import PathLike, atomic_open
 
-__all__ = ["plot_test_curves", "plot_training_curves"]
+__all__ = ["new_figure", "plot_test_curves", "plot_training_curves", "save_png"]
 
 
-def _new_figure(width: float, height: float, ncols: int):
+def new_figure(width: float, height: float):
+    """An empty matplotlib ``Figure`` of ``width`` x ``height`` inches on an Agg canvas (no pyplot).
+
+    Raises:
+        ImportError: matplotlib is not installed.
+    """
     # Imported here: matplotlib is optional for training (the JSONL is enough) and slow to import.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)  # attaches itself to the figure; savefig renders through it
+    return fig
+
+
+def _new_figure(width: float, height: float, ncols: int):
+    fig = new_figure(width, height)
     return fig, fig.subplots(1, ncols)
 
 
-def _save(fig, path: PathLike, dpi: int) -> Path:
-    """Render ``fig`` as PNG into ``path`` atomically.
+def save_png(fig, path: PathLike, dpi: int) -> Path:
+    """Render ``fig`` as PNG into ``path`` atomically (parent folders created).
 
     Raises:
         engine.files.FileWriteError: the file could not be written (read-only folder, full
@@ -69,7 +79,7 @@ def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike,
         The path written, or None when matplotlib is missing or there is nothing to plot.
 
     Raises:
-        engine.files.FileWriteError: ``path`` could not be written (see :func:`_save`).
+        engine.files.FileWriteError: ``path`` could not be written (see :func:`save_png`).
     """
     steps = list(steps or [])
     if not records and not steps:
@@ -98,7 +108,7 @@ def plot_training_curves(records: List[Mapping[str, Any]], path: PathLike,
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    return _save(fig, path, dpi=90)
+    return save_png(fig, path, dpi=90)
 
 
 def plot_test_curves(curves: Mapping[str, Mapping[str, Any]], path: PathLike) -> Optional[Path]:
@@ -113,7 +123,7 @@ def plot_test_curves(curves: Mapping[str, Mapping[str, Any]], path: PathLike) ->
         The file written, or None when no test set has curves (nothing was scored).
 
     Raises:
-        engine.files.FileWriteError: ``path`` could not be written (see :func:`_save`).
+        engine.files.FileWriteError: ``path`` could not be written (see :func:`save_png`).
     """
     with_curves = {n: c for n, c in curves.items() if c and "precision" in c}
     if not with_curves:
@@ -129,4 +139,4 @@ def plot_test_curves(curves: Mapping[str, Mapping[str, Any]], path: PathLike) ->
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, dpi=120)
+    return save_png(fig, path, dpi=120)

@@ -42,8 +42,8 @@ def test_a_short_run_draws_a_line_not_a_dot(tmp_path, monkeypatch):
     import engine.plotting as plotting
 
     drawn = {}
-    real_save = plotting._save
-    monkeypatch.setattr(plotting, "_save", lambda fig, path, dpi: drawn.setdefault("fig", fig) and real_save(fig, path, dpi))
+    real_save = plotting.save_png
+    monkeypatch.setattr(plotting, "save_png", lambda fig, path, dpi: drawn.setdefault("fig", fig) and real_save(fig, path, dpi))
     steps = [{"step": s, "main_loss": 1.0 / s, "lr": 1e-3} for s in range(1, 9)]
     records = [{"step": 8, "epoch": 1, "val_loss": 0.3, "val_Sm": 0.5, "val_MAE": 0.2, "lr": 1e-3}]
     assert plot_training_curves(records, tmp_path / "curves.png", steps=steps).stat().st_size > 0
