@@ -6,6 +6,7 @@ repeats.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -18,11 +19,13 @@ from engine.compile import compile_model
 from engine.inference.cuda_graph import CudaGraphInference
 from engine.runtime import autocast_context as _autocast
 from engine.training.graphed_step import CUDAGraphStep, capturable_adamw
+from engine.training.step import StepParts, update_weights
 from models import build_backbone, build_model, count_parameters, set_attention_backend
 from models.attention import ATTENTION_BACKENDS, FUSED_SDPA_KERNELS, math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
+    "Workload",
     "benchmark_attention_unit",
     "benchmark_loss",
     "compare_workloads",
@@ -110,8 +113,18 @@ def _peak_mb(device: torch.device) -> Optional[float]:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
-class _Workload:
-    """Training-step and inference closures for one module at one input size."""
+class Workload:
+    """Training-step and inference closures for one module at one input size.
+
+    Args:
+        module: the model, or any module whose output ``loss`` reads.
+        device: where it runs.
+        batch_size: images of the synthetic batch.
+        img_size: side of the synthetic images.
+        dtype: autocast dtype (None: fp32).
+        channels_last: NHWC weights and images.
+        loss: a scalar loss of the module's output.
+    """
 
     def __init__(self, module, device, batch_size, img_size, dtype, channels_last, loss=benchmark_loss):
         self.loss = loss
@@ -124,33 +137,31 @@ class _Workload:
         self.opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
         # fp16 needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        # The product's training step (engine.training.step) on a fixed synthetic batch; the loss
+        # reads the output alone, so the mask is a placeholder.
+        self.parts = StepParts(model=self.module, loss=lambda out, masks: {"loss": loss(out)}, optimizer=self.opt,
+                               scaler=self.scaler, params=params, device=device, amp_dtype=dtype,
+                               channels_last=channels_last)
+        self.batch = {"image": self.x, "mask": torch.zeros((), device=device)}
         self.graph_b1: Optional[CudaGraphInference] = None
         self.graph_batch: Optional[CudaGraphInference] = None
         self.graph_train: Optional[CUDAGraphStep] = None
 
     def train_step(self):
         self.module.train()
-        with _autocast(self.device, self.dtype):
-            loss = self.loss(self.module(self.x))
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        update_weights(self.parts, [self.batch])
         self.opt.zero_grad(set_to_none=True)
 
     def train_graph(self):
         """The training step replayed from one captured CUDA graph, as ``train`` runs it."""
         if self.graph_train is None:
             # Its own capturable AdamW (device-side step counters), as the trainer builds it.
-            params = [p for p in self.module.parameters() if p.requires_grad]
-            opt = capturable_adamw(params, 1e-4, 0.01, self.device)
+            opt = capturable_adamw(self.parts.params, 1e-4, 0.01, self.device)
+            parts = dataclasses.replace(self.parts, optimizer=opt)
 
             def body(x):
                 self.module.train()
-                with _autocast(self.device, self.dtype):
-                    loss = self.loss(self.module(x))
-                loss.backward()
-                opt.step()
-                return (loss.detach(),)
+                return (update_weights(parts, [{"image": x, "mask": self.batch["mask"]}]),)
 
             self.graph_train = CUDAGraphStep(body, opt, [self.x], warmup_steps=3)
         return self.graph_train(self.x)
@@ -200,7 +211,7 @@ class _Workload:
 
 
 def compare_workloads(
-    workloads: Dict[str, "_Workload"], warmup: int, iters: int, rounds: int = 3, cuda_graphs: bool = True,
+    workloads: Dict[str, "Workload"], warmup: int, iters: int, rounds: int = 3, cuda_graphs: bool = True,
     batch1: bool = True, progress: Callable[[str], None] = lambda msg: None,
     reference_name: str = "backbone_alone",
 ) -> Dict[str, Dict[str, Optional[float]]]:
@@ -370,7 +381,7 @@ def run_benchmark(
     progress("backbone alone vs full model (alternating rounds)")
     # Compiled, each module's loss is compiled too, as train compiles its loss with its model.
     workloads = {
-        name: _Workload(maybe_compile(m), device, batch_size, img_size, dtype, channels_last,
+        name: Workload(maybe_compile(m), device, batch_size, img_size, dtype, channels_last,
                         loss=maybe_compile(benchmark_loss))
         for name, m in (("backbone_alone", ref), ("model", model))
     }

@@ -1,4 +1,4 @@
-"""``train_ultimate.py quality-benchmark``: model variants trained for the same GPU time, then scored."""
+"""``python benchmarks/lab.py quality-benchmark``: model variants trained for the same GPU time, then scored."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ from typing import Optional, Tuple
 
 import click
 
+from benchmarks.quality_report import VARIANT_NAMES
+from benchmarks.quality_report_cli import check_reference
 from cli.options import FiniteFloatRange, check_device_option, check_img_size_option, check_output_file
-from cli.quality_report import check_reference
-from engine.tools.quality_report import VARIANT_NAMES
 
 # Counts that make no sense below 1 (an empty batch or split fails deep in the model or the loader).
 _POSITIVE = click.IntRange(min=1)
@@ -93,8 +93,8 @@ def quality_benchmark(ctx: click.Context, dataset_paths, variants, seconds, max_
     from engine.config import ConfigError, resolve_config
     from engine.files import atomic_write_text
     from engine.runtime import autocast_dtype, resolve_device
-    from engine.tools.quality import QualitySettings, format_quality_table, run_quality_benchmark
-    from engine.tools.quality_data import load_quality_data
+    from benchmarks.quality import QualitySettings, format_quality_table, run_quality_benchmark
+    from benchmarks.quality_data import load_quality_data
 
     try:
         config = resolve_config(config_file, {"model.backbone": backbone}, set_items)

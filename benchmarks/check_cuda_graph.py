@@ -1,7 +1,7 @@
 """CUDA-graph replay against the eager model, on a GPU: forward passes, predict and evaluate.
 
-    python scripts/check_cuda_graph.py --checkpoint checkpoints/best.pt
-    python scripts/check_cuda_graph.py --json graph_check.json      # a random model
+    python benchmarks/check_cuda_graph.py --checkpoint checkpoints/best.pt
+    python benchmarks/check_cuda_graph.py --json graph_check.json      # a random model
 
 1. ``Predictor.probabilities`` with graphs against the same model run eagerly, on a sequence
    of batches chosen to exercise what can go wrong: a full batch (eager, then captured), a

@@ -1,10 +1,10 @@
 """End-to-end speed of ``predict`` and batch-1 latency of the Python API, as JSON.
 
-    python scripts/benchmark_predict.py --checkpoint checkpoints/best.pt --json predict_bench.json
-    python scripts/benchmark_predict.py --folder photos/ --device cuda --batch-size 32
+    python benchmarks/benchmark_predict.py --checkpoint checkpoints/best.pt --json predict_bench.json
+    python benchmarks/benchmark_predict.py --folder photos/ --device cuda --batch-size 32
 
-The same measurement as ``python train_ultimate.py benchmark --predict-only`` (both call
-:func:`engine.tools.predict_speed.run_predict_benchmark`; see it for what each figure means).
+Prints a few readable lines on stderr and the JSON on stdout; see
+:func:`benchmarks.predict_speed.run_predict_benchmark` for what each figure means.
 Without ``--folder`` it writes ``--num-images`` JPEGs of ``--image-px`` pixels to a temporary
 folder. Without ``--checkpoint`` it saves a randomly initialised model of the default
 configuration (speed does not depend on the weights).
@@ -50,7 +50,7 @@ def main(checkpoint, folder, num_images, image_px, img_size, batch_size, num_wor
     from engine.files import atomic_write_text
     from engine.inference.predictor import parse_img_size
     from engine.runtime import resolve_device
-    from engine.tools.predict_speed import run_predict_benchmark
+    from benchmarks.predict_speed import format_predict_report, run_predict_benchmark
 
     try:  # bad values are usage errors (exit 2), found before any work
         parse_img_size(img_size)
@@ -67,6 +67,7 @@ def main(checkpoint, folder, num_images, image_px, img_size, batch_size, num_wor
         )
     except (OSError, RuntimeError, ValueError) as exc:  # e.g. an unknown --set key, a failing `predict` process
         raise click.ClickException(str(exc)) from exc
+    click.echo(format_predict_report(result), err=True)
     text = json.dumps(result, indent=2)
     click.echo(text)
     if json_out:

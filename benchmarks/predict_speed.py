@@ -30,10 +30,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["ROOT", "run_predict_benchmark", "startup_seconds", "write_test_images"]
+__all__ = ["ROOT", "format_predict_report", "run_predict_benchmark", "startup_seconds", "write_test_images"]
 
 #: The project root (where ``train_ultimate.py`` is).
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_test_images(folder: Path, count: int, px: int, seed: int = 0) -> List[Path]:
@@ -252,3 +252,24 @@ def run_predict_benchmark(
         "fresh_process": fresh,
         "api_latency_b1_ms": latency,
     }
+
+
+def format_predict_report(r: dict) -> str:
+    """A few readable lines of a :func:`run_predict_benchmark` result."""
+    s, p = r["startup"], r["in_process"]
+    lines = [
+        f"predict over {r['images']} images of {r['image_shape'][0]}x{r['image_shape'][1]} at {r['img_size']} px, "
+        f"batch {r['batch_size']}, {r['num_workers']} workers, {r['writer_threads']} writer threads "
+        f"on {r['gpu'] or r['device']}:",
+        f"  in one process, first file read to last mask written: {p['img_per_s']:.0f} img/s "
+        f"({p['seconds']:.2f} s, median of {len(p['runs_s'])})",
+        f"  start-up: import torch {s['import_torch_s']:.1f} s, project {s['import_project_s']:.1f} s, "
+        f"CUDA {s['cuda_init_s']:.1f} s, model load {s['model_load_s']:.1f} s, warm-up {s['warm_up_s']:.1f} s "
+        f"(total {s['total_s']:.1f} s)",
+    ]
+    if r.get("fresh_process"):
+        f = r["fresh_process"]
+        lines.append(f"  whole command as a fresh process: {f['seconds']:.1f} s ({f['img_per_s']:.0f} img/s)")
+    lat = r["api_latency_b1_ms"]
+    lines.append(f"  API batch-1 latency: median {lat['median']:.2f} ms (min {lat['min']:.2f} ms)")
+    return "\n".join(lines)
