@@ -50,7 +50,7 @@ def main(checkpoint, folder, num_images, image_px, img_size, batch_size, num_wor
     from engine.files import atomic_write_text
     from engine.inference.predictor import parse_img_size
     from engine.runtime import resolve_device
-    from benchmarks.predict_speed import format_predict_report, run_predict_benchmark
+    from benchmarks.predict_speed import PredictBenchSettings, format_predict_report, run_predict_benchmark
 
     try:  # bad values are usage errors (exit 2), found before any work
         parse_img_size(img_size)
@@ -59,12 +59,11 @@ def main(checkpoint, folder, num_images, image_px, img_size, batch_size, num_wor
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        result = run_predict_benchmark(
-            dev, checkpoint=checkpoint, folder=folder, num_images=num_images, image_px=image_px, img_size=img_size,
+        settings = PredictBenchSettings(
+            checkpoint=checkpoint, folder=folder, num_images=num_images, image_px=image_px, img_size=img_size,
             batch_size=batch_size, num_workers=num_workers, precision=precision, repeats=repeats,
-            latency_iters=latency_iters, fresh_process=not no_fresh_process, model_overrides=model_overrides,
-            progress=lambda msg: click.echo(f"... {msg}", err=True),
-        )
+            latency_iters=latency_iters, fresh_process=not no_fresh_process, model_overrides=model_overrides)
+        result = run_predict_benchmark(dev, settings, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except (OSError, RuntimeError, ValueError) as exc:  # e.g. an unknown --set key, a failing `predict` process
         raise click.ClickException(str(exc)) from exc
     click.echo(format_predict_report(result), err=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
@@ -38,6 +39,7 @@ from models import CamoXpertConfig, build_model, count_parameters
 __all__ = [
     "QUALITY_MEASURES",
     "VARIANTS",
+    "QualityPlan",
     "QualitySettings",
     "format_quality_table",
     "run_quality_benchmark",
@@ -134,82 +136,60 @@ def _run_progress(settings: QualitySettings, desc: str) -> Iterator[Callable[[in
         bar.close()
 
 
-def run_quality_benchmark(
-    data: QualityData,
-    model_section: Mapping[str, Any],
-    variants: Sequence[str],
-    seeds: Sequence[int],
-    settings: QualitySettings,
-    loss_section: Optional[Mapping[str, Any]] = None,
-    log: Callable[[str], None] = print,
-    equal_steps: Optional[int] = None,
-    reference: str = "fpn",
-) -> Dict[str, Any]:
-    """Train and score every variant for every seed; the first variant sets the equal-steps point.
+@dataclass
+class QualityPlan:
+    """Which runs a quality benchmark makes.
 
-    Args:
-        data: the preloaded splits (see :func:`benchmarks.quality_data.load_quality_data`).
+    Attributes:
         model_section: the run config's ``model`` section (backbone, width...).
         variants: names from :data:`VARIANTS`, slowest first.
         seeds: one full round of variants per seed.
-        settings: the shared loop settings.
         loss_section: the run config's ``loss`` section (structure-loss and balance weights).
-        log: where the line of each finished run goes (a tqdm bar shows each run while it trains).
         equal_steps: the step count every variant is also scored at (default: the first
             variant's steps in each seed), e.g. to compare with a variant run in another call.
         reference: the variant every other is compared with, seed by seed (see
             :mod:`benchmarks.quality_report`).
+    """
+
+    model_section: Mapping[str, Any]
+    variants: Sequence[str]
+    seeds: Sequence[int]
+    loss_section: Optional[Mapping[str, Any]] = None
+    equal_steps: Optional[int] = None
+    reference: str = "fpn"
+
+
+def run_quality_benchmark(data: QualityData, plan: QualityPlan, settings: QualitySettings,
+                          log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Train and score every variant for every seed; the first variant sets the equal-steps point.
+
+    Args:
+        data: the preloaded splits (see :func:`benchmarks.quality_data.load_quality_data`).
+        plan: the variants, seeds and config sections.
+        settings: the shared loop settings.
+        log: where the line of each finished run goes (a tqdm bar shows each run while it trains).
 
     Returns:
         A JSON-safe dict: settings, per-run records, per-variant means and spread over seeds, and
-        the seeds each variant won against ``reference``.
+        the seeds each variant won against ``plan.reference``.
     """
-    configs = {name: variant_config(model_section, name) for name in variants}  # fail early
+    configs = {name: variant_config(plan.model_section, name) for name in plan.variants}  # fail early
     device = data.train_images.device
     runs: List[Dict[str, Any]] = []
-    for seed in seeds:
-        target = equal_steps
-        for name in variants:
-            seed_everything(seed)
-            model = build_model(configs[name]).to(device)
-            loss_fn = structure_loss(loss_section)
-            with _run_progress(settings, f"seed {seed} {name}") as progress:
-                record = train_preloaded(model, data, settings, loss_fn, seed, snapshot_at=target, progress=progress)
-            if target is None:
-                target = record.steps
-            final = score_model(model, data, settings)
-            at_steps = None
-            if record.steps == target:
-                at_steps = final
-            elif record.snapshot is not None:
-                model.load_state_dict(record.snapshot)
-                at_steps = score_model(model, data, settings)
-            run = {
-                "variant": name,
-                "seed": seed,
-                "params_m": round(count_parameters(model) / 1e6, 3),
-                "moe_params_m": round(sum(p.numel() for p in model.moe.parameters()) / 1e6, 3),
-                "steps": record.steps,
-                "train_seconds": round(record.seconds, 2),
-                "img_per_s": round(record.steps * settings.batch_size / max(record.seconds, 1e-9), 1),
-                "cuda_graph": record.cuda_graph,
-                "setup_seconds": round(record.setup_seconds, 2),
-                "final_loss": round(record.final_loss, 4),
-                "equal_time": final,
-                "equal_steps": at_steps,
-                "equal_steps_at": target,
-                "routing": record.routing,
-                "min_routing_share": min((s for layer in record.routing.values() for s in layer.values()), default=None),
-            }
+    for seed in plan.seeds:
+        target = plan.equal_steps
+        for name in plan.variants:
+            run = _train_and_score(data, name, configs[name], settings, structure_loss(plan.loss_section), seed,
+                                   target)
+            run = {"variant": name, "seed": seed, **run}
+            target = run["equal_steps_at"]
             runs.append(run)
+            final, at_steps = run["equal_time"], run["equal_steps"]
             log(
                 f"seed {seed} {name:<20} {run['steps']:>6} steps {run['img_per_s']:>7.1f} img/s  "
                 f"S {final['Sm']:.4f}  E {final['Em_mean']:.4f}  wF {final['wFm']:.4f}  MAE {final['MAE']:.4f}"
                 + (f"  | at {target} steps S {at_steps['Sm']:.4f}" if at_steps else "")
             )
-            del model
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
     result = {
         "data": data.name,
         "train_images": int(data.train_images.shape[0]),
@@ -219,10 +199,48 @@ def run_quality_benchmark(
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
-        "model": dict(model_section),
+        "model": dict(plan.model_section),
         "settings": settings.to_dict(),
-        "variants": list(variants),
-        "seeds": list(seeds),
+        "variants": list(plan.variants),
+        "seeds": list(plan.seeds),
         "runs": runs,
     }
-    return with_summary(result, reference)
+    return with_summary(result, plan.reference)
+
+
+def _train_and_score(data: QualityData, name: str, config: CamoXpertConfig, settings: QualitySettings,
+                     loss_fn: CODLoss, seed: int, target: Optional[int]) -> Dict[str, Any]:
+    """One variant and seed: build, train, score at equal time and at ``target`` steps (None: its own)."""
+    device = data.train_images.device
+    seed_everything(seed)
+    model = build_model(config).to(device)
+    with _run_progress(settings, f"seed {seed} {name}") as progress:
+        record = train_preloaded(model, data, settings, loss_fn, seed, snapshot_at=target, progress=progress)
+    if target is None:
+        target = record.steps
+    final = score_model(model, data, settings)
+    at_steps = None
+    if record.steps == target:
+        at_steps = final
+    elif record.snapshot is not None:
+        model.load_state_dict(record.snapshot)
+        at_steps = score_model(model, data, settings)
+    run = {
+        "params_m": round(count_parameters(model) / 1e6, 3),
+        "moe_params_m": round(sum(p.numel() for p in model.moe.parameters()) / 1e6, 3),
+        "steps": record.steps,
+        "train_seconds": round(record.seconds, 2),
+        "img_per_s": round(record.steps * settings.batch_size / max(record.seconds, 1e-9), 1),
+        "cuda_graph": record.cuda_graph,
+        "setup_seconds": round(record.setup_seconds, 2),
+        "final_loss": round(record.final_loss, 4),
+        "equal_time": final,
+        "equal_steps": at_steps,
+        "equal_steps_at": target,
+        "routing": record.routing,
+        "min_routing_share": min((s for layer in record.routing.values() for s in layer.values()), default=None),
+    }
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return run

@@ -90,7 +90,9 @@ def test_missing_checkpoint_or_folder_is_refused_before_any_timing(tmp_path, mon
 
     monkeypatch.setattr(predict_speed, "startup_seconds", lambda device: pytest.fail("timing started"))
     small = dict(num_images=1, image_px=32, img_size=64)
+    settings = predict_speed.PredictBenchSettings(checkpoint=tmp_path / "missing.pt", **small)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        predict_speed.run_predict_benchmark(torch.device("cpu"), checkpoint=tmp_path / "missing.pt", **small)
+        predict_speed.run_predict_benchmark(torch.device("cpu"), settings)
+    settings = predict_speed.PredictBenchSettings(folder=tmp_path / "no_such_folder", **small)
     with pytest.raises(FileNotFoundError, match="no_such_folder"):
-        predict_speed.run_predict_benchmark(torch.device("cpu"), folder=tmp_path / "no_such_folder", **small)
+        predict_speed.run_predict_benchmark(torch.device("cpu"), settings)

@@ -6,7 +6,8 @@ import torch
 from click.testing import CliRunner
 
 from benchmarks import quality, quality_data
-from benchmarks.quality import VARIANTS, QualitySettings, run_quality_benchmark, train_preloaded, variant_config
+from benchmarks.quality import (VARIANTS, QualityPlan, QualitySettings, run_quality_benchmark, train_preloaded,
+                                variant_config)
 from benchmarks.quality_data import QualityData
 from engine.training.losses import CODLoss
 from models import build_model
@@ -87,7 +88,7 @@ def _stub_work(monkeypatch):
     calls = []
     monkeypatch.setattr(quality_data, "load_quality_data", lambda *a, **k: calls.append("load") or _tiny_data())
     monkeypatch.setattr(quality, "run_quality_benchmark",
-                        lambda data, model, names, seeds, settings, **kw: calls.append((names, seeds, kw["reference"])))
+                        lambda data, plan, settings, **kw: calls.append((plan.variants, plan.seeds, plan.reference)))
     monkeypatch.setattr(quality, "format_quality_table", lambda result: "table")
     return calls
 
@@ -190,8 +191,8 @@ def test_each_run_shows_a_bar_of_its_budget(monkeypatch):
     monkeypatch.setattr(quality, "tqdm", _FakeBar)
     # Without a time limit the bar counts steps.
     settings = QualitySettings(seconds=0, max_steps=3, batch_size=2, warmup_steps=1, untimed_warmup_steps=0)
-    run_quality_benchmark(_tiny_data(), {"backbone": "edgenext_xx_small", "dim": 16}, ["fpn"], [0], settings,
-                          log=lambda line: None)
+    plan = QualityPlan({"backbone": "edgenext_xx_small", "dim": 16}, ["fpn"], [0])
+    run_quality_benchmark(_tiny_data(), plan, settings, log=lambda line: None)
     (bar,) = _FakeBar.bars
     assert (bar.desc, bar.total, bar.n, bar.closed) == ("seed 0 fpn", 3, 3, True)
     # With one, it counts device seconds up to the budget, and says how many steps that took.
