@@ -184,8 +184,7 @@ def run_predict_benchmark(device: torch.device, settings: PredictBenchSettings,
         progress: where status lines go.
 
     Raises:
-        FileNotFoundError: the checkpoint or the folder does not exist, or the folder holds no
-            image (raised before any timing starts).
+        FileNotFoundError: no such checkpoint or folder, or no image in it (before any timing).
         RuntimeError: a run wrote fewer masks than images, or the ``predict`` process failed (the
             message quotes its last error line).
     """
@@ -211,8 +210,7 @@ def run_predict_benchmark(device: torch.device, settings: PredictBenchSettings,
         progress("start-up of a fresh process (imports, CUDA)")
         startup: Dict[str, float] = dict(startup_seconds(device))
         progress("in-process predict: load, warm up, timed runs")
-        in_process = _in_process(Path(checkpoint), paths, device, st, workers, tmp_path, startup)
-        fresh = None
+        in_process, fresh = _in_process(Path(checkpoint), paths, device, st, workers, tmp_path, startup), None
         if st.fresh_process:
             progress("predict as a fresh process")
             seconds = _fresh_predict(Path(checkpoint), folder, tmp_path / "masks_fresh", device, st)

@@ -139,12 +139,14 @@ def run_bare(args: argparse.Namespace, device, dtype, model_section, loss_sectio
 
 def run_step_benchmark(args: argparse.Namespace, device, dtype, model_section) -> Dict[str, Any]:
     """``benchmark``'s training-step measurement of this model (one round, no attention sections)."""
-    from engine.tools.benchmark import run_benchmark
+    from engine.tools.benchmark import BenchmarkSettings, run_benchmark
 
     keys = ("num_experts", "top_k", "moe_levels", "decoder", "routing", "deep_supervision", "use_flash_attn")
     overrides = {k: model_section[k] for k in keys if k in model_section}
-    r = run_benchmark(device, backbone=args.backbone, batch_size=args.batch_size, img_size=args.img_size, dtype=dtype,
-                      iters=args.benchmark_iters, rounds=1, attention_backends=False, model_overrides=overrides)
+    settings = BenchmarkSettings(backbone=args.backbone, batch_size=args.batch_size, img_size=args.img_size, dtype=dtype,
+                                 iters=args.benchmark_iters, rounds=1, attention_backends=False,
+                                 model_overrides=overrides)
+    r = run_benchmark(device, settings)
     return {"train_step_ms": round(r["model"]["train_step_ms"], 2),
             "train_img_per_s": round(r["model"]["train_img_per_s"], 1),
             "backbone_train_img_per_s": round(r["backbone_alone"]["train_img_per_s"], 1)}

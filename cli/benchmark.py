@@ -98,7 +98,7 @@ def format_report(r: dict) -> str:
 def benchmark(device, batch_size, img_size, backbone, precision, compile_, compile_mode, warmup, iters, rounds, channels_last,
               skip_attention, skip_data, overrides, json_out) -> None:
     """Measure training/inference speed and memory of CamoXpert against its backbone alone."""
-    from engine.tools.benchmark import run_benchmark
+    from engine.tools.benchmark import BenchmarkSettings, run_benchmark
     from engine.files import atomic_write_text
     from engine.runtime import autocast_dtype, resolve_device
 
@@ -130,8 +130,7 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
         # elapsed seconds: compiling takes minutes, and this shows which part took them
         click.echo(f"… [{time.perf_counter() - started:5.0f} s] {msg}", err=True)
 
-    result = run_benchmark(
-        dev,
+    settings = BenchmarkSettings(
         backbone=backbone,
         batch_size=batch_size or (16 if gpu else 2),
         img_size=img_size or (384 if gpu else 128),
@@ -144,8 +143,8 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
         rounds=rounds,
         attention_backends=not skip_attention,
         model_overrides=model_overrides,
-        progress=say,
     )
+    result = run_benchmark(dev, settings, progress=say)
     if not skip_data:
         result["data_loader"] = _data_loader_throughput(result["img_size"])
     click.echo(format_report(result))
