@@ -4,6 +4,11 @@ Nothing here waits for the GPU. A non-finite loss or gradient skips the update o
 (the fused AdamW kernel's ``found_inf`` input; the GradScaler does the same for fp16), the EMA
 leaves the skipped step out through a 0/1 weight, and the counts land in
 :class:`~engine.training.meters.StepMeters`, read every few steps.
+
+The update itself (forward, loss, backward, clip, optimizer and scaler step) is written once,
+in :func:`update_weights`, over a :class:`StepParts`: the trainer reaches it through
+:func:`update_on_device`, and the speed benchmark and the lab's loops call it with their own
+model, loss and batches, so what they measure is the step that trains.
 """
 from __future__ import annotations
 
