@@ -15,15 +15,13 @@ from cli.export import export  # noqa: E402
 from cli.info import info  # noqa: E402
 from cli.make_synthetic import make_synthetic  # noqa: E402
 from cli.predict import predict  # noqa: E402
-from cli.quality import quality_benchmark  # noqa: E402
-from cli.quality_report import quality_report  # noqa: E402
 from cli.train import train  # noqa: E402
 from models.names import attention_backend_from_env  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """CamoXpert: camouflaged object detection (train, evaluate, predict, export, benchmark, quality-benchmark, quality-report, info)."""
+    """CamoXpert: camouflaged object detection (train, evaluate, predict, export, benchmark, info, make-synthetic)."""
     try:
         attention_backend_from_env()  # a bad TORCH_SDPA_BACKEND fails here, before any work
     except ValueError as exc:
@@ -37,8 +35,6 @@ main.add_command(predict)
 main.add_command(benchmark)
 main.add_command(export)
 main.add_command(make_synthetic)
-main.add_command(quality_benchmark)
-main.add_command(quality_report)
 
 
 def cli_entry() -> None:

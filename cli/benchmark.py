@@ -1,4 +1,4 @@
-"""``train_ultimate.py benchmark``: full model vs backbone alone, attention backends, data loading, predict."""
+"""``train_ultimate.py benchmark``: full model vs backbone alone, attention backends, data loading."""
 from __future__ import annotations
 
 import json
@@ -77,27 +77,6 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def format_predict_report(r: dict) -> str:
-    """A few readable lines of a :func:`run_predict_benchmark` result."""
-    s, p = r["startup"], r["in_process"]
-    lines = [
-        f"predict over {r['images']} images of {r['image_shape'][0]}x{r['image_shape'][1]} at {r['img_size']} px, "
-        f"batch {r['batch_size']}, {r['num_workers']} workers, {r['writer_threads']} writer threads "
-        f"on {r['gpu'] or r['device']}:",
-        f"  in one process, first file read to last mask written: {p['img_per_s']:.0f} img/s "
-        f"({p['seconds']:.2f} s, median of {len(p['runs_s'])})",
-        f"  start-up: import torch {s['import_torch_s']:.1f} s, project {s['import_project_s']:.1f} s, "
-        f"CUDA {s['cuda_init_s']:.1f} s, model load {s['model_load_s']:.1f} s, warm-up {s['warm_up_s']:.1f} s "
-        f"(total {s['total_s']:.1f} s)",
-    ]
-    if r.get("fresh_process"):
-        f = r["fresh_process"]
-        lines.append(f"  whole command as a fresh process: {f['seconds']:.1f} s ({f['img_per_s']:.0f} img/s)")
-    lat = r["api_latency_b1_ms"]
-    lines.append(f"  API batch-1 latency: median {lat['median']:.2f} ms (min {lat['min']:.2f} ms)")
-    return "\n".join(lines)
-
-
 @click.command()
 @click.option("--device", default="auto", show_default=True, callback=check_device_option, help="auto, cpu, cuda, cuda:N.")
 @click.option("--batch-size", type=_POSITIVE, default=None, help="Default: 16 on GPU, 2 on CPU.")
@@ -115,29 +94,11 @@ def format_predict_report(r: dict) -> str:
 @click.option("--skip-attention", is_flag=True, help="Skip the attention-backend comparison.")
 @click.option("--skip-data", is_flag=True, help="Skip the data-loader measurement.")
 @click.option("--set", "overrides", multiple=True, help="Model config override, e.g. --set dim=96.")
-@click.option("--predict", "predict_", is_flag=True,
-              help="Also time `predict` end to end: in one process from first file read to last mask written, "
-                   "start-up seconds, and the whole command as a fresh process.")
-@click.option("--predict-only", is_flag=True, help="Run only the --predict section.")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint for --predict (default: a random model of --backbone/--set).")
-@click.option("--predict-folder", type=click.Path(exists=True, file_okay=False),
-              help="Images for --predict (default: --predict-images JPEGs written to a temporary folder).")
-@click.option("--predict-images", type=_POSITIVE, default=1000, show_default=True)
-@click.option("--predict-image-px", type=_POSITIVE, default=800, show_default=True, help="Side of the written JPEGs.")
-@click.option("--predict-batch-size", type=_POSITIVE, default=None, help="Default: 32 on GPU, 2 on CPU.")
-@click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Decoding workers for --predict (default: predict's).")
-@click.option("--predict-repeats", type=_POSITIVE, default=3, show_default=True, help="Timed in-process runs (median kept).")
-@click.option("--no-fresh-process", is_flag=True, help="Skip timing `predict` as a new process.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=check_output_file, help="Write the full result as JSON here.")
 def benchmark(device, batch_size, img_size, backbone, precision, compile_, compile_mode, warmup, iters, rounds, channels_last,
-              skip_attention, skip_data, overrides, predict_, predict_only, checkpoint, predict_folder, predict_images,
-              predict_image_px, predict_batch_size, num_workers, predict_repeats, no_fresh_process, json_out) -> None:
-    """Measure training/inference speed and memory of CamoXpert against its backbone alone.
-
-    With --predict, also time `predict` over a folder of images end to end (--predict-only for that alone).
-    """
-    from engine.tools.benchmark import run_benchmark
+              skip_attention, skip_data, overrides, json_out) -> None:
+    """Measure training/inference speed and memory of CamoXpert against its backbone alone."""
+    from engine.tools.benchmark import BenchmarkSettings, run_benchmark
     from engine.files import atomic_write_text
     from engine.runtime import autocast_dtype, resolve_device
 
@@ -162,7 +123,6 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
     except TypeError as exc:  # e.g. dim=[ read as text, where a number is needed
         raise click.UsageError(f"--set {' '.join(overrides)}: a value has the wrong type for the model config "
                                f"({exc}).") from None
-    size = img_size or (384 if gpu else 128)
 
     started = time.perf_counter()
 
@@ -170,44 +130,24 @@ def benchmark(device, batch_size, img_size, backbone, precision, compile_, compi
         # elapsed seconds: compiling takes minutes, and this shows which part took them
         click.echo(f"… [{time.perf_counter() - started:5.0f} s] {msg}", err=True)
 
-    result: dict = {}
-    if not predict_only:
-        result = run_benchmark(
-            dev,
-            backbone=backbone,
-            batch_size=batch_size or (16 if gpu else 2),
-            img_size=size,
-            dtype=dtype,
-            warmup=warmup if warmup is not None else (10 if gpu else 2),
-            iters=iters if iters is not None else (30 if gpu else 3),
-            compile=compile_,
-            compile_mode=compile_mode,
-            channels_last=channels_last,
-            rounds=rounds,
-            attention_backends=not skip_attention,
-            model_overrides=model_overrides,
-            progress=say,
-        )
-        if not skip_data:
-            result["data_loader"] = _data_loader_throughput(result["img_size"])
-        click.echo(format_report(result))
-    if predict_ or predict_only:
-        from pathlib import Path
-
-        from engine.tools.predict_speed import run_predict_benchmark
-
-        try:
-            result["predict"] = run_predict_benchmark(
-                dev, checkpoint=Path(checkpoint) if checkpoint else None,
-                folder=Path(predict_folder) if predict_folder else None, num_images=predict_images,
-                image_px=predict_image_px, img_size=size, batch_size=predict_batch_size or (32 if gpu else 2),
-                num_workers=num_workers, precision=precision, repeats=predict_repeats,
-                fresh_process=not no_fresh_process, model_overrides={"backbone": backbone, **model_overrides},
-                progress=say,
-            )
-        except (OSError, RuntimeError, ValueError) as exc:  # e.g. the fresh `predict` process failed: say why
-            raise click.ClickException(str(exc)) from exc
-        click.echo(format_predict_report(result["predict"]))
+    settings = BenchmarkSettings(
+        backbone=backbone,
+        batch_size=batch_size or (16 if gpu else 2),
+        img_size=img_size or (384 if gpu else 128),
+        dtype=dtype,
+        warmup=warmup if warmup is not None else (10 if gpu else 2),
+        iters=iters if iters is not None else (30 if gpu else 3),
+        compile=compile_,
+        compile_mode=compile_mode,
+        channels_last=channels_last,
+        rounds=rounds,
+        attention_backends=not skip_attention,
+        model_overrides=model_overrides,
+    )
+    result = run_benchmark(dev, settings, progress=say)
+    if not skip_data:
+        result["data_loader"] = _data_loader_throughput(result["img_size"])
+    click.echo(format_report(result))
     if json_out:
         atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {json_out}")

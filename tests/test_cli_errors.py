@@ -55,8 +55,6 @@ def test_inference_device_typo_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize("command, option", [
     (["info"], "--json"),
     (["benchmark", "--device", "cpu"], "--json"),
-    (["quality-benchmark", "--device", "cpu"], "--json"),
-    (["quality-report", "CKPT"], "--json"),
     (["evaluate", "--checkpoint", "CKPT"], "--output-json"),
     (["export", "--checkpoint", "CKPT", "--output", "OUT"], "--json"),
     (["export", "--checkpoint", "CKPT"], "--output"),

@@ -29,7 +29,7 @@ def test_importing_the_entry_script_loads_no_heavy_library():
 
 
 @pytest.mark.parametrize("command", ["train", "predict", "evaluate", "benchmark", "export", "info",
-                                     "make-synthetic", "quality-benchmark"])
+                                     "make-synthetic"])
 def test_command_help_loads_no_heavy_library(command):
     loaded = _modules_after(
         "import sys\nfrom click.testing import CliRunner\nfrom train_ultimate import main\n"

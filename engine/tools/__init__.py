@@ -1,1 +1,1 @@
-"""Tools: speed/memory benchmark, learning-quality benchmark, attention-backend check."""
+"""Tools of the user commands: the speed/memory benchmark and the attention-backend check."""

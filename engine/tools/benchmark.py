@@ -6,8 +6,9 @@ repeats.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
-import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -17,12 +18,16 @@ import torch.nn.functional as F
 from engine.compile import compile_model
 from engine.inference.cuda_graph import CudaGraphInference
 from engine.runtime import autocast_context as _autocast
+from engine.tools.timing import measure, measure_interleaved, peak_mb, quartiles, time_once
 from engine.training.graphed_step import CUDAGraphStep, capturable_adamw
+from engine.training.step import StepParts, update_weights
 from models import build_backbone, build_model, count_parameters, set_attention_backend
 from models.attention import ATTENTION_BACKENDS, FUSED_SDPA_KERNELS, math_attention, sdpa_kernel_context
 from models.sdpa_probe import probe_sdpa_kernels
 
 __all__ = [
+    "BenchmarkSettings",
+    "Workload",
     "benchmark_attention_unit",
     "benchmark_loss",
     "compare_workloads",
@@ -32,56 +37,6 @@ __all__ = [
     "quartiles",
     "run_benchmark",
 ]
-
-
-def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5, iters: int = 20) -> float:
-    """Median milliseconds of ``fn()`` over ``iters`` runs after ``warmup`` runs."""
-    return statistics.median(measure_interleaved({"fn": fn}, device, warmup, iters)["fn"])
-
-
-def _time_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Milliseconds of one call of ``fn``: CUDA events around it on a GPU, the host clock on CPU."""
-    if device.type != "cuda":
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
-def measure_interleaved(
-    fns: Dict[str, Callable[[], object]], device: torch.device, warmup: int = 5, iters: int = 20
-) -> Dict[str, List[float]]:
-    """Milliseconds of every timed call of each ``fns[name]``, the functions interleaved call by call.
-
-    Each of the ``iters`` passes times one call of every function, the order reversed from one
-    pass to the next, so that the i-th samples of two functions are a matched pair taken a few
-    milliseconds apart. Launch-bound workloads are timed mostly in host time, and a shared host
-    drifts: on an H100 host the backbone's eager inference moved between 10.7 and 21.8 ms from
-    one block of 30 calls to the next within a minute, and the model's ratio to it, taken block
-    by block, between 0.53 and 0.74.
-    """
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    samples: Dict[str, List[float]] = {name: [] for name in names}
-    for i in range(iters):
-        for name in names if i % 2 == 0 else reversed(names):
-            samples[name].append(_time_call(fns[name], device))
-    return samples
-
-
-def quartiles(values: Sequence[float]) -> Dict[str, float]:
-    """First quartile, median and third quartile of ``values``."""
-    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
-    return {"q1": q1, "median": median, "q3": q3}
 
 
 def benchmark_loss(output) -> torch.Tensor:
@@ -95,23 +50,18 @@ def benchmark_loss(output) -> torch.Tensor:
     return loss + 0.01 * output.aux_loss
 
 
-def _time_once(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds of one call of ``fn``, waited for on the device."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
+class Workload:
+    """Training-step and inference closures for one module at one input size.
 
-
-def _peak_mb(device: torch.device) -> Optional[float]:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-class _Workload:
-    """Training-step and inference closures for one module at one input size."""
+    Args:
+        module: the model, or any module whose output ``loss`` reads.
+        device: where it runs.
+        batch_size: images of the synthetic batch.
+        img_size: side of the synthetic images.
+        dtype: autocast dtype (None: fp32).
+        channels_last: NHWC weights and images.
+        loss: a scalar loss of the module's output.
+    """
 
     def __init__(self, module, device, batch_size, img_size, dtype, channels_last, loss=benchmark_loss):
         self.loss = loss
@@ -124,33 +74,31 @@ class _Workload:
         self.opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
         # fp16 needs loss scaling; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        # The product's training step (engine.training.step) on a fixed synthetic batch; the loss
+        # reads the output alone, so the mask is a placeholder.
+        self.parts = StepParts(model=self.module, loss=lambda out, masks: {"loss": loss(out)}, optimizer=self.opt,
+                               scaler=self.scaler, params=params, device=device, amp_dtype=dtype,
+                               channels_last=channels_last)
+        self.batch = {"image": self.x, "mask": torch.zeros((), device=device)}
         self.graph_b1: Optional[CudaGraphInference] = None
         self.graph_batch: Optional[CudaGraphInference] = None
         self.graph_train: Optional[CUDAGraphStep] = None
 
     def train_step(self):
         self.module.train()
-        with _autocast(self.device, self.dtype):
-            loss = self.loss(self.module(self.x))
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        update_weights(self.parts, [self.batch])
         self.opt.zero_grad(set_to_none=True)
 
     def train_graph(self):
         """The training step replayed from one captured CUDA graph, as ``train`` runs it."""
         if self.graph_train is None:
             # Its own capturable AdamW (device-side step counters), as the trainer builds it.
-            params = [p for p in self.module.parameters() if p.requires_grad]
-            opt = capturable_adamw(params, 1e-4, 0.01, self.device)
+            opt = capturable_adamw(self.parts.params, 1e-4, 0.01, self.device)
+            parts = dataclasses.replace(self.parts, optimizer=opt)
 
             def body(x):
                 self.module.train()
-                with _autocast(self.device, self.dtype):
-                    loss = self.loss(self.module(x))
-                loss.backward()
-                opt.step()
-                return (loss.detach(),)
+                return (update_weights(parts, [{"image": x, "mask": self.batch["mask"]}]),)
 
             self.graph_train = CUDAGraphStep(body, opt, [self.x], warmup_steps=3)
         return self.graph_train(self.x)
@@ -196,11 +144,11 @@ class _Workload:
         for _ in range(steps):
             self.train_step()
         torch.cuda.synchronize(self.device)
-        return _peak_mb(self.device)
+        return peak_mb(self.device)
 
 
 def compare_workloads(
-    workloads: Dict[str, "_Workload"], warmup: int, iters: int, rounds: int = 3, cuda_graphs: bool = True,
+    workloads: Dict[str, "Workload"], warmup: int, iters: int, rounds: int = 3, cuda_graphs: bool = True,
     batch1: bool = True, progress: Callable[[str], None] = lambda msg: None,
     reference_name: str = "backbone_alone",
 ) -> Dict[str, Dict[str, Optional[float]]]:
@@ -226,7 +174,7 @@ def compare_workloads(
         first_calls[name] = {}
         for key, method in (("first_train_step_s", "train_step"), ("first_infer_s", "infer")):
             progress(f"{name}: first {method.replace('_', ' ')} (compiles with --compile)")
-            first_calls[name][key] = _time_once(getattr(w, method), w.device)
+            first_calls[name][key] = time_once(getattr(w, method), w.device)
     graph_metrics = {"train_step_cuda_graph_ms": "train_graph", "infer_batch_cuda_graph_ms": "infer_graph"}
     if batch1:
         graph_metrics["latency_b1_cuda_graph_ms"] = "infer_b1_graph"
@@ -245,28 +193,34 @@ def compare_workloads(
             timed = measure_interleaved(fns, first.device, warmup if r == 0 else 2, iters)
             for name, values in timed.items():
                 samples[name][metric].extend(values)
+    reference = samples.get(reference_name)
     out = {}
-    reference = samples[reference_name] if reference_name in samples else None
     for name, w in workloads.items():
-        med = {m: statistics.median(v) for m, v in samples[name].items()}
-        if reference is not None and name != reference_name:
-            # Speed ratio of each matched pair (reference time / this time): its spread shows how
-            # far the host moved the ratio during the run.
-            med["paired_ratio_to_reference"] = {
-                m: quartiles([ref / own for ref, own in zip(reference[m], v)]) for m, v in samples[name].items()
-            }
-        med["train_img_per_s"] = w.batch_size / med["train_step_ms"] * 1e3
-        med["infer_img_per_s"] = w.batch_size / med["infer_batch_ms"] * 1e3
-        if "infer_batch_cuda_graph_ms" in med:
-            med["infer_cuda_graph_img_per_s"] = w.batch_size / med["infer_batch_cuda_graph_ms"] * 1e3
-        if "train_step_cuda_graph_ms" in med:
-            med["train_cuda_graph_img_per_s"] = w.batch_size / med["train_step_cuda_graph_ms"] * 1e3
+        med = _summary(w, samples[name], None if name == reference_name else reference)
         med["peak_train_mem_mb"] = peaks[name]
         med.update(first_calls[name])
         if capture_errors.get(name):
             med["cuda_graph_error"] = capture_errors[name]
         out[name] = med
     return out
+
+
+def _summary(w: Workload, samples: Dict[str, List[float]],
+             reference: Optional[Dict[str, List[float]]]) -> Dict[str, object]:
+    """Medians of one workload's samples, its images per second and its paired ratios to ``reference``."""
+    med: Dict[str, object] = {m: statistics.median(v) for m, v in samples.items()}
+    if reference is not None:
+        # Speed ratio of each matched pair (reference time / this time): its spread shows how
+        # far the host moved the ratio during the run.
+        med["paired_ratio_to_reference"] = {
+            m: quartiles([ref / own for ref, own in zip(reference[m], v)]) for m, v in samples.items()
+        }
+    for ms_key, rate_key in (("train_step_ms", "train_img_per_s"), ("infer_batch_ms", "infer_img_per_s"),
+                             ("infer_batch_cuda_graph_ms", "infer_cuda_graph_img_per_s"),
+                             ("train_step_cuda_graph_ms", "train_cuda_graph_img_per_s")):
+        if ms_key in med:
+            med[rate_key] = w.batch_size / med[ms_key] * 1e3
+    return med
 
 
 def benchmark_attention_unit(
@@ -299,7 +253,7 @@ def benchmark_attention_unit(
             with torch.no_grad():
                 f_ms = measure(fwd, device, warmup, iters)
             fb_ms = measure(fwd_bwd, device, warmup, iters)
-            results[name] = {"usable": True, "fwd_ms": f_ms, "fwd_bwd_ms": fb_ms, "peak_mem_mb": _peak_mb(device)}
+            results[name] = {"usable": True, "fwd_ms": f_ms, "fwd_bwd_ms": fb_ms, "peak_mem_mb": peak_mb(device)}
         except RuntimeError as exc:  # e.g. out of memory for explicit attention at large N
             results[name] = {"usable": False, "reason": str(exc).splitlines()[0][:160]}
             if device.type == "cuda":
@@ -321,65 +275,94 @@ def graph_break_count(model: nn.Module, x: torch.Tensor) -> int:
     return int(torch._dynamo.explain(model)(x).graph_break_count)
 
 
-def run_benchmark(
-    device: torch.device,
-    backbone: str = "edgenext_small",
-    batch_size: int = 16,
-    img_size: int = 384,
-    dtype: Optional[torch.dtype] = None,
-    warmup: int = 5,
-    iters: int = 20,
-    compile: bool = False,
-    compile_mode: str = "default",
-    channels_last: bool = True,
-    attention_backends: bool = True,
-    rounds: int = 3,
-    model_overrides: Optional[dict] = None,
-    progress: Callable[[str], None] = lambda msg: None,
-) -> Dict[str, object]:
+@dataclass
+class BenchmarkSettings:
+    """What :func:`run_benchmark` measures, and how.
+
+    Attributes:
+        backbone: timm EdgeNeXt name.
+        batch_size: images per batch.
+        img_size: side of the synthetic images.
+        dtype: autocast dtype (None: fp32).
+        warmup: untimed calls before each measurement.
+        iters: timed calls per measurement and round.
+        compile: torch.compile the model and the backbone.
+        compile_mode: torch.compile mode.
+        channels_last: NHWC weights and images.
+        attention_backends: also time the model per attention backend and attention alone.
+        rounds: alternating measurement rounds (medians kept).
+        model_overrides: model config overrides.
+    """
+
+    backbone: str = "edgenext_small"
+    batch_size: int = 16
+    img_size: int = 384
+    dtype: Optional[torch.dtype] = None
+    warmup: int = 5
+    iters: int = 20
+    compile: bool = False
+    compile_mode: str = "default"
+    channels_last: bool = True
+    attention_backends: bool = True
+    rounds: int = 3
+    model_overrides: Optional[dict] = None
+
+
+def run_benchmark(device: torch.device, settings: BenchmarkSettings,
+                  progress: Callable[[str], None] = lambda msg: None) -> Dict[str, object]:
     """The whole benchmark; returns a JSON-able dict (see the ``benchmark`` command)."""
+    st = settings
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True
     result: Dict[str, object] = {
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
-        "backbone": backbone,
-        "batch_size": batch_size,
-        "img_size": img_size,
-        "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
-        "compile": compile_mode if compile else False,
-        "channels_last": channels_last,
+        "backbone": st.backbone,
+        "batch_size": st.batch_size,
+        "img_size": st.img_size,
+        "dtype": str(st.dtype).replace("torch.", "") if st.dtype else "float32",
+        "compile": st.compile_mode if st.compile else False,
+        "channels_last": st.channels_last,
     }
-    model = build_model(backbone=backbone, **(model_overrides or {}))
+    model = build_model(backbone=st.backbone, **(st.model_overrides or {}))
     result["model_config"] = model.config.to_dict()
     result["params"] = {"model": count_parameters(model), "backbone": count_parameters(model.backbone)}
-    ref = build_backbone(backbone)
+    ref = build_backbone(st.backbone)
 
     def maybe_compile(m):
-        return compile_model(m, compile_mode) if compile else m
+        return compile_model(m, st.compile_mode) if st.compile else m
 
-    if compile:
+    if st.compile:
         # Dynamo's explain, before anything is compiled: afterwards it re-traces next to the
         # compiled frames, which cost minutes on an H100 host.
         progress("graph breaks")
-        x = torch.randn(2, 3, img_size, img_size, device=device)
+        x = torch.randn(2, 3, st.img_size, st.img_size, device=device)
         model.to(device)
         result["graph_breaks"] = {"train": graph_break_count(model.train(), x), "eval": graph_break_count(model.eval(), x)}
 
     progress("backbone alone vs full model (alternating rounds)")
     # Compiled, each module's loss is compiled too, as train compiles its loss with its model.
     workloads = {
-        name: _Workload(maybe_compile(m), device, batch_size, img_size, dtype, channels_last,
-                        loss=maybe_compile(benchmark_loss))
+        name: Workload(maybe_compile(m), device, st.batch_size, st.img_size, st.dtype, st.channels_last,
+                       loss=maybe_compile(benchmark_loss))
         for name, m in (("backbone_alone", ref), ("model", model))
     }
     # Compiled modules are captured too (Inductor's default mode leaves graphs to the caller), as
     # train captures its compiled step; reduce-overhead mode brings its own graphs.
-    graphs = compile_mode != "reduce-overhead" if compile else True
-    result.update(compare_workloads(workloads, warmup, iters, rounds, cuda_graphs=graphs, batch1=not compile,
-                                    progress=progress))
+    graphs = st.compile_mode != "reduce-overhead" if st.compile else True
+    result.update(compare_workloads(workloads, st.warmup, st.iters, st.rounds, cuda_graphs=graphs,
+                                    batch1=not st.compile, progress=progress))
     del workloads
+    _add_ratios(result)
+    progress("ratio to backbone: " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratio_to_backbone"].items()))
+    if st.attention_backends:
+        _add_attention_sections(result, model, device, st, progress)
+    return result
+
+
+def _add_ratios(result: Dict[str, object]) -> None:
+    """The model's speed over the backbone's: per path, and the quartiles of the per-pair ratios."""
     m, b = result["model"], result["backbone_alone"]
     result["ratio_to_backbone"] = {
         "train": m["train_img_per_s"] / b["train_img_per_s"],
@@ -395,29 +378,31 @@ def run_benchmark(
                    "train_step_cuda_graph_ms": "train_cuda_graph", "infer_batch_cuda_graph_ms": "inference_cuda_graph"}
     paired = m.pop("paired_ratio_to_reference", {})
     result["ratio_to_backbone_quartiles"] = {ratio_names[k]: v for k, v in paired.items() if k in ratio_names}
-    progress("ratio to backbone: " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratio_to_backbone"].items()))
 
-    if attention_backends:
-        progress("attention backends in the model")
-        per_backend = {}
-        usable = probe_sdpa_kernels(device, dtype or torch.float32)
-        eval_model = model.eval()
-        x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-        for name in ATTENTION_BACKENDS:
-            if name not in ("auto", "math") and not usable[name].usable:
-                per_backend[name] = {"usable": False, "reason": usable[name].reason}
-                continue
-            set_attention_backend(eval_model, name)
-            try:
-                with torch.inference_mode(), _autocast(device, dtype):
-                    ms = measure(lambda: eval_model(x), device, warmup, iters)
-                per_backend[name] = {"usable": True, "infer_batch_ms": ms, "infer_img_per_s": batch_size / ms * 1e3}
-            except RuntimeError as exc:
-                per_backend[name] = {"usable": False, "reason": str(exc).splitlines()[0][:160]}
-        set_attention_backend(eval_model, "auto")
-        result["model_attention_backends"] = per_backend
-        progress("attention unit")
-        unit_dtype = dtype or torch.float32
-        shape = (16, 8, 576, 64) if device.type == "cuda" else (2, 8, 144, 64)
-        result["attention_unit"] = {"shape": list(shape), "results": benchmark_attention_unit(device, unit_dtype, shape, warmup, iters)}
-    return result
+
+def _add_attention_sections(result: Dict[str, object], model: nn.Module, device: torch.device,
+                            st: BenchmarkSettings, progress: Callable[[str], None]) -> None:
+    """The model's inference speed per attention backend, then attention alone per kernel."""
+    progress("attention backends in the model")
+    per_backend = {}
+    usable = probe_sdpa_kernels(device, st.dtype or torch.float32)
+    eval_model = model.eval()
+    x = torch.randn(st.batch_size, 3, st.img_size, st.img_size, device=device)
+    for name in ATTENTION_BACKENDS:
+        if name not in ("auto", "math") and not usable[name].usable:
+            per_backend[name] = {"usable": False, "reason": usable[name].reason}
+            continue
+        set_attention_backend(eval_model, name)
+        try:
+            with torch.inference_mode(), _autocast(device, st.dtype):
+                ms = measure(lambda: eval_model(x), device, st.warmup, st.iters)
+            per_backend[name] = {"usable": True, "infer_batch_ms": ms, "infer_img_per_s": st.batch_size / ms * 1e3}
+        except RuntimeError as exc:
+            per_backend[name] = {"usable": False, "reason": str(exc).splitlines()[0][:160]}
+    set_attention_backend(eval_model, "auto")
+    result["model_attention_backends"] = per_backend
+    progress("attention unit")
+    unit_dtype = st.dtype or torch.float32
+    shape = (16, 8, 576, 64) if device.type == "cuda" else (2, 8, 144, 64)
+    result["attention_unit"] = {"shape": list(shape),
+                                "results": benchmark_attention_unit(device, unit_dtype, shape, st.warmup, st.iters)}

@@ -4,11 +4,17 @@ Nothing here waits for the GPU. A non-finite loss or gradient skips the update o
 (the fused AdamW kernel's ``found_inf`` input; the GradScaler does the same for fp16), the EMA
 leaves the skipped step out through a 0/1 weight, and the counts land in
 :class:`~engine.training.meters.StepMeters`, read every few steps.
+
+The update itself (forward, loss, backward, clip, optimizer and scaler step) is written once,
+in :func:`update_weights`, over a :class:`StepParts`: the trainer reaches it through
+:func:`update_on_device`, and the speed benchmark and the lab's loops call it with their own
+model, loss and batches, so what they measure is the step that trains.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,20 +26,85 @@ from engine.training.graphed_step import CUDAGraphStep
 from engine.training.meters import LOSS_TERMS
 from engine.training.state import RunState
 
-__all__ = ["GraphedTrainStep", "device_batch", "finish_update", "forward_loss", "train_step", "update_on_device"]
+__all__ = [
+    "GraphedTrainStep",
+    "LossTerms",
+    "StepParts",
+    "device_batch",
+    "finish_update",
+    "forward_loss",
+    "model_loss",
+    "run_parts",
+    "train_step",
+    "update_on_device",
+    "update_weights",
+]
+
+#: A loss of a module's output and the masks: its terms, ``loss`` being the one back-propagated.
+LossTerms = Callable[[Any, torch.Tensor], Dict[str, torch.Tensor]]
 
 
-def forward_loss(model: nn.Module, loss_fn: nn.Module, batch: Mapping[str, torch.Tensor], device: torch.device,
-                 amp_dtype) -> Tuple[Dict[str, torch.Tensor], object]:
+@dataclass
+class StepParts:
+    """What one optimizer update touches, without the run around it.
+
+    The trainer builds one from its :class:`RunState` (:func:`run_parts`); the lab's loops and the
+    speed benchmark build their own around a bare model and their own batches, so that every one
+    of them runs the same update (:func:`update_weights`).
+
+    Attributes:
+        model: what the step calls: the model, compiled and/or wrapped for DDP, or any module.
+        loss: ``loss(output, masks)`` -> terms (see :func:`model_loss` for the model's loss).
+        optimizer: steps ``params`` (a fused one skips a non-finite update on the device).
+        scaler: GradScaler (enabled for fp16 only).
+        params: the parameters whose gradient norm is clipped.
+        device: where the batch goes.
+        grad_clip: max gradient norm (0: the norm is computed, nothing clipped).
+        amp_dtype: autocast dtype (None: fp32).
+        distributed: ``model`` is wrapped for DDP: gradients are all-reduced on the last micro-batch
+            only, and every process skips a non-finite update together.
+        channels_last: NHWC images (None: on CUDA).
+    """
+
+    model: nn.Module
+    loss: LossTerms
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    params: Sequence[nn.Parameter]
+    device: torch.device
+    grad_clip: float = 0.0
+    amp_dtype: Optional[torch.dtype] = None
+    distributed: bool = False
+    channels_last: Optional[bool] = None
+
+
+def model_loss(loss_fn: nn.Module) -> LossTerms:
+    """The structure loss (:class:`~engine.training.losses.CODLoss`) of a CamoXpert output."""
+
+    def loss(out, masks: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return loss_fn(out.logits, masks, out.side_logits, out.aux_loss)
+
+    return loss
+
+
+def run_parts(run: RunState) -> StepParts:
+    """The :class:`StepParts` of a training run."""
+    rt = run.runtime
+    return StepParts(model=run.train_model, loss=model_loss(run.loss_fn), optimizer=run.optimizer,
+                     scaler=run.scaler, params=run.trainable_params(), device=rt.device,
+                     grad_clip=run.grad_clip, amp_dtype=rt.amp_dtype, distributed=rt.ctx.distributed)
+
+
+def forward_loss(parts: StepParts, batch: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Any]:
     """Forward one micro-batch.
 
     Returns:
-        The loss terms (``loss`` is back-propagated) and the model's training output.
+        The loss terms (``loss`` is back-propagated) and the module's training output.
     """
-    images, masks = device_batch(batch, device)
-    with autocast_context(device, amp_dtype):
-        out = model(images)
-    return loss_fn(out.logits, masks, out.side_logits, out.aux_loss), out
+    images, masks = device_batch(batch, parts.device, parts.channels_last)
+    with autocast_context(parts.device, parts.amp_dtype):
+        out = parts.model(images)
+    return parts.loss(out, masks), out
 
 
 def train_step(run: RunState, batches: List[Mapping[str, torch.Tensor]]) -> None:
@@ -50,58 +121,90 @@ def train_step(run: RunState, batches: List[Mapping[str, torch.Tensor]]) -> None
 
 
 def update_on_device(run: RunState, batches: List[Mapping[str, torch.Tensor]]) -> None:
-    """The device work of one update: forward, backward, clip, optimizer, EMA fold, meters.
+    """The device work of one update: :func:`update_weights`, then the EMA fold and the meters.
 
     Nothing here reads a device value on the host or changes Python-side counters, so the same
     code runs eagerly and inside a CUDA-graph capture (:class:`GraphedTrainStep`). The EMA's
     weight for this update must already be written (:meth:`ModelEma.prepare`).
     """
-    rt = run.runtime
+    device = run.runtime.device
     n = len(batches)
-    device = rt.device
-    bad = torch.zeros((), dtype=torch.bool, device=device)
     terms_sum = torch.zeros(len(LOSS_TERMS), device=device)
     L, E = run.meters.shape
     load_sum = torch.zeros((L, E), device=device)
     aux_sum = torch.zeros(L, device=device)
+
+    def observe(terms: Dict[str, torch.Tensor], out, finite: torch.Tensor) -> None:
+        stacked = torch.stack([terms[k].detach().float() for k in LOSS_TERMS])
+        terms_sum.add_(torch.where(finite, stacked, torch.zeros_like(stacked)) / n)
+        if L:
+            load_sum.add_(out.expert_load.detach().float() / n)
+            aux_sum.add_(out.layer_aux_loss.detach().float() / n)
+
+    bad = update_weights(run_parts(run), batches, observe)
+    if run.ema is not None:
+        run.ema.fold(run.model, apply=(~bad).float())
+    run.meters.add(terms_sum, bad, load_sum, aux_sum)
+
+
+def update_weights(parts: StepParts, batches: Sequence[Mapping[str, torch.Tensor]],
+                   observe: Optional[Callable[[Dict[str, torch.Tensor], Any, torch.Tensor], None]] = None
+                   ) -> torch.Tensor:
+    """One optimizer update over ``batches``: forward, loss, backward, clip, optimizer and scaler step.
+
+    The loss of each micro-batch is divided by their number, so the update is their mean. A
+    non-finite loss or gradient norm skips the update on the device (the fused optimizer's
+    ``found_inf``; the GradScaler decides itself under fp16). Gradients are left in place (the
+    caller zeroes them), and nothing waits for the device but an unfused optimizer's skip test.
+
+    Args:
+        parts: the model, loss, optimizer and scaler of the update.
+        batches: micro-batches, each with ``image`` and ``mask`` (see :func:`device_batch`).
+        observe: called with each micro-batch's terms, output and whether its loss is finite
+            (device tensors; to sum statistics without a host read).
+
+    Returns:
+        A 0-dim bool device tensor: the update was skipped.
+    """
+    n = len(batches)
+    bad = torch.zeros((), dtype=torch.bool, device=parts.device)
     for i, batch in enumerate(batches):
         last = i == n - 1
-        sync = contextlib.nullcontext() if (last or not rt.ctx.distributed) else run.train_model.no_sync()
+        sync = contextlib.nullcontext() if (last or not parts.distributed) else parts.model.no_sync()
         with sync:
-            terms, out = forward_loss(run.train_model, run.loss_fn, batch, device, rt.amp_dtype)
-            run.scaler.scale(terms["loss"] / n).backward()
+            terms, out = forward_loss(parts, batch)
+            parts.scaler.scale(terms["loss"] / n).backward()
         finite = torch.isfinite(terms["loss"].detach())
         bad |= ~finite
-        stacked = torch.stack([terms[k].detach().float() for k in LOSS_TERMS])
-        terms_sum += torch.where(finite, stacked, torch.zeros_like(stacked)) / n
-        if L:
-            load_sum += out.expert_load.detach().float() / n
-            aux_sum += out.layer_aux_loss.detach().float() / n
-    opt = run.optimizer
-    if run.scaler.is_enabled():
-        run.scaler.unscale_(opt)
-    params = run.trainable_params()
-    clip = run.grad_clip if run.grad_clip > 0 else float("inf")  # inf: the norm, nothing clipped
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-    if not run.scaler.is_enabled():
+        if observe is not None:
+            observe(terms, out, finite)
+    return _apply_gradients(parts, bad)
+
+
+def _apply_gradients(parts: StepParts, bad: torch.Tensor) -> torch.Tensor:
+    """Clip, then step the optimizer unless ``bad`` or the gradient norm is non-finite; the new ``bad``."""
+    opt, scaler = parts.optimizer, parts.scaler
+    if scaler.is_enabled():
+        scaler.unscale_(opt)
+    clip = parts.grad_clip if parts.grad_clip > 0 else float("inf")  # inf: the norm, nothing clipped
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.params, clip)
+    if not scaler.is_enabled():
         # With fp16 the scaler finds inf gradients itself (that is how it sets its scale).
-        bad |= ~torch.isfinite(grad_norm)
-    if rt.ctx.distributed:
+        bad = bad | ~torch.isfinite(grad_norm)
+    if parts.distributed:
         flag = bad.float()
         all_reduce_max(flag)  # every rank skips together (asynchronous collective, no host wait)
         bad = flag > 0
-    if run.scaler.is_enabled():
-        run.scaler.step(opt)
+    if scaler.is_enabled():
+        scaler.step(opt)
     elif opt.defaults.get("fused"):
         opt.found_inf = bad.float()  # the fused kernel leaves weights, moments and step count alone
         opt.step()
         opt.found_inf = None
     elif not bool(bad):  # unfused optimizer: one host sync to decide
         opt.step()
-    run.scaler.update()
-    if run.ema is not None:
-        run.ema.fold(run.model, apply=(~bad).float())
-    run.meters.add(terms_sum, bad, load_sum, aux_sum)
+    scaler.update()
+    return bad
 
 
 def finish_update(run: RunState) -> None:
@@ -173,12 +276,16 @@ class GraphedTrainStep:
 _NORMALISERS: Dict[torch.device, DeviceNormalizer] = {}
 
 
-def device_batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+def device_batch(batch: Mapping[str, torch.Tensor], device: torch.device,
+                 channels_last: Optional[bool] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """A micro-batch's images (normalised, channels-last on CUDA) and float masks on ``device``.
 
     Images come as the training loader sends them, ``(B, h, w, 3)`` uint8, and are normalised
     here (inside a captured step when graphs are on); float ``(B, 3, h, w)`` images are taken as
     already normalised.
+
+    Args:
+        channels_last: NHWC images (None: on CUDA, where convolutions run faster so).
     """
     images = batch["image"]
     if images.dtype == torch.uint8:
@@ -187,6 +294,6 @@ def device_batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> Tup
         images = _NORMALISERS[device](images)  # (B, h, w, 3) uint8 -> (B, 3, h, w) float32
     else:
         images = images.to(device, non_blocking=True)
-    if device.type == "cuda":
+    if device.type == "cuda" if channels_last is None else channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, batch["mask"].to(device, non_blocking=True).float()

@@ -4,7 +4,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from engine.tools.quality_report import (
+from benchmarks.quality_report import (
     ResultFileError,
     ahead_of_reference,
     format_quality_table,
@@ -50,7 +50,7 @@ def test_seeds_ahead_compare_each_seed_with_its_own_reference_run_and_mae_lower_
 
 
 def test_quality_report_merges_calls_into_one_table_and_json(tmp_path):
-    from train_ultimate import main
+    from benchmarks.lab import main
 
     a, b = tmp_path / "seed0.json", tmp_path / "seed1.json"
     a.write_text(json.dumps(_result([_run("camoxpert", 0, 0.72, 0.05), _run("fpn", 0, 0.71, 0.06)])))
@@ -81,7 +81,7 @@ def test_merge_refuses_the_same_seed_twice():
 
 
 def test_unreadable_or_foreign_result_file_gets_a_clear_error(tmp_path):
-    from train_ultimate import main
+    from benchmarks.lab import main
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -121,7 +121,7 @@ _GOOD = _result([_run("camoxpert", 0, 0.72, 0.05), _run("fpn", 1, 0.71, 0.06)])
      ["run 0 'equal_steps': 'Sm' is \"high\", expected a number"]),
 ])
 def test_malformed_result_file_is_refused_naming_the_file_run_and_field(tmp_path, content, words):
-    from train_ultimate import main
+    from benchmarks.lab import main
 
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
     good.write_text(json.dumps(_GOOD))
@@ -135,7 +135,7 @@ def test_malformed_result_file_is_refused_naming_the_file_run_and_field(tmp_path
 
 
 def test_reference_must_be_a_variant_of_the_files(tmp_path):
-    from train_ultimate import main
+    from benchmarks.lab import main
 
     a = tmp_path / "a.json"
     a.write_text(json.dumps(_result([_run("camoxpert", 0, 0.72, 0.05), _run("no-moe", 0, 0.71, 0.06)])))

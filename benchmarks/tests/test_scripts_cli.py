@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Small enough that a script which did not refuse would still end soon (and the test fail, not hang).
 TINY = ["--img-size", "64", "--set", "dim=16", "--set", "num_experts=2", "--set", "top_k=1",
         "--set", "pretrained=false"]
@@ -13,7 +13,7 @@ TINY = ["--img-size", "64", "--set", "dim=16", "--set", "num_experts=2", "--set"
 
 def _run_all(*commands):
     """Run each ``[script, *args]`` as a fresh process, all at once (each one's imports take seconds)."""
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, text=True,
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for script, *args in commands]
     results = []
     for proc in procs:

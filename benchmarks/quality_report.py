@@ -31,7 +31,7 @@ __all__ = [
 QUALITY_MEASURES = ("Sm", "Em_mean", "wFm", "MAE")
 
 #: The quality-benchmark's variants, in the order ``--help`` lists them. Their model-config
-#: overrides are :data:`engine.tools.quality.VARIANTS`, which checks that it names the same ones;
+#: overrides are :data:`benchmarks.quality.VARIANTS`, which checks that it names the same ones;
 #: the names are kept here too because the command line reads them without importing torch.
 VARIANT_NAMES = ("camoxpert", "fpn", "no-attention", "no-moe", "image-routing", "no-deep-supervision", "fpn-moe")
 

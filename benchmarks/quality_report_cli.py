@@ -1,4 +1,4 @@
-"""``train_ultimate.py quality-report``: results of several quality-benchmark calls in one table."""
+"""``python benchmarks/lab.py quality-report``: results of several quality-benchmark calls in one table."""
 from __future__ import annotations
 
 import json
@@ -38,7 +38,7 @@ def quality_report(ctx: click.Context, files: Tuple[str, ...], reference: str, j
     variant, in how many seeds it was ahead of --reference on each measure.
     """
     from engine.files import atomic_write_text
-    from engine.tools.quality_report import ResultFileError, format_quality_table, load_result, merge_results
+    from benchmarks.quality_report import ResultFileError, format_quality_table, load_result, merge_results
 
     try:
         merged = merge_results([(f, load_result(f)) for f in files], reference=reference)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["QualityData", "load_quality_data", "resolve_quality_samples"]
+__all__ = ["QualityData", "SplitSizes", "load_quality_data", "resolve_quality_samples"]
 
 
 @dataclass
@@ -97,32 +97,42 @@ def resolve_quality_samples(
     return f"synthetic {len(splits.train)}/{len(test)} @{synthetic_size}px", list(splits.train), test
 
 
-def load_quality_data(
-    dataset_paths: Sequence[str],
-    img_size: int,
-    device: torch.device,
-    n_train: int = 600,
-    n_test: int = 150,
-    synthetic_size: Optional[int] = None,
-    max_train: Optional[int] = None,
-    max_test: Optional[int] = None,
-    workers: int = 8,
-) -> QualityData:
+@dataclass
+class SplitSizes:
+    """How many images each split holds.
+
+    Attributes:
+        n_train: training images of the synthetic set (ignored with dataset paths).
+        n_test: test images of the synthetic set (ignored with dataset paths).
+        synthetic_size: resolution the synthetic set is generated at (None: the input size).
+        max_train: use only the first images of the train split (quick runs).
+        max_test: use only the first images of the test split.
+    """
+
+    n_train: int = 600
+    n_test: int = 150
+    synthetic_size: Optional[int] = None
+    max_train: Optional[int] = None
+    max_test: Optional[int] = None
+
+
+def load_quality_data(dataset_paths: Sequence[str], img_size: int, device: torch.device,
+                      sizes: Optional[SplitSizes] = None, workers: int = 8) -> QualityData:
     """Decode the benchmark's train and test splits into tensors on ``device``.
 
     Args:
         dataset_paths: dataset folders; empty means the built-in synthetic set.
         img_size: training and test input size (multiple of 32).
         device: where the tensors live.
-        n_train, n_test: size of the synthetic set (ignored with dataset paths).
-        synthetic_size: resolution the synthetic set is generated at (default: ``img_size``).
-        max_train, max_test: use only the first images of each split (quick runs).
+        sizes: split sizes (default: :class:`SplitSizes`).
         workers: decoding threads.
     """
+    sizes = sizes or SplitSizes()
     if img_size % 32:
         raise ValueError(f"img_size must be a multiple of 32, got {img_size}.")
-    name, train, test = resolve_quality_samples(dataset_paths, n_train, n_test, synthetic_size or img_size)
-    train, test = train[:max_train], test[:max_test]
+    name, train, test = resolve_quality_samples(dataset_paths, sizes.n_train, sizes.n_test,
+                                                sizes.synthetic_size or img_size)
+    train, test = train[:sizes.max_train], test[:sizes.max_test]
     train_images, train_masks, _ = _stack(train, img_size, device, workers)
     test_images, _, test_gts = _stack(test, img_size, device, workers)
     return QualityData(name, train_images, train_masks, test_images, test_gts)

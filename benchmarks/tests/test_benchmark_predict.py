@@ -1,4 +1,4 @@
-"""The predict benchmark (``benchmark --predict-only`` and ``scripts/benchmark_predict.py``) at tiny sizes on CPU."""
+"""The predict benchmark (``benchmarks/benchmark_predict.py``) at tiny sizes on CPU."""
 import json
 import subprocess
 import sys
@@ -7,23 +7,22 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from train_ultimate import main
+from benchmarks.benchmark_predict import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "dim=16", "--set", "num_experts=2", "--set", "top_k=1", "--set", "pretrained=false"]
 
 
-def test_benchmark_predict_section_writes_its_json(tmp_path):
+def test_benchmark_predict_writes_its_json_and_a_summary(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(
         main,
-        ["benchmark", "--predict-only", "--device", "cpu", "--backbone", "edgenext_xx_small", "--img-size", "64",
-         "--predict-images", "5", "--predict-image-px", "90", "--predict-batch-size", "2", "--num-workers", "0",
-         "--predict-repeats", "2", *TINY, "--json", str(out)],
+        ["--device", "cpu", "--set", "backbone=edgenext_xx_small", "--img-size", "64", "--num-images", "5",
+         "--image-px", "90", "--batch-size", "2", "--num-workers", "0", "--repeats", "2", *TINY, "--json", str(out)],
     )
     assert result.exit_code == 0, result.output
     assert "first file read to last mask written" in result.output and "fresh process" in result.output
-    r = json.loads(out.read_text())["predict"]
+    r = json.loads(out.read_text())
     assert r["images"] == 5 and r["image_shape"] == [90, 90] and r["img_size"] == 64 and r["num_workers"] == 0
     assert len(r["in_process"]["runs_s"]) == 2 and r["in_process"]["img_per_s"] > 0
     for key in ("import_torch_s", "import_project_s", "cuda_init_s", "model_load_s", "warm_up_s", "total_s"):
@@ -33,7 +32,7 @@ def test_benchmark_predict_section_writes_its_json(tmp_path):
 
 def test_benchmark_predict_script_runs_the_same_measurement(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark_predict.py"), "--device", "cpu", "--num-images", "3",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "benchmark_predict.py"), "--device", "cpu", "--num-images", "3",
            "--image-px", "80", "--img-size", "64", "--batch-size", "2", "--num-workers", "0", "--latency-iters", "2",
            "--repeats", "1", "--no-fresh-process", "--set", "backbone=edgenext_xx_small", *TINY, "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
@@ -45,30 +44,30 @@ def test_benchmark_predict_script_runs_the_same_measurement(tmp_path):
 
 def _tiny_checkpoint(path):
     from engine.config import parse_set_overrides
-    from engine.tools.predict_speed import _random_checkpoint
+    from benchmarks.predict_speed import _random_checkpoint
 
     return _random_checkpoint(path, 64, {"backbone": "edgenext_xx_small", **parse_set_overrides(TINY[1::2])})
 
 
-PREDICT_ONLY = ["benchmark", "--predict-only", "--device", "cpu", "--img-size", "64", "--predict-batch-size", "2",
-                "--num-workers", "0", "--predict-repeats", "1"]
+PREDICT = ["--device", "cpu", "--img-size", "64", "--batch-size", "2", "--num-workers", "0", "--repeats", "1",
+           "--latency-iters", "2"]
 
 
-def test_benchmark_predict_only_takes_paths_relative_to_the_current_folder(tmp_path, monkeypatch):
-    from engine.tools.predict_speed import write_test_images
+def test_benchmark_predict_takes_paths_relative_to_the_current_folder(tmp_path, monkeypatch):
+    from benchmarks.predict_speed import write_test_images
 
     _tiny_checkpoint(tmp_path / "run" / "best.pt")
     write_test_images(tmp_path / "photos", 2, 64)
     monkeypatch.chdir(tmp_path)  # not the repository root, where the fresh `predict` process runs
-    result = CliRunner().invoke(main, [*PREDICT_ONLY, "--checkpoint", "run/best.pt", "--predict-folder", "photos",
+    result = CliRunner().invoke(main, [*PREDICT, "--checkpoint", "run/best.pt", "--folder", "photos",
                                        "--json", "bp.json"])
     assert result.exit_code == 0, result.output
-    r = json.loads((tmp_path / "bp.json").read_text())["predict"]
+    r = json.loads((tmp_path / "bp.json").read_text())
     assert r["images"] == 2 and r["fresh_process"]["seconds"] > 0
 
 
-def test_benchmark_predict_only_failing_fresh_process_is_a_message_quoting_its_error(tmp_path, monkeypatch):
-    from engine.tools import predict_speed
+def test_benchmark_predict_failing_fresh_process_is_a_message_quoting_its_error(tmp_path, monkeypatch):
+    from benchmarks import predict_speed
 
     checkpoint = _tiny_checkpoint(tmp_path / "best.pt")
     real = predict_speed._fresh_predict
@@ -78,8 +77,8 @@ def test_benchmark_predict_only_failing_fresh_process_is_a_message_quoting_its_e
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(predict_speed, "_fresh_predict", checkpoint_gone)
-    result = CliRunner().invoke(main, [*PREDICT_ONLY, "--checkpoint", str(checkpoint), "--predict-images", "2",
-                                       "--predict-image-px", "64"])
+    result = CliRunner().invoke(main, [*PREDICT, "--checkpoint", str(checkpoint), "--num-images", "2",
+                                       "--image-px", "64"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output  # not a traceback
     assert "fresh process failed" in result.output and "Checkpoint not found" in result.output
 
@@ -87,11 +86,13 @@ def test_benchmark_predict_only_failing_fresh_process_is_a_message_quoting_its_e
 def test_missing_checkpoint_or_folder_is_refused_before_any_timing(tmp_path, monkeypatch):
     import torch
 
-    from engine.tools import predict_speed
+    from benchmarks import predict_speed
 
     monkeypatch.setattr(predict_speed, "startup_seconds", lambda device: pytest.fail("timing started"))
     small = dict(num_images=1, image_px=32, img_size=64)
+    settings = predict_speed.PredictBenchSettings(checkpoint=tmp_path / "missing.pt", **small)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        predict_speed.run_predict_benchmark(torch.device("cpu"), checkpoint=tmp_path / "missing.pt", **small)
+        predict_speed.run_predict_benchmark(torch.device("cpu"), settings)
+    settings = predict_speed.PredictBenchSettings(folder=tmp_path / "no_such_folder", **small)
     with pytest.raises(FileNotFoundError, match="no_such_folder"):
-        predict_speed.run_predict_benchmark(torch.device("cpu"), folder=tmp_path / "no_such_folder", **small)
+        predict_speed.run_predict_benchmark(torch.device("cpu"), settings)

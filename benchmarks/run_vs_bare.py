@@ -1,6 +1,6 @@
 """``train`` + ``evaluate`` against the bare training loop, at the same model and GPU seconds, as JSON.
 
-    python scripts/run_vs_bare.py --dataset-path data/syn600 --device cuda --backbone edgenext_small \\
+    python benchmarks/run_vs_bare.py --dataset-path data/syn600 --device cuda --backbone edgenext_small \\
         --img-size 384 --batch-size 16 --seconds 120 --num-workers 12 --json run_vs_bare.json
 
 In one session, on one device:
@@ -10,10 +10,10 @@ In one session, on one device:
 * ``run``: ``python train_ultimate.py train ... --time-budget {seconds}s`` as a fresh process, timed
   from launch to exit by this script (so the interpreter's own shutdown counts), with the run's
   ``run_summary.json``; then ``evaluate`` on its ``best.pt`` over the test split.
-* ``bare``: the quality benchmark's loop (:func:`engine.tools.quality.train_bare`: data decoded
+* ``bare``: the quality benchmark's loop (:func:`benchmarks.quality.train_preloaded`: data decoded
   once onto the device, flips only, the same structure loss, AdamW, the step replayed from a
   CUDA graph unless ``--bare-eager``) for the same ``seconds`` on
-  the whole train split, scored by :func:`engine.tools.quality.score_model` (PySODMetrics at
+  the whole train split, scored by :func:`benchmarks.quality.score_model` (PySODMetrics at
   ground-truth size, as ``evaluate``).
 
 It prints and writes both S-measures and MAEs, ``sm_ratio`` (run / bare; the goal is >= 0.95)
@@ -114,9 +114,8 @@ def run_bare(args: argparse.Namespace, device, dtype, model_section, loss_sectio
     """The quality benchmark's bare loop for ``seconds`` on the same data, then its test scores."""
     import torch
 
-    from engine.tools.quality import QualitySettings, score_model, train_bare
-    from engine.tools.quality_data import load_quality_data
-    from engine.training.losses import CODLoss
+    from benchmarks.quality import QualitySettings, score_model, structure_loss, train_preloaded
+    from benchmarks.quality_data import load_quality_data
     from engine.training.rng import seed_everything
     from models import CamoXpertConfig, build_model
 
@@ -127,8 +126,7 @@ def run_bare(args: argparse.Namespace, device, dtype, model_section, loss_sectio
                                dtype=dtype, channels_last=device.type == "cuda", cuda_graphs=not args.bare_eager)
     seed_everything(args.seed)
     model = build_model(CamoXpertConfig.from_dict(model_section)).to(device)
-    loss_kwargs = {k: v for k, v in loss_section.items() if k in ("side_weight", "aux_weight", "edge_kernel", "edge_weight")}
-    record = train_bare(model, data, settings, CODLoss(**loss_kwargs), args.seed)
+    record = train_preloaded(model, data, settings, structure_loss(loss_section), args.seed)
     scores = score_model(model, data, settings)
     out = {"train_images": int(data.train_images.shape[0]), "test_images": int(data.test_images.shape[0]),
            "cuda_graph": record.cuda_graph, "steps": record.steps, "train_seconds": round(record.seconds, 2), "data_load_s": round(load_s, 2),
@@ -141,12 +139,14 @@ def run_bare(args: argparse.Namespace, device, dtype, model_section, loss_sectio
 
 def run_step_benchmark(args: argparse.Namespace, device, dtype, model_section) -> Dict[str, Any]:
     """``benchmark``'s training-step measurement of this model (one round, no attention sections)."""
-    from engine.tools.benchmark import run_benchmark
+    from engine.tools.benchmark import BenchmarkSettings, run_benchmark
 
     keys = ("num_experts", "top_k", "moe_levels", "decoder", "routing", "deep_supervision", "use_flash_attn")
     overrides = {k: model_section[k] for k in keys if k in model_section}
-    r = run_benchmark(device, backbone=args.backbone, batch_size=args.batch_size, img_size=args.img_size, dtype=dtype,
-                      iters=args.benchmark_iters, rounds=1, attention_backends=False, model_overrides=overrides)
+    settings = BenchmarkSettings(backbone=args.backbone, batch_size=args.batch_size, img_size=args.img_size, dtype=dtype,
+                                 iters=args.benchmark_iters, rounds=1, attention_backends=False,
+                                 model_overrides=overrides)
+    r = run_benchmark(device, settings)
     return {"train_step_ms": round(r["model"]["train_step_ms"], 2),
             "train_img_per_s": round(r["model"]["train_img_per_s"], 1),
             "backbone_train_img_per_s": round(r["backbone_alone"]["train_img_per_s"], 1)}

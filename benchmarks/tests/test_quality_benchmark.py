@@ -5,9 +5,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from engine.tools import quality, quality_data
-from engine.tools.quality import VARIANTS, QualitySettings, run_quality_benchmark, train_bare, variant_config
-from engine.tools.quality_data import QualityData
+from benchmarks import quality, quality_data
+from benchmarks.quality import (VARIANTS, QualityPlan, QualitySettings, run_quality_benchmark, train_preloaded,
+                                variant_config)
+from benchmarks.quality_data import QualityData
 from engine.training.losses import CODLoss
 from models import build_model
 
@@ -21,7 +22,7 @@ def _tiny_data(n=6, m=3, size=64):
 
 
 def test_cli_writes_every_variant(tmp_path, monkeypatch):
-    from train_ultimate import main
+    from benchmarks.lab import main
 
     monkeypatch.setenv("CAMOXPERT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "q.json"
@@ -72,11 +73,11 @@ def test_snapshot_equals_weights_at_that_step():
     cfg = variant_config({"backbone": "edgenext_xx_small", "dim": 16}, "camoxpert")
     torch.manual_seed(0)
     a = build_model(cfg)
-    rec3 = train_bare(a, data, settings, CODLoss(), seed=1, snapshot_at=2)
+    rec3 = train_preloaded(a, data, settings, CODLoss(), seed=1, snapshot_at=2)
     torch.manual_seed(0)
     b = build_model(cfg)
     settings.max_steps = 2
-    rec2 = train_bare(b, data, settings, CODLoss(), seed=1)
+    rec2 = train_preloaded(b, data, settings, CODLoss(), seed=1)
     assert rec3.steps == 3 and rec2.steps == 2 and rec3.snapshot_step == 2
     for k, v in b.state_dict().items():
         assert torch.equal(rec3.snapshot[k], v), k
@@ -87,7 +88,7 @@ def _stub_work(monkeypatch):
     calls = []
     monkeypatch.setattr(quality_data, "load_quality_data", lambda *a, **k: calls.append("load") or _tiny_data())
     monkeypatch.setattr(quality, "run_quality_benchmark",
-                        lambda data, model, names, seeds, settings, **kw: calls.append((names, seeds, kw["reference"])))
+                        lambda data, plan, settings, **kw: calls.append((plan.variants, plan.seeds, plan.reference)))
     monkeypatch.setattr(quality, "format_quality_table", lambda result: "table")
     return calls
 
@@ -121,7 +122,7 @@ _QUICK = ["quality-benchmark", "--device", "cpu", "--img-size", "64", "--seconds
     (["--variants", "camoxpert,no-moe", "--reference", "fpn"], ["--reference", "camoxpert, no-moe"]),
 ])
 def test_usage_errors_name_the_option_before_any_work(tmp_path, monkeypatch, args, words):
-    from train_ultimate import main
+    from benchmarks.lab import main
 
     calls = _stub_work(monkeypatch)
     out = tmp_path / "q.json"
@@ -134,7 +135,7 @@ def test_usage_errors_name_the_option_before_any_work(tmp_path, monkeypatch, arg
 
 
 def test_seeds_and_default_reference_reach_the_benchmark(monkeypatch):
-    from train_ultimate import main
+    from benchmarks.lab import main
 
     calls = _stub_work(monkeypatch)
     # The default reference (fpn) is compared only where it runs: no fpn, no comparison, no error.
@@ -150,7 +151,7 @@ def test_seeds_and_default_reference_reach_the_benchmark(monkeypatch):
 
 
 def test_variants_help_lists_every_variant():
-    from cli.quality import quality_benchmark
+    from benchmarks.quality_cli import quality_benchmark
 
     help_text = next(p.help for p in quality_benchmark.params if p.name == "variants")
     assert all(name in help_text for name in VARIANTS), help_text
@@ -181,7 +182,7 @@ def test_progress_moves_only_at_the_clock_reads():
                                check_every=2)
     model = build_model(variant_config({"backbone": "edgenext_xx_small", "dim": 16}, "fpn"))
     seen = []
-    train_bare(model, data, settings, CODLoss(), seed=0, progress=lambda steps, seconds: seen.append(steps))
+    train_preloaded(model, data, settings, CODLoss(), seed=0, progress=lambda steps, seconds: seen.append(steps))
     assert seen == [2, 4, 5]  # every check_every steps (after the sync the loop does anyway), and the last
 
 
@@ -190,8 +191,8 @@ def test_each_run_shows_a_bar_of_its_budget(monkeypatch):
     monkeypatch.setattr(quality, "tqdm", _FakeBar)
     # Without a time limit the bar counts steps.
     settings = QualitySettings(seconds=0, max_steps=3, batch_size=2, warmup_steps=1, untimed_warmup_steps=0)
-    run_quality_benchmark(_tiny_data(), {"backbone": "edgenext_xx_small", "dim": 16}, ["fpn"], [0], settings,
-                          log=lambda line: None)
+    plan = QualityPlan({"backbone": "edgenext_xx_small", "dim": 16}, ["fpn"], [0])
+    run_quality_benchmark(_tiny_data(), plan, settings, log=lambda line: None)
     (bar,) = _FakeBar.bars
     assert (bar.desc, bar.total, bar.n, bar.closed) == ("seed 0 fpn", 3, 3, True)
     # With one, it counts device seconds up to the budget, and says how many steps that took.

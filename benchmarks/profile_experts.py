@@ -1,6 +1,6 @@
 """Time each MoE expert (forward + backward) at the map sizes the model runs them on.
 
-    python scripts/profile_experts.py --device cuda --batch-size 16 --img-size 384 --dim 64
+    python benchmarks/profile_experts.py --device cuda --batch-size 16 --img-size 384 --dim 64
 
 Prints one line per expert and level: milliseconds per forward+backward (CUDA events, median of
 ``--iters`` runs after warm-up), then the whole MoE layer. Use it to see where the MoE's share of

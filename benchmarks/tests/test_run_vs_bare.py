@@ -1,4 +1,4 @@
-"""scripts/run_vs_bare.py end to end on the CPU at a tiny size."""
+"""benchmarks/run_vs_bare.py end to end on the CPU at a tiny size."""
 import json
 import subprocess
 import sys
@@ -10,7 +10,7 @@ def test_run_vs_bare_script_on_cpu(tmp_path):
     data = make_dataset(tmp_path / "data", n_train=16, n_test=4, img_size=64)
     out = tmp_path / "rvb"
     # Relative paths from a folder other than the repository's (the script's children run there).
-    cmd = [sys.executable, str(REPO / "scripts" / "run_vs_bare.py"), "--dataset-path", "data", "--device", "cpu",
+    cmd = [sys.executable, str(REPO / "benchmarks" / "run_vs_bare.py"), "--dataset-path", "data", "--device", "cpu",
            "--backbone", "edgenext_xx_small", "--img-size", "64", "--batch-size", "4", "--seconds", "14",
            "--num-workers", "1", "--out-dir", "rvb", "--bare-steps", "3", "--benchmark-iters", "2",
            "--set", "model.dim=16", "--set", "eval.batch_size=4", "--set", "data.val_fraction=0.25"]

@@ -25,15 +25,23 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["ROOT", "run_predict_benchmark", "startup_seconds", "write_test_images"]
+__all__ = [
+    "ROOT",
+    "PredictBenchSettings",
+    "format_predict_report",
+    "run_predict_benchmark",
+    "startup_seconds",
+    "write_test_images",
+]
 
 #: The project root (where ``train_ultimate.py`` is).
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_test_images(folder: Path, count: int, px: int, seed: int = 0) -> List[Path]:
@@ -86,15 +94,14 @@ def startup_seconds(device: torch.device) -> Dict[str, float]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _fresh_predict(checkpoint: Path, folder: Path, out: Path, device: torch.device, img_size: int,
-                   batch_size: int, precision: str, num_workers: Optional[int]) -> float:
+def _fresh_predict(checkpoint: Path, folder: Path, out: Path, device: torch.device, st: PredictBenchSettings) -> float:
     # The process runs in ROOT, not in the caller's folder: relative paths would name other files there.
     checkpoint, folder, out = (Path(p).resolve() for p in (checkpoint, folder, out))
     cmd = [sys.executable, str(ROOT / "train_ultimate.py"), "predict", "--checkpoint", str(checkpoint),
-           "--input", str(folder), "--output", str(out), "--device", str(device), "--batch-size", str(batch_size),
-           "--precision", precision, "--no-progress", "--img-size", str(img_size)]
-    if num_workers is not None:
-        cmd += ["--num-workers", str(num_workers)]
+           "--input", str(folder), "--output", str(out), "--device", str(device), "--batch-size", str(st.batch_size),
+           "--precision", st.precision, "--no-progress", "--img-size", str(st.img_size)]
+    if st.num_workers is not None:
+        cmd += ["--num-workers", str(st.num_workers)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
@@ -108,16 +115,16 @@ def _fresh_predict(checkpoint: Path, folder: Path, out: Path, device: torch.devi
     return elapsed
 
 
-def _api_latency(checkpoint: Path, image_path: Path, device: torch.device, precision: str, img_size: int,
-                 iters: int) -> Dict[str, float]:
+def _api_latency(checkpoint: Path, image_path: Path, device: torch.device,
+                 st: PredictBenchSettings) -> Dict[str, float]:
     from engine.inference.api import Segmenter, to_rgb_array
 
-    seg = Segmenter(checkpoint, device=str(device), precision=precision, img_size=img_size, batch_size=1)
+    seg = Segmenter(checkpoint, device=str(device), precision=st.precision, img_size=st.img_size, batch_size=1)
     image = to_rgb_array(image_path)
     for _ in range(10):  # warm-up: cuDNN autotuning, CUDA-graph capture
         seg.predict(image)
     times = []
-    for _ in range(iters):
+    for _ in range(st.latency_iters):
         t0 = time.perf_counter()
         seg.predict(image)
         times.append((time.perf_counter() - t0) * 1e3)
@@ -133,26 +140,11 @@ def _random_checkpoint(path: Path, img_size: int, model_overrides: Optional[dict
                             "config": {"data": {"img_size": img_size}}}, path)
 
 
-def run_predict_benchmark(
-    device: torch.device,
-    checkpoint: Optional[Path] = None,
-    folder: Optional[Path] = None,
-    num_images: int = 1000,
-    image_px: int = 800,
-    img_size: int = 384,
-    batch_size: int = 32,
-    num_workers: Optional[int] = None,
-    precision: str = "auto",
-    repeats: int = 3,
-    latency_iters: int = 50,
-    fresh_process: bool = True,
-    model_overrides: Optional[dict] = None,
-    progress: Callable[[str], None] = lambda msg: None,
-) -> Dict[str, Any]:
-    """The whole predict benchmark; returns a JSON-able dict (see the module docstring).
+@dataclass
+class PredictBenchSettings:
+    """What :func:`run_predict_benchmark` times.
 
-    Args:
-        device: where to run.
+    Attributes:
         checkpoint: a trained checkpoint; None saves a randomly initialised model built with
             ``model_overrides`` (speed does not depend on the weights).
         folder: images to predict; None writes ``num_images`` JPEGs of ``image_px`` pixels.
@@ -166,89 +158,132 @@ def run_predict_benchmark(
         latency_iters: timed batch-1 API calls.
         fresh_process: also time ``predict`` as a new process.
         model_overrides: model config of the random checkpoint.
+    """
+
+    checkpoint: Optional[Path] = None
+    folder: Optional[Path] = None
+    num_images: int = 1000
+    image_px: int = 800
+    img_size: int = 384
+    batch_size: int = 32
+    num_workers: Optional[int] = None
+    precision: str = "auto"
+    repeats: int = 3
+    latency_iters: int = 50
+    fresh_process: bool = True
+    model_overrides: Optional[dict] = None
+
+
+def run_predict_benchmark(device: torch.device, settings: PredictBenchSettings,
+                          progress: Callable[[str], None] = lambda msg: None) -> Dict[str, Any]:
+    """The whole predict benchmark; returns a JSON-able dict (see the module docstring).
+
+    Args:
+        device: where to run.
+        settings: what to time.
         progress: where status lines go.
 
     Raises:
-        FileNotFoundError: ``checkpoint`` or ``folder`` does not exist, or ``folder`` holds no image
-            (raised before any timing starts).
+        FileNotFoundError: no such checkpoint or folder, or no image in it (before any timing).
         RuntimeError: a run wrote fewer masks than images, or the ``predict`` process failed (the
             message quotes its last error line).
     """
-    from datasets import expand_inputs
-    from engine.inference.predict import write_masks
-    from engine.inference.predictor import Predictor, default_num_workers, load_inference_model
+    from datasets import expand_inputs, read_image
+    from engine.inference.predictor import default_num_workers
     from engine.inference.writer import default_writer_threads
 
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {checkpoint}")
-    if folder is not None and not Path(folder).is_dir():
-        raise FileNotFoundError(f"Image folder not found: {folder}")
-    workers = default_num_workers(device) if num_workers is None else int(num_workers)
+    st = settings
+    if st.checkpoint is not None and not Path(st.checkpoint).is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {st.checkpoint}")
+    if st.folder is not None and not Path(st.folder).is_dir():
+        raise FileNotFoundError(f"Image folder not found: {st.folder}")
+    workers = default_num_workers(device) if st.num_workers is None else int(st.num_workers)
     with tempfile.TemporaryDirectory(prefix="camoxpert-predict-bench-") as tmp:
         tmp_path = Path(tmp)
-        if checkpoint is None:
-            checkpoint = _random_checkpoint(tmp_path / "random.pt", img_size, model_overrides)
+        checkpoint = st.checkpoint or _random_checkpoint(tmp_path / "random.pt", st.img_size, st.model_overrides)
+        folder = st.folder
         if folder is None:
-            progress(f"writing {num_images} JPEGs of {image_px} px")
+            progress(f"writing {st.num_images} JPEGs of {st.image_px} px")
             folder = tmp_path / "images"
-            write_test_images(folder, num_images, image_px)
+            write_test_images(folder, st.num_images, st.image_px)
         paths = expand_inputs([folder])
-
         progress("start-up of a fresh process (imports, CUDA)")
         startup: Dict[str, float] = dict(startup_seconds(device))
         progress("in-process predict: load, warm up, timed runs")
-        if device.type == "cuda":
-            torch.cuda.init()
-            torch.empty(1, device=device)
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        loaded = load_inference_model(checkpoint, device, img_size)
-        predictor = Predictor(loaded.model, device, precision=precision)
-        t1 = time.perf_counter()
-        predictor.warm_up(min(batch_size, len(paths)), loaded.img_size)
-        t2 = time.perf_counter()
-        startup.update(model_load_s=t1 - t0, warm_up_s=t2 - t1)
-        startup["total_s"] = sum(startup.values())
-        runs: List[float] = []
-        for r in range(max(1, repeats)):
-            out = tmp_path / f"masks_{r}"
-            out.mkdir()
-            t_start = time.perf_counter()
-            summary = write_masks(predictor, paths, out, loaded.img_size, batch_size=batch_size,
-                                  num_workers=workers, progress=False)
-            runs.append(time.perf_counter() - t_start)
-            written = len(list(out.glob("*.png")))
-            if written != len(paths) or summary.failed:
-                raise RuntimeError(f"Run {r}: {written} masks for {len(paths)} images; failed: {summary.failed[:3]}")
-        in_process = {"runs_s": runs, "seconds": statistics.median(runs),
-                      "img_per_s": len(paths) / statistics.median(runs)}
-        del predictor, loaded
-
-        fresh = None
-        if fresh_process:
+        in_process, fresh = _in_process(Path(checkpoint), paths, device, st, workers, tmp_path, startup), None
+        if st.fresh_process:
             progress("predict as a fresh process")
-            seconds = _fresh_predict(Path(checkpoint), folder, tmp_path / "masks_fresh", device, img_size,
-                                     batch_size, precision, num_workers)
+            seconds = _fresh_predict(Path(checkpoint), folder, tmp_path / "masks_fresh", device, st)
             fresh = {"seconds": seconds, "img_per_s": len(paths) / seconds}
         progress("batch-1 latency through the Python API")
-        latency = _api_latency(Path(checkpoint), paths[0], device, precision, img_size, latency_iters)
-        from datasets import read_image
-
+        latency = _api_latency(Path(checkpoint), paths[0], device, st)
         shape = list(read_image(paths[0]).shape[:2])
-
     return {
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
         "images": len(paths),
         "image_shape": shape,
-        "img_size": img_size,
-        "batch_size": batch_size,
+        "img_size": st.img_size,
+        "batch_size": st.batch_size,
         "num_workers": workers,
         "writer_threads": default_writer_threads(),
-        "precision": precision,
+        "precision": st.precision,
         "in_process": in_process,
         "startup": startup,
         "fresh_process": fresh,
         "api_latency_b1_ms": latency,
     }
+
+
+def _in_process(checkpoint: Path, paths: List[Path], device: torch.device, st: PredictBenchSettings, workers: int,
+                tmp_path: Path, startup: Dict[str, float]) -> Dict[str, Any]:
+    """Load, warm up (both added to ``startup``), then time ``st.repeats`` runs of ``predict``'s folder path."""
+    from engine.inference.predict import write_masks
+    from engine.inference.predictor import Predictor, load_inference_model
+
+    if device.type == "cuda":
+        torch.cuda.init()
+        torch.empty(1, device=device)
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    loaded = load_inference_model(checkpoint, device, st.img_size)
+    predictor = Predictor(loaded.model, device, precision=st.precision)
+    t1 = time.perf_counter()
+    predictor.warm_up(min(st.batch_size, len(paths)), loaded.img_size)
+    t2 = time.perf_counter()
+    startup.update(model_load_s=t1 - t0, warm_up_s=t2 - t1)
+    startup["total_s"] = sum(startup.values())
+    runs: List[float] = []
+    for r in range(max(1, st.repeats)):
+        out = tmp_path / f"masks_{r}"
+        out.mkdir()
+        t_start = time.perf_counter()
+        summary = write_masks(predictor, paths, out, loaded.img_size, batch_size=st.batch_size,
+                              num_workers=workers, progress=False)
+        runs.append(time.perf_counter() - t_start)
+        written = len(list(out.glob("*.png")))
+        if written != len(paths) or summary.failed:
+            raise RuntimeError(f"Run {r}: {written} masks for {len(paths)} images; failed: {summary.failed[:3]}")
+    return {"runs_s": runs, "seconds": statistics.median(runs), "img_per_s": len(paths) / statistics.median(runs)}
+
+
+def format_predict_report(r: dict) -> str:
+    """A few readable lines of a :func:`run_predict_benchmark` result."""
+    s, p = r["startup"], r["in_process"]
+    lines = [
+        f"predict over {r['images']} images of {r['image_shape'][0]}x{r['image_shape'][1]} at {r['img_size']} px, "
+        f"batch {r['batch_size']}, {r['num_workers']} workers, {r['writer_threads']} writer threads "
+        f"on {r['gpu'] or r['device']}:",
+        f"  in one process, first file read to last mask written: {p['img_per_s']:.0f} img/s "
+        f"({p['seconds']:.2f} s, median of {len(p['runs_s'])})",
+        f"  start-up: import torch {s['import_torch_s']:.1f} s, project {s['import_project_s']:.1f} s, "
+        f"CUDA {s['cuda_init_s']:.1f} s, model load {s['model_load_s']:.1f} s, warm-up {s['warm_up_s']:.1f} s "
+        f"(total {s['total_s']:.1f} s)",
+    ]
+    if r.get("fresh_process"):
+        f = r["fresh_process"]
+        lines.append(f"  whole command as a fresh process: {f['seconds']:.1f} s ({f['img_per_s']:.0f} img/s)")
+    lat = r["api_latency_b1_ms"]
+    lines.append(f"  API batch-1 latency: median {lat['median']:.2f} ms (min {lat['min']:.2f} ms)")
+    return "\n".join(lines)

@@ -1,10 +1,10 @@
 """End-to-end speed of ``predict`` and batch-1 latency of the Python API, as JSON.
 
-    python scripts/benchmark_predict.py --checkpoint checkpoints/best.pt --json predict_bench.json
-    python scripts/benchmark_predict.py --folder photos/ --device cuda --batch-size 32
+    python benchmarks/benchmark_predict.py --checkpoint checkpoints/best.pt --json predict_bench.json
+    python benchmarks/benchmark_predict.py --folder photos/ --device cuda --batch-size 32
 
-The same measurement as ``python train_ultimate.py benchmark --predict-only`` (both call
-:func:`engine.tools.predict_speed.run_predict_benchmark`; see it for what each figure means).
+Prints a few readable lines on stderr and the JSON on stdout; see
+:func:`benchmarks.predict_speed.run_predict_benchmark` for what each figure means.
 Without ``--folder`` it writes ``--num-images`` JPEGs of ``--image-px`` pixels to a temporary
 folder. Without ``--checkpoint`` it saves a randomly initialised model of the default
 configuration (speed does not depend on the weights).
@@ -50,7 +50,7 @@ def main(checkpoint, folder, num_images, image_px, img_size, batch_size, num_wor
     from engine.files import atomic_write_text
     from engine.inference.predictor import parse_img_size
     from engine.runtime import resolve_device
-    from engine.tools.predict_speed import run_predict_benchmark
+    from benchmarks.predict_speed import PredictBenchSettings, format_predict_report, run_predict_benchmark
 
     try:  # bad values are usage errors (exit 2), found before any work
         parse_img_size(img_size)
@@ -59,14 +59,14 @@ def main(checkpoint, folder, num_images, image_px, img_size, batch_size, num_wor
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        result = run_predict_benchmark(
-            dev, checkpoint=checkpoint, folder=folder, num_images=num_images, image_px=image_px, img_size=img_size,
+        settings = PredictBenchSettings(
+            checkpoint=checkpoint, folder=folder, num_images=num_images, image_px=image_px, img_size=img_size,
             batch_size=batch_size, num_workers=num_workers, precision=precision, repeats=repeats,
-            latency_iters=latency_iters, fresh_process=not no_fresh_process, model_overrides=model_overrides,
-            progress=lambda msg: click.echo(f"... {msg}", err=True),
-        )
+            latency_iters=latency_iters, fresh_process=not no_fresh_process, model_overrides=model_overrides)
+        result = run_predict_benchmark(dev, settings, progress=lambda msg: click.echo(f"... {msg}", err=True))
     except (OSError, RuntimeError, ValueError) as exc:  # e.g. an unknown --set key, a failing `predict` process
         raise click.ClickException(str(exc)) from exc
+    click.echo(format_predict_report(result), err=True)
     text = json.dumps(result, indent=2)
     click.echo(text)
     if json_out:

@@ -1,6 +1,6 @@
 """Profile one CamoXpert training step (or inference) and print the most expensive ops.
 
-    python scripts/profile_step.py --device cuda --batch-size 16 --img-size 384 [--eval] [--set dim=96]
+    python benchmarks/profile_step.py --device cuda --batch-size 16 --img-size 384 [--eval] [--set dim=96]
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.tools.benchmark import benchmark_loss  # noqa: E402
-from engine.runtime import autocast_context as _autocast, autocast_dtype, resolve_device  # noqa: E402
+from engine.runtime import autocast_dtype, resolve_device  # noqa: E402
+from engine.tools.benchmark import Workload  # noqa: E402
 from models import build_model  # noqa: E402
 
 
@@ -35,21 +35,9 @@ def main(device, backbone, batch_size, img_size, eval_mode, rows, overrides):
         model = build_model(**{"backbone": backbone, **parse_set_overrides(overrides)})
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    dtype = autocast_dtype(dev)
-    model = model.to(dev, memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step():
-        if eval_mode:
-            with torch.inference_mode(), _autocast(dev, dtype):
-                model.eval()(x)
-            return
-        with _autocast(dev, dtype):
-            loss = benchmark_loss(model.train()(x))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    # The benchmark's workload: the product's training step (or inference) on a synthetic batch.
+    workload = Workload(model, dev, batch_size, img_size, autocast_dtype(dev), channels_last=True)
+    step = workload.infer if eval_mode else workload.train_step
 
     for _ in range(3):
         step()

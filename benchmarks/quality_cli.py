@@ -1,4 +1,4 @@
-"""``train_ultimate.py quality-benchmark``: model variants trained for the same GPU time, then scored."""
+"""``python benchmarks/lab.py quality-benchmark``: model variants trained for the same GPU time, then scored."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ from typing import Optional, Tuple
 
 import click
 
+from benchmarks.quality_report import VARIANT_NAMES
+from benchmarks.quality_report_cli import check_reference
 from cli.options import FiniteFloatRange, check_device_option, check_img_size_option, check_output_file
-from cli.quality_report import check_reference
-from engine.tools.quality_report import VARIANT_NAMES
 
 # Counts that make no sense below 1 (an empty batch or split fails deep in the model or the loader).
 _POSITIVE = click.IntRange(min=1)
@@ -93,8 +93,8 @@ def quality_benchmark(ctx: click.Context, dataset_paths, variants, seconds, max_
     from engine.config import ConfigError, resolve_config
     from engine.files import atomic_write_text
     from engine.runtime import autocast_dtype, resolve_device
-    from engine.tools.quality import QualitySettings, format_quality_table, run_quality_benchmark
-    from engine.tools.quality_data import load_quality_data
+    from benchmarks.quality import QualityPlan, QualitySettings, format_quality_table, run_quality_benchmark
+    from benchmarks.quality_data import SplitSizes, load_quality_data
 
     try:
         config = resolve_config(config_file, {"model.backbone": backbone}, set_items)
@@ -110,15 +110,16 @@ def quality_benchmark(ctx: click.Context, dataset_paths, variants, seconds, max_
         dtype=autocast_dtype(dev, precision), cuda_graphs=cuda_graphs,
     )
     try:
-        data = load_quality_data(list(dataset_paths), img_size, dev, n_train=n_train, n_test=n_test,
-                                 synthetic_size=synthetic_size, max_train=max_train, max_test=max_test)
+        sizes = SplitSizes(n_train=n_train, n_test=n_test, synthetic_size=synthetic_size, max_train=max_train,
+                           max_test=max_test)
+        data = load_quality_data(list(dataset_paths), img_size, dev, sizes)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"data: {data.name}: train {data.train_images.shape[0]}, test {data.test_images.shape[0]} "
                f"at {img_size}px on {dev}")
-    result = run_quality_benchmark(data, config["model"], names, seeds, settings,
-                                   loss_section=config["loss"], log=click.echo, equal_steps=equal_steps,
-                                   reference=reference)
+    plan = QualityPlan(config["model"], names, seeds, loss_section=config["loss"], equal_steps=equal_steps,
+                       reference=reference)
+    result = run_quality_benchmark(data, plan, settings, log=click.echo)
     click.echo(format_quality_table(result))
     if json_path:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
