@@ -85,3 +85,20 @@ class RecordOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append(func.overloadpacket.__name__)
         return func(*args, **(kwargs or {}))
+
+
+def sigterm_after_step(monkeypatch, step: int) -> None:
+    """Deliver a real SIGTERM to this process right after optimizer step ``step`` of the trainer."""
+    import signal
+
+    import engine.training.step as step_module
+    import engine.training.trainer as trainer_module
+
+    original = step_module.train_step
+
+    def train_step(run, batches):
+        original(run, batches)
+        if run.step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer_module, "train_step", train_step)

@@ -15,16 +15,6 @@ from engine.evaluation.metrics import RESULT_KEYS
 from train_ultimate import main
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
-
-
-@pytest.fixture(scope="module")
-def cod10k(tmp_path_factory) -> Path:
-    return write_cod10k_layout(tmp_path_factory.mktemp("data") / "COD10K-v3")
-
-
 def _run(args):
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     return result

@@ -7,19 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from _inference_fixtures import COD10K_TEST, make_tiny_checkpoint, write_cod10k_layout
+from _inference_fixtures import COD10K_TEST
 from engine.evaluation.figure import Extremes, FigureRow, figure_size_px
 from train_ultimate import main
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
-
-
-@pytest.fixture(scope="module")
-def cod10k(tmp_path_factory) -> Path:
-    return write_cod10k_layout(tmp_path_factory.mktemp("data") / "COD10K-v3")
 
 
 def _evaluate(ckpt, cod10k, *extra):

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
-from _inference_fixtures import make_tiny_checkpoint, write_scene
+from _inference_fixtures import write_scene
 from engine.evaluation.evaluate import evaluate_samples
 from engine.inference.predict import output_names
 from engine.inference.predictor import Predictor
@@ -17,11 +16,6 @@ from train_ultimate import main
 
 # A file name that is not valid UTF-8 (Linux file names are bytes).
 BAD_NAME = os.fsdecode(b"caf\xe9-\xff")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
 def _invoke(*args):

@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from _inference_fixtures import make_tiny_checkpoint, write_cod10k_layout, write_scene
+from _inference_fixtures import write_cod10k_layout, write_scene
 from engine.inference.predict import make_overlay, output_names
 from train_ultimate import main
 
 SIZES = {"wide": (50, 70), "square": (64, 64), "thin": (33, 100), "tall": (90, 41)}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
 @pytest.fixture(scope="module")

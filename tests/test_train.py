@@ -1,8 +1,6 @@
 """End-to-end ``train`` runs on a tiny synthetic set (CPU, 64 px, edgenext_xx_small)."""
 import json
 import math
-import os
-import signal
 
 import pytest
 import torch
@@ -10,7 +8,7 @@ import torch
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
 import engine.training.step as step_module
 from engine.training.trainer import Trainer
-from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli
+from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli, sigterm_after_step
 
 CHECKPOINT_KEYS = {
     "model_config", "model", "ema", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config",
@@ -88,16 +86,6 @@ def test_two_epochs_write_every_artifact(tiny_data, tmp_path):
     assert "Router stride32:" in (out / "train.log").read_text()
 
 
-def _stop_after(monkeypatch, step):
-    """Deliver a real SIGTERM to this process right after optimizer step ``step``."""
-    original = step_module.train_step
-
-    def train_step(run, batches):
-        original(run, batches)
-        if run.step == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr("engine.training.trainer.train_step", train_step)
 
 
 def test_null_num_workers_picks_them_from_the_cores(tiny_data, tmp_path, monkeypatch):
@@ -123,7 +111,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path, 
     assert run_cli(_args(tiny_data, ref, *extra)).exit_code == 0
 
     run = tmp_path / "run"
-    _stop_after(monkeypatch, stop_step)
+    sigterm_after_step(monkeypatch, stop_step)
     first = run_cli(_args(tiny_data, run, *extra))
     monkeypatch.undo()
     assert first.exit_code == 0, first.output
@@ -162,7 +150,7 @@ def test_resumed_run_from_scratch_keeps_the_first_sessions_schedule(tiny_data, t
     ref = tmp_path / "ref"
     assert run_cli(_args(tiny_data, ref, *extra)).exit_code == 0
     run = tmp_path / "run"
-    _stop_after(monkeypatch, 4)  # in epoch 2, where a rebuilt schedule would be in stage 2 at other rates
+    sigterm_after_step(monkeypatch, 4)  # in epoch 2, where a rebuilt schedule would be in stage 2 at other rates
     first = run_cli(_args(tiny_data, run, *extra))
     monkeypatch.undo()
     assert first.exit_code == 0 and "Stopped by SIGTERM" in first.output, first.output

@@ -6,9 +6,8 @@ import signal
 import pytest
 import torch
 
-import engine.training.step as step_module
 import engine.training.trainer as trainer_module
-from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli
+from _train_helpers import TINY_ARGS, load_ckpt, make_dataset, run_cli, sigterm_after_step
 from engine.training.run_folder import RUN_LOCK
 
 # 6 training images at batch 2: 3 steps an epoch; 3 epochs, validated at the end of every one.
@@ -30,17 +29,6 @@ def _same_weights(a, b):
         assert not different, f"{key}: {len(different)} tensors differ, e.g. {different[:3]}"
 
 
-def _sigterm_after_step(monkeypatch, step):
-    original = step_module.train_step
-
-    def train_step(run, batches):
-        original(run, batches)
-        if run.step == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(trainer_module, "train_step", train_step)
-
-
 def test_validating_more_often_does_not_change_the_weights(tiny_data, tmp_path):
     every_epoch = run_cli(_args(tiny_data, tmp_path / "often"))
     only_at_the_end = run_cli(_args(tiny_data, tmp_path / "once", "--set", "train.val_every_seconds=1e9"))
@@ -55,7 +43,7 @@ def test_runs_stopped_anywhere_and_resumed_end_with_the_uninterrupted_weights(ti
     reference = load_ckpt(tmp_path / "ref" / "last.pt")
     for stop_step in (2, 4, 7):  # inside epoch 1, after the first validation, after the second
         out = tmp_path / f"stopped_at_{stop_step}"
-        _sigterm_after_step(monkeypatch, stop_step)
+        sigterm_after_step(monkeypatch, stop_step)
         first = run_cli(_args(tiny_data, out))
         monkeypatch.undo()
         assert first.exit_code == 0 and load_ckpt(out / "last.pt")["step"] == stop_step

@@ -7,16 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from _inference_fixtures import make_tiny_checkpoint
 from engine.inference.video import VideoSummary
 from train_ultimate import main
 
 H, W, FRAMES, FPS = 48, 80, 7, 12.0
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
 def _write_clip(path, frames=FRAMES, fourcc="mp4v"):
