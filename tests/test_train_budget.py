@@ -74,25 +74,26 @@ def test_schedule_sized_from_measured_step_time():
 def test_resume_continues_the_saved_schedule_unless_its_length_changes():
     from types import SimpleNamespace
 
+    from engine.settings import ModelSettings, TrainSettings
     from engine.training.setup import _resumed_schedule_sizes, _stage1_epochs
 
-    tcfg = {"epochs": 4, "stage1_epochs": 1, "warmup_steps": 30, "adapt_to_budget": True, "time_budget": None}
+    tcfg = TrainSettings(epochs=4, stage1_epochs=1, warmup_steps=30, adapt_to_budget=True, time_budget=None)
     rt = SimpleNamespace(ctx=SimpleNamespace(world_size=1))
     ckpt = {"scheduler": {"step_count": 1, "total_steps": 204, "stage1_steps": 0, "warmup_steps": 30},
-            "config": {"train": dict(tcfg)}, "batch_size": 4, "accumulation_steps": 1, "world_size": 1}
+            "config": {"train": tcfg.to_dict()}, "batch_size": 4, "accumulation_steps": 1, "world_size": 1}
 
     def sizes(t=tcfg, batch=4, budgeted=False, continuing=False):
         return _resumed_schedule_sizes(t, ckpt, rt, batch, 1, budgeted, continuing)
 
     assert sizes() == (204, 0, 30)  # the first session's schedule, not one rebuilt with a stage 1
     assert sizes(budgeted=True, continuing=True) == (204, 0, 30)  # the rest of the same budget
-    assert sizes(dict(tcfg, epochs=8)) is None  # extended: planned again ...
+    assert sizes(tcfg.model_copy(update={"epochs": 8})) is None  # extended: planned again ...
     assert sizes(budgeted=True) is None  # ... and so with a fresh budget or another batch layout
     assert sizes(batch=2) is None
     # ... by the first session's rule: no frozen stage for a backbone without pretrained weights
-    assert _stage1_epochs(tcfg, {"pretrained": False}, None) == 0
-    assert _stage1_epochs(tcfg, {"pretrained": True}, None) == 1
-    assert _stage1_epochs(dict(tcfg, adapt_to_budget=False), {"pretrained": False}, None) == 1
+    assert _stage1_epochs(tcfg, ModelSettings(pretrained=False), None) == 0
+    assert _stage1_epochs(tcfg, ModelSettings(pretrained=True), None) == 1
+    assert _stage1_epochs(tcfg.model_copy(update={"adapt_to_budget": False}), ModelSettings(pretrained=False), None) == 1
 
 
 def test_time_budget_run_ends_inside_it_and_resume_continues(tiny_data, tmp_path):
