@@ -165,8 +165,15 @@ def test_new_run_into_an_existing_run_folder_is_refused(tiny_data, tmp_path):
 
 def test_a_start_that_failed_its_checks_does_not_block_the_next(tiny_data, tmp_path):
     out = tmp_path / "run"
-    failed = run_cli(_args(tiny_data, out, "--epochs", "1", "--time-budget", "5x"))
-    assert failed.exit_code == 2 and "not a duration" in failed.output
+    refused = run_cli(_args(tiny_data, out, "--epochs", "1", "--time-budget", "5x"))
+    assert refused.exit_code == 2 and "train.time_budget" in refused.output
+    assert not out.exists()  # a bad setting is refused before anything is written
+    # A start that fails later, in its data checks, has written config.yaml and empty logs.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = run_cli(["train", "--dataset-path", str(empty), "--checkpoint-dir", str(out), *TINY_ARGS,
+                      "--epochs", "1"])
+    assert failed.exit_code == 1 and str(empty) in failed.output
     assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()  # logs, no saved state
     (out / ".metrics.jsonl.k2j4h5g6.tmp").write_bytes(b"torn")
     # --resume auto finds no last.pt and starts a new run, which is not refused
