@@ -169,3 +169,16 @@ def test_settings_module_writes_and_checks_from_the_command_line():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert not re.search("Traceback", result.stderr)
+
+
+def test_shipped_config_files_resolve():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        ConfigRequest.read(path).resolve()
+
+
+def test_model_choice_names_match_the_registries():
+    from models.decoder import DECODERS
+    from models.experts import EXPERT_TYPES
+    from models.names import DECODER_NAMES, EXPERT_NAMES
+
+    assert tuple(EXPERT_TYPES) == EXPERT_NAMES and tuple(DECODERS) == DECODER_NAMES
