@@ -21,7 +21,8 @@ class AugmentSettings(Section):
     """Training augmentation (``datasets.DEFAULT_TRAIN_AUG``); ``*_p`` is a probability."""
 
     hflip_p: float = Field(0.5, **_PROBABILITY, description="Probability of a horizontal flip")
-    vflip_p: float = Field(0.0, **_PROBABILITY, description="Probability of a vertical flip (off: most scenes have a gravity direction)")
+    vflip_p: float = Field(
+        0.0, **_PROBABILITY, description="Probability of a vertical flip (off: most scenes have a gravity direction)")
     crop_p: float = Field(0.5, **_PROBABILITY, description="Probability of a random resized crop")
     crop_scale: Pair = Field((0.6, 1.0), description="[min, max] fraction of the image area the crop keeps")
     crop_ratio: Pair = Field((0.75, 1.3333), description="[min, max] aspect ratio of the crop")
@@ -32,7 +33,8 @@ class AugmentSettings(Section):
     brightness: float = Field(0.2, ge=0.0, description="Colour jitter: brightness change")
     contrast: float = Field(0.2, ge=0.0, description="Colour jitter: contrast change")
     saturation: float = Field(0.2, ge=0.0, description="Colour jitter: saturation change")
-    hue: float = Field(0.02, ge=0.0, le=0.5, description="Colour jitter: hue shift (small: camouflage is colour similarity)")
+    hue: float = Field(
+        0.02, ge=0.0, le=0.5, description="Colour jitter: hue shift (small: camouflage is colour similarity)")
     border: Literal["reflect", "constant"] = Field("reflect", description="Fill of the corners a rotation uncovers")
 
     @field_validator("crop_scale")
@@ -53,8 +55,10 @@ class SyntheticSettings(Section):
     n_test: int = Field(40, ge=1, description="Test scenes generated")
     img_size: int = Field(160, ge=32, le=MAX_IMG_SIZE, description="Resolution of the generated images in px")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the generator")
-    noncam_fraction: float = Field(0.1, **_PROBABILITY, description="Share of scenes without an object (empty masks)")
-    cache_dir: Optional[str] = Field(None, description="Where the set is cached; null: ~/.cache/camoxpert or $CAMOXPERT_CACHE")
+    noncam_fraction: float = Field(
+        0.1, **_PROBABILITY, description="Share of scenes without an object (empty masks)")
+    cache_dir: Optional[str] = Field(
+        None, description="Where the set is cached; null: ~/.cache/camoxpert or $CAMOXPERT_CACHE")
 
 
 class DataSettings(Section):
@@ -62,14 +66,18 @@ class DataSettings(Section):
 
     dataset_paths: List[str] = Field(
         default_factory=list,
-        description="Dataset folders (COD10K-v3, SINet-V2, CAMO, image/mask pairs...), combined; empty: the built-in synthetic set")
+        description="Dataset folders (COD10K-v3, SINet-V2, CAMO, image/mask pairs...), combined; "
+                    "empty: the built-in synthetic set")
     img_size: int = Field(
         128, ge=32, le=MAX_IMG_SIZE,
-        description=f"Training resolution in px: a multiple of 32 (the backbone's stride), at most {MAX_IMG_SIZE} (memory)")
-    val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="Share of the training images held out for model selection")
+        description=f"Training resolution in px: a multiple of 32 (the backbone's stride), "
+                    f"at most {MAX_IMG_SIZE} (memory)")
+    val_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Share of the training images held out for model selection")
     split_seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the train/validation split")
     num_workers: Optional[int] = Field(
-        None, ge=0, description="DataLoader workers per process; null: one per CPU core on a GPU, up to 8; 2 on the CPU")
+        None, ge=0,
+        description="DataLoader workers per process; null: one per CPU core on a GPU, up to 8; 2 on the CPU")
     cache: bool = Field(False, description="Keep decoded images in memory")
     skip_bad_samples: bool = Field(
         False, description="Train without unreadable/unpaired/mismatched samples instead of stopping (exit code 2)")

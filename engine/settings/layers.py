@@ -44,7 +44,8 @@ def load_yaml(path: PathLike) -> Dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (model:, data:, train:...), got {type(data).__name__}.")
+        raise ConfigError(
+            f"{path} must hold a mapping of sections (model:, data:, train:...), got {type(data).__name__}.")
     return data
 
 

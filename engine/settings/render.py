@@ -53,7 +53,8 @@ def _yaml_section(cls: Type[BaseModel], indent: str) -> List[str]:
             lines += [f"{indent}{name}:  # {_first_line(info.annotation.__doc__)}"]
             lines += _yaml_section(info.annotation, indent + "  ")
             continue
-        lines += [f"{indent}# {info.description}", f"{indent}{name}: {_scalar(info.get_default(call_default_factory=True))}"]
+        default = info.get_default(call_default_factory=True)
+        lines += [f"{indent}# {info.description}", f"{indent}{name}: {_scalar(default)}"]
     return lines
 
 

@@ -14,7 +14,9 @@ class LossSettings(Section):
     side_weight: float = Field(1.0, ge=0.0, description="Weight of the mean deep-supervision side loss")
     aux_weight: float = Field(0.01, ge=0.0, description="Weight of the MoE load-balancing loss")
     edge_kernel: int = Field(31, ge=1, description="Structure-loss window in px, odd (F3Net / SINet-V2)")
-    edge_weight: float = Field(5.0, ge=0.0, description="Extra weight of pixels near object boundaries in the structure loss (up to 1 + edge_weight)")
+    edge_weight: float = Field(
+        5.0, ge=0.0,
+        description="Extra weight of pixels near object boundaries in the structure loss (up to 1 + edge_weight)")
 
     @field_validator("edge_kernel")
     @classmethod
@@ -31,6 +33,7 @@ class EvalSettings(Section):
     max_images: int = Field(
         0, ge=0, description="Validate on at most this many held-out images (an evenly spread subset; 0: all)")
     device_cache_mb: int = Field(
-        2048, ge=0, description="Keep the decoded validation split on the device up to this size (0: decode every time)")
+        2048, ge=0,
+        description="Keep the decoded validation split on the device up to this size (0: decode every time)")
     budget_fraction: float = Field(
         0.05, ge=0.0, le=1.0, description="With a time budget: largest share of the training time validations take")

@@ -226,13 +226,9 @@ def _resumed_schedule_sizes(tcfg: TrainSettings, ckpt: Optional[Mapping[str, Any
     return sizes
 
 
-def build_run_state(config: RunConfig, rt: Runtime, data: RunData, ckpt: Optional[Mapping[str, Any]],
-                    new_budget: bool, clock: Callable[[], float], started_at: Optional[float],
-                    log: Callable[[str], None]) -> Tuple[RunState, RunLoaders]:
-    """Create the model, EMA, optimizer, schedule, loaders and every counter of the run."""
-    tcfg, dcfg = config.train, config.data
-    batch_size, accum = tcfg.batch_size, tcfg.accumulation_steps
-    workers = dcfg.num_workers
+def _build_loaders(config: RunConfig, rt: Runtime, data: RunData, log: Callable[[str], None]) -> RunLoaders:
+    """The training and validation loaders, with ``data.num_workers: null`` resolved (and said)."""
+    workers = config.data.num_workers
     if workers is None:
         # torchrun sets LOCAL_WORLD_SIZE: the processes on this host share its cores.
         local = int(os.environ.get("LOCAL_WORLD_SIZE", rt.ctx.world_size))
@@ -240,12 +236,20 @@ def build_run_state(config: RunConfig, rt: Runtime, data: RunData, ckpt: Optiona
         log(f"Data loader: {workers} worker process(es){' per process' if local > 1 else ''} "
             f"(data.num_workers: null picks them from the {usable_cpus()} usable CPU cores)")
     try:
-        loaders = build_loaders(data.train_set, data.val_set, batch_size, config.eval.batch_size,
-                                workers, rt.seed, rt.ctx.rank, rt.ctx.world_size,
-                                pin_memory=rt.device.type == "cuda",
-                                max_val_images=config.eval.max_images)
+        return build_loaders(data.train_set, data.val_set, config.train.batch_size, config.eval.batch_size,
+                             workers, rt.seed, rt.ctx.rank, rt.ctx.world_size, pin_memory=rt.device.type == "cuda",
+                             max_val_images=config.eval.max_images)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def build_run_state(config: RunConfig, rt: Runtime, data: RunData, ckpt: Optional[Mapping[str, Any]],
+                    new_budget: bool, clock: Callable[[], float], started_at: Optional[float],
+                    log: Callable[[str], None]) -> Tuple[RunState, RunLoaders]:
+    """Create the model, EMA, optimizer, schedule, loaders and every counter of the run."""
+    tcfg = config.train
+    batch_size, accum = tcfg.batch_size, tcfg.accumulation_steps
+    loaders = _build_loaders(config, rt, data, log)
     mcfg = config.model
     if ckpt is not None:
         mcfg = mcfg.model_copy(update=dict(pretrained=False, pretrained_weights=None))  # the checkpoint's weights

@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.config import ConfigError, save_config
-from engine.settings import RunConfig, as_run_config
 from engine.distributed import barrier, cleanup_distributed
+from engine.settings import RunConfig, as_run_config
 from engine.training.budget import StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
 from engine.training.graphed_step import raised_at
