@@ -1,10 +1,11 @@
-"""The layers a configuration is resolved from, and resolving them once.
+"""The layers a configuration is resolved from: reading, parsing and merging them.
 
 Precedence, later wins::
 
     defaults  <  a resumed checkpoint's stored config  <  --config FILE.yaml  <  flags  <  --set key=value
 
-The layers are plain nested dicts, merged key by key; the result is validated once, into a
+The layers are plain nested dicts, merged key by key;
+:meth:`engine.settings.request.ConfigRequest.resolve` validates the result once, into a
 :class:`~engine.settings.run.RunConfig`, before the command writes anything.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:  # pydantic is imported by resolve time only: option parsing does without it
     from pydantic import BaseModel
 
-__all__ = ["ConfigRequest", "deep_merge", "known_keys", "load_yaml", "nest", "parse_set_overrides", "resolve"]
+__all__ = ["deep_merge", "known_keys", "load_yaml", "nest", "parse_set_overrides"]
 
 PathLike = Union[str, Path]
 
