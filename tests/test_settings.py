@@ -182,3 +182,15 @@ def test_model_choice_names_match_the_registries():
     from models.names import DECODER_NAMES, EXPERT_NAMES
 
     assert tuple(EXPERT_TYPES) == EXPERT_NAMES and tuple(DECODERS) == DECODER_NAMES
+
+
+def test_no_flash_attn_flag_reaches_every_attention_module(tmp_path):
+    from cli.config_options import config_flags
+    from cli.train import train
+    from models import SDTAEncoder, build_model
+
+    ctx = train.make_context("train", ["--no-flash-attn", "--set", "model.dim=16"])
+    request = ConfigRequest.read(None, config_flags(ctx), ctx.params["set_items"])
+    model = build_model(request.resolve().model.to_camoxpert())
+    encoders = [m for m in model.modules() if isinstance(m, SDTAEncoder)]
+    assert encoders and all(not m.use_flash_attn and m.attn_backend == "math" for m in encoders)
