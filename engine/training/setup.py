@@ -20,7 +20,7 @@ from engine.compile import compile_model
 from engine.config import ConfigError
 from engine.distributed import barrier, init_distributed
 from engine.runtime import autocast_dtype, resolve_device
-from engine.settings import DataSettings, ModelSettings, RunConfig, TrainSettings
+from engine.settings import ModelSettings, RunConfig, TrainSettings
 from engine.training.budget import TimeBudget
 from engine.training.ema import ModelEma
 from engine.training.loaders import RunLoaders, auto_num_workers, build_loaders, usable_cpus
@@ -153,20 +153,15 @@ def build_data(config: RunConfig, rt: Runtime, train_set: Optional[Dataset], val
     if rt.ctx.distributed:
         # Rank 0 generates the synthetic set (if needed) before the others look for it.
         if rt.ctx.is_main:
-            resolve_dataset_paths(_data_section(config.data), progress=show)
+            resolve_dataset_paths(config.data, progress=show)
         barrier()
-    data = build_train_data(_data_section(config.data), rt.seed, log=log, progress=show)
+    data = build_train_data(config.data, rt.seed, log=log, progress=show)
     if config.data.cache:
         # Fill the cache before workers fork so they share one copy.
         for ds in (data.train_set.dataset, data.val_set):
             if hasattr(ds, "preload"):
                 ds.preload(progress=show)
     return RunData(data.train_set, data.val_set)
-
-
-def _data_section(dcfg: DataSettings) -> dict:
-    """The ``data`` section as :mod:`engine.training.data` reads it (tuples kept for albumentations)."""
-    return dcfg.model_dump()
 
 
 def _budget(tcfg: TrainSettings, ckpt: Optional[Mapping[str, Any]], new_budget: bool,
