@@ -19,7 +19,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-from engine.config import ConfigError, load_default_config, merge_config
+from engine.config import ConfigError
 from engine.files import PathLike, atomic_torch_save
 from models import CamoXpert, CamoXpertConfig, build_model
 
@@ -175,22 +175,23 @@ def verify_checkpoint_crcs(path: PathLike) -> None:
 
 
 def _check_configs(ckpt: Dict[str, Any], path: Path) -> None:
-    """Check the types of the stored model and run configs against today's defaults.
+    """Check the stored model and run configs against today's settings.
 
     A value of the wrong type (``img_size: "big"``) would otherwise fail deep inside model
     building or data loading with a traceback; here it is one message naming the key.
-    Keys the defaults no longer know are ignored (older checkpoints).
+    Run-config keys the settings no longer know are ignored (older checkpoints).
     """
-    defaults = load_default_config()
+    from engine.settings import ModelSettings, RunConfig, validate_section
+    from engine.settings.layers import known_keys
+
     config = ckpt.get("config")
     try:
-        merge_config(defaults["model"], ckpt["model_config"], prefix="model_config.", strict=False)
+        validate_section(ModelSettings, ckpt["model_config"], prefix="model_config.")
         if config is not None:
             if not isinstance(config, dict):
                 raise ConfigError(f"'config' must be a mapping of sections, got {type(config).__name__}")
-            merge_config(defaults, config, prefix="config.", strict=False)
-        CamoXpertConfig.from_dict(ckpt["model_config"])
-    except (ConfigError, TypeError, ValueError) as exc:
+            validate_section(RunConfig, known_keys(config, RunConfig), prefix="config.")
+    except ConfigError as exc:
         raise CheckpointError(
             f"{path} holds an invalid setting: {exc} The file was edited or written by an incompatible version; "
             f"use another checkpoint (or re-save it with a valid value)."

@@ -19,7 +19,7 @@ _EXPORTS = {
     "PretrainedWeightsError": "backbone",
     "build_backbone": "backbone",
     "CamoXpert": "camoxpert",
-    "CamoXpertConfig": "camoxpert",
+    "CamoXpertConfig": "config",
     "CamoXpertOutput": "camoxpert",
     "build_model": "camoxpert",
     "count_parameters": "camoxpert",
@@ -46,7 +46,8 @@ def __dir__() -> list:
 if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
     from .attention import SDTAEncoder, set_attention_backend
     from .backbone import PretrainedWeightsError, build_backbone
-    from .camoxpert import CamoXpert, CamoXpertConfig, CamoXpertOutput, build_model, count_parameters
+    from .camoxpert import CamoXpert, CamoXpertOutput, build_model, count_parameters
+    from .config import CamoXpertConfig
     from .experts import EXPERT_TYPES
     from .moe import MoELayer
     from .names import (

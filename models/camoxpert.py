@@ -1,100 +1,21 @@
 """CamoXpert: EdgeNeXt backbone -> per-level MoE -> FPN decoder, built from one config."""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, List, Mapping, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
 from .backbone import build_backbone
-from .decoder import DECODERS, build_decoder
-from .experts import EXPERT_TYPES, build_experts
-from .moe import ROUTING_MODES, MoELayer
+from .config import CamoXpertConfig
+from .decoder import build_decoder
+from .experts import build_experts
+from .moe import MoELayer
 
 __all__ = ["CamoXpert", "CamoXpertConfig", "CamoXpertOutput", "build_model", "count_parameters"]
 
 # Attention never runs on tokens finer than this stride (24x24 = 576 tokens at 384 px).
 ATTENTION_MIN_STRIDE = 16
-
-
-@dataclass
-class CamoXpertConfig:
-    """Everything needed to rebuild a CamoXpert; checkpoints carry it as a dict.
-
-    Attributes:
-        backbone: timm EdgeNeXt variant.
-        pretrained: load ImageNet weights through timm (HF cache/hub).
-        pretrained_weights: local weight file for the backbone (implies pretrained).
-        dim: width of every pyramid level after projection (multiple of 8).
-        num_experts: experts per MoE layer, taken in order from ``experts``; 0 builds no MoE
-            (the decoder alone on the backbone: the reference the experts must beat).
-        experts: expert names (see ``models.experts.EXPERT_TYPES``).
-        top_k: experts chosen per token (or per image).
-        routing: ``"token"`` (each pixel picks its experts) or ``"image"``.
-        moe_levels: pyramid levels (0 = stride 4 ... 3 = stride 32) that get an MoE layer.
-        router_noise: router logit noise std in training.
-        num_heads: requested attention heads (reduced so head_dim % 8 == 0).
-        use_flash_attn: fused SDPA attention (True) or explicit math (False).
-        deep_supervision: return side outputs in training mode.
-        decoder: ``"refine"`` (top-down sum refined by a 3x3 conv at every level) or ``"fpn"``
-            (plain FPN: top-down sum only, 3x3 conv head).
-    """
-
-    # The same default as configs/default.yaml (tests/test_config.py checks every field): the
-    # small backbone keeps the CPU quick start fast; real data asks for a larger one.
-    backbone: str = "edgenext_xx_small"
-    pretrained: bool = False
-    pretrained_weights: Optional[str] = None
-    dim: int = 64
-    num_experts: int = 7
-    experts: Tuple[str, ...] = tuple(EXPERT_TYPES)
-    top_k: int = 2
-    routing: str = "token"
-    # One MoE layer, on the stride-32 map (12x12 tokens at 384 px), by default. Measured on an
-    # H100 (bf16, 384 px, batch 16, edgenext_small, whole step replayed as a CUDA graph, 70-75 s
-    # from scratch, one seed): MoE at stride 32 alone trained at 717 img/s to S-measure 0.706,
-    # at 16 alone 690 img/s and 0.676, at 16 and 32 644 img/s and 0.697 (plain FPN: 935, 0.702).
-    moe_levels: Tuple[int, ...] = (3,)
-    router_noise: float = 0.5
-    num_heads: int = 8
-    use_flash_attn: bool = True
-    deep_supervision: bool = True
-    decoder: str = "refine"
-
-    def __post_init__(self):
-        self.experts = tuple(self.experts)
-        self.moe_levels = tuple(int(i) for i in self.moe_levels)
-        if not 0 <= self.num_experts <= len(self.experts):
-            raise ValueError(
-                f"num_experts must be between 0 (no MoE) and {len(self.experts)} (the experts listed: "
-                f"{', '.join(self.experts)}), got {self.num_experts}."
-            )
-        if self.num_experts and not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"top_k must be between 1 and num_experts ({self.num_experts}), got {self.top_k}.")
-        if self.routing not in ROUTING_MODES:
-            raise ValueError(f"routing must be one of {', '.join(ROUTING_MODES)}, got {self.routing!r}.")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
-        bad = [i for i in self.moe_levels if not 0 <= i <= 3]
-        if bad:
-            raise ValueError(f"moe_levels must be pyramid levels 0..3 (strides 4..32), got {bad}.")
-        if self.dim % 8:
-            raise ValueError(f"dim must be a multiple of 8 (attention head sizes), got {self.dim}.")
-
-    def to_dict(self) -> dict:
-        """Plain-Python dict (lists for tuples), safe for ``torch.load(weights_only=True)`` and YAML."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CamoXpertConfig":
-        """Build from a dict; unknown keys are an error listing the valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"Unknown model config key(s) {unknown}. Valid keys: {', '.join(sorted(names))}.")
-        return cls(**dict(data))
 
 
 class CamoXpertOutput(NamedTuple):

@@ -26,11 +26,11 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from .names import ROUTING_MODES
 from .precision import pause_autocast
 
 __all__ = ["ROUTING_MODES", "MoEOutput", "MoELayer", "Router", "switch_balance_loss"]
 
-ROUTING_MODES = ("token", "image")
 
 
 class MoEOutput(NamedTuple):

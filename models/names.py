@@ -1,4 +1,4 @@
-"""Names the command line checks before any work: backbones and attention policies.
+"""Names the command line checks before any work: backbones, experts, routing, decoders, attention policies.
 
 Kept free of torch and timm so that ``train_ultimate.py --help``, option parsing and the
 ``TORCH_SDPA_BACKEND`` check cost no heavy import. :mod:`models.attention` and
@@ -11,8 +11,11 @@ from typing import Optional
 
 __all__ = [
     "ATTENTION_BACKENDS",
+    "DECODER_NAMES",
     "ENV_VAR",
+    "EXPERT_NAMES",
     "FUSED_SDPA_KERNELS",
+    "ROUTING_MODES",
     "SUPPORTED_BACKBONES",
     "attention_backend_from_env",
     "resolve_attention_backend",
@@ -20,6 +23,13 @@ __all__ = [
 
 #: timm EdgeNeXt variants the backbone wrapper builds.
 SUPPORTED_BACKBONES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_base")
+
+#: Expert names, in the order a model with fewer experts takes them (keys of ``models.experts.EXPERT_TYPES``).
+EXPERT_NAMES = ("texture", "attention", "hybrid", "frequency", "edge", "context", "contrast")
+#: Router modes: each pixel picks its experts (token) or one choice per image.
+ROUTING_MODES = ("token", "image")
+#: Decoder names (keys of ``models.decoder.DECODERS``).
+DECODER_NAMES = ("refine", "fpn")
 
 ENV_VAR = "TORCH_SDPA_BACKEND"
 #: SDPA's fused kernels, each of which a policy can pin.

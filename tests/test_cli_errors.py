@@ -29,9 +29,9 @@ def _train(tmp_path, *extra):
     (["--device", "foo"], ["train.device", "'foo'", "cuda:N"]),
     (["--lr", "nan"], ["train.lr", "nan", "> 0"]),
     (["--set", "eval.batch_size=0"], ["eval.batch_size", ">= 1"]),
-    (["--seed", str(2**40)], ["train.seed", "2**32 - 1"]),
+    (["--seed", str(2**40)], ["train.seed", str(2**32 - 1)]),
     (["--set", "train.betas=[2,3]"], ["train.betas", "[0, 1)"]),
-    (["--set", "data.augment.rotate_p=5"], ["data.augment.rotate_p", "probability in [0, 1]"]),
+    (["--set", "data.augment.rotate_p=5"], ["data.augment.rotate_p", "in [0, 1]"]),
     (["--weight-decay", "-1"], ["train.weight_decay", ">= 0"]),
     (["--set", "train.warmup_steps=-3"], ["train.warmup_steps", ">= 0"]),
 ])

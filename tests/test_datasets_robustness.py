@@ -20,6 +20,7 @@ from datasets import (
 )
 from datasets.pixel_check import find_damaged
 from datasets.validation import NOT_A_FILE, UNREADABLE
+from engine.settings import DataSettings
 from engine.training.data import build_train_data
 
 
@@ -68,8 +69,7 @@ def test_pixel_check_in_worker_processes_matches_in_process(pairs):
 
 
 def test_sample_failing_mid_epoch_is_skipped_with_skip_bad_samples(pairs, capfd):
-    cfg = {"dataset_paths": [str(pairs)], "skip_bad_samples": True, "val_fraction": 0.2, "split_seed": 0,
-           "img_size": 32, "cache": False, "augment": None}
+    cfg = DataSettings(dataset_paths=[str(pairs)], skip_bad_samples=True, val_fraction=0.2, img_size=32)
     data = build_train_data(cfg, seed=0, log=lambda _: None, progress=False)
     base = data.train_set.dataset
     # Damaged after the check (a network disk, a file being replaced): the epoch goes on.
@@ -113,8 +113,7 @@ def test_bare_pairs_folder_is_training_data_only(pairs):
     splits = discover_dataset(pairs)
     assert not splits.split_declared and splits.tests  # evaluate may test on it
     logs = []
-    cfg = {"dataset_paths": [str(pairs)], "skip_bad_samples": False, "val_fraction": 0.2, "split_seed": 0,
-           "img_size": 32, "cache": False, "augment": None}
+    cfg = DataSettings(dataset_paths=[str(pairs)], val_fraction=0.2, img_size=32)
     data = build_train_data(cfg, seed=0, log=logs.append, progress=False)
     text = "\n".join(logs)
     assert "test none" in text and "test set" in text and "training data" in text
@@ -150,10 +149,8 @@ def test_synthetic_set_is_labelled_synthetic(tmp_path):
 
 
 def test_train_data_line_says_synthetic(tmp_path):
-    cfg = {"dataset_paths": [], "skip_bad_samples": False, "val_fraction": 0.25, "split_seed": 0,
-           "img_size": 32, "cache": False, "augment": None,
-           "synthetic": {"cache_dir": str(tmp_path), "n_train": 4, "n_test": 2, "img_size": 32, "seed": 0,
-                         "noncam_fraction": 0.0}}
+    cfg = DataSettings(val_fraction=0.25, img_size=32,
+                       synthetic=dict(cache_dir=str(tmp_path), n_train=4, n_test=2, img_size=32, noncam_fraction=0.0))
     logs = []
     build_train_data(cfg, seed=0, log=logs.append, progress=False)
     line = next(line for line in logs if line.startswith("Data: synthetic"))
@@ -162,9 +159,8 @@ def test_train_data_line_says_synthetic(tmp_path):
 
 def test_train_data_check_decodes_pixel_data(pairs):
     damage_pixel_data(pairs / "GT" / "s3.png")
-    cfg = {"dataset_paths": [str(pairs)], "skip_bad_samples": False, "val_fraction": 0.2, "split_seed": 0,
-           "img_size": 32, "cache": False, "augment": None}
+    cfg = DataSettings(dataset_paths=[str(pairs)], val_fraction=0.2, img_size=32)
     with pytest.raises(DatasetValidationError, match="s3.png"):
         build_train_data(cfg, seed=0, log=lambda _: None, progress=False)
-    data = build_train_data({**cfg, "skip_bad_samples": True}, seed=0, log=lambda _: None, progress=False)
+    data = build_train_data(cfg.model_copy(update={"skip_bad_samples": True}), seed=0, log=lambda _: None, progress=False)
     assert len(data.train_set) + len(data.val_set) == 5

@@ -75,25 +75,26 @@ def test_schedule_sized_from_measured_step_time():
 def test_resume_continues_the_saved_schedule_unless_its_length_changes():
     from types import SimpleNamespace
 
+    from engine.settings import ModelSettings, TrainSettings
     from engine.training.setup import _resumed_schedule_sizes, _stage1_epochs
 
-    tcfg = {"epochs": 4, "stage1_epochs": 1, "warmup_steps": 30, "adapt_to_budget": True, "time_budget": None}
+    tcfg = TrainSettings(epochs=4, stage1_epochs=1, warmup_steps=30, adapt_to_budget=True, time_budget=None)
     rt = SimpleNamespace(ctx=SimpleNamespace(world_size=1))
     ckpt = {"scheduler": {"step_count": 1, "total_steps": 204, "stage1_steps": 0, "warmup_steps": 30},
-            "config": {"train": dict(tcfg)}, "batch_size": 4, "accumulation_steps": 1, "world_size": 1}
+            "config": {"train": tcfg.to_dict()}, "batch_size": 4, "accumulation_steps": 1, "world_size": 1}
 
     def sizes(t=tcfg, batch=4, budgeted=False, continuing=False):
         return _resumed_schedule_sizes(t, ckpt, rt, batch, 1, budgeted, continuing)
 
     assert sizes() == (204, 0, 30)  # the first session's schedule, not one rebuilt with a stage 1
     assert sizes(budgeted=True, continuing=True) == (204, 0, 30)  # the rest of the same budget
-    assert sizes(dict(tcfg, epochs=8)) is None  # extended: planned again ...
+    assert sizes(tcfg.model_copy(update={"epochs": 8})) is None  # extended: planned again ...
     assert sizes(budgeted=True) is None  # ... and so with a fresh budget or another batch layout
     assert sizes(batch=2) is None
     # ... by the first session's rule: no frozen stage for a backbone without pretrained weights
-    assert _stage1_epochs(tcfg, {"pretrained": False}, None) == 0
-    assert _stage1_epochs(tcfg, {"pretrained": True}, None) == 1
-    assert _stage1_epochs(dict(tcfg, adapt_to_budget=False), {"pretrained": False}, None) == 1
+    assert _stage1_epochs(tcfg, ModelSettings(pretrained=False), None) == 0
+    assert _stage1_epochs(tcfg, ModelSettings(pretrained=True), None) == 1
+    assert _stage1_epochs(tcfg.model_copy(update={"adapt_to_budget": False}), ModelSettings(pretrained=False), None) == 1
 
 
 class StepClock:
@@ -198,8 +199,15 @@ def test_new_run_into_an_existing_run_folder_is_refused(tiny_data, tmp_path):
 
 def test_a_start_that_failed_its_checks_does_not_block_the_next(tiny_data, tmp_path):
     out = tmp_path / "run"
-    failed = run_cli(_args(tiny_data, out, "--epochs", "1", "--time-budget", "5x"))
-    assert failed.exit_code == 2 and "not a duration" in failed.output
+    refused = run_cli(_args(tiny_data, out, "--epochs", "1", "--time-budget", "5x"))
+    assert refused.exit_code == 2 and "train.time_budget" in refused.output
+    assert not out.exists()  # a bad setting is refused before anything is written
+    # A start that fails later, in its data checks, has written config.yaml and empty logs.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = run_cli(["train", "--dataset-path", str(empty), "--checkpoint-dir", str(out), *TINY_ARGS,
+                      "--epochs", "1"])
+    assert failed.exit_code == 1 and str(empty) in failed.output
     assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()  # logs, no saved state
     (out / ".metrics.jsonl.k2j4h5g6.tmp").write_bytes(b"torn")
     # --resume auto finds no last.pt and starts a new run, which is not refused

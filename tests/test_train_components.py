@@ -306,13 +306,13 @@ def test_cuda_graphs_switch_passes_the_config_checks(item, wanted):
     # The documented off switch must get through the typed merge of --set items into the defaults.
     from types import SimpleNamespace
 
-    from engine.config import load_default_config, merge_config, parse_set_overrides
+    from engine.settings import ConfigRequest
     from engine.training.setup import resolve_cuda_graphs
 
-    config = merge_config(load_default_config(), parse_set_overrides([item]))
+    config = ConfigRequest.read(set_items=[item]).resolve()
     rt = SimpleNamespace(device=torch.device("cuda"), ctx=SimpleNamespace(distributed=False),
                          amp_dtype=torch.bfloat16, compile=False)
-    assert resolve_cuda_graphs(config["train"]["cuda_graphs"], rt, 1)[0] is wanted
+    assert resolve_cuda_graphs(config.train.cuda_graphs, rt, 1)[0] is wanted
 
 
 def test_ema_fold_never_reads_its_weight_on_the_host():

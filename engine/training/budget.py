@@ -9,40 +9,13 @@ estimates turn out too low, so the final checkpoints are always written before t
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from engine.settings.duration import parse_duration  # re-exported: the budget's own parser
+
 __all__ = ["BudgetPlan", "StepTimeProbe", "TimeBudget", "default_margin", "parse_duration", "plan_steps"]
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms])", re.IGNORECASE)
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-
-
-def parse_duration(text) -> float:
-    """Seconds in ``8h30m``, ``90m``, ``240s``, ``1h``, ``1.5h`` or a plain number of seconds.
-
-    Raises:
-        ValueError: an empty, negative or unreadable duration (the message shows valid forms).
-    """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        raw = str(text).strip().replace(" ", "")
-        try:
-            seconds = float(raw)
-        except ValueError:
-            parts = _DURATION.findall(raw)
-            if not parts or "".join(n + u for n, u in parts).lower() != raw.lower():
-                raise ValueError(
-                    f"--time-budget {text!r}: not a duration. Use hours, minutes and seconds such as "
-                    f"8h30m, 90m, 240s or 1h (or a number of seconds)."
-                ) from None
-            seconds = sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"--time-budget {text!r}: the budget must be a positive duration such as 240s or 8h30m.")
-    return seconds
 
 
 def default_margin(budget_s: float) -> float:

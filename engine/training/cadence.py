@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Any
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from engine.distributed import all_reduce_max
+
+if TYPE_CHECKING:
+    from engine.settings import TrainSettings
 
 __all__ = ["Cadence", "Decision"]
 
@@ -41,20 +44,20 @@ class Cadence:
     """Validation, save and log cadence of a run (``train`` section of the config).
 
     Args:
-        tcfg: the ``train`` config section.
+        tcfg: the ``train`` settings.
         distributed: several processes (decisions are all-reduced; signals are seen at control
             points only).
         clock: monotonic clock in seconds.
     """
 
-    def __init__(self, tcfg: Mapping[str, Any], distributed: bool, clock: Callable[[], float] = time.monotonic):
-        self.log_every = max(1, int(tcfg["log_every_steps"]))
-        self.val_every_steps = int(tcfg["val_every_steps"])
-        self.val_every_s = float(tcfg["val_every_seconds"])
-        self.save_every_steps = int(tcfg["save_every_steps"])
-        self.save_every_s = float(tcfg["save_every_seconds"])
+    def __init__(self, tcfg: "TrainSettings", distributed: bool, clock: Callable[[], float] = time.monotonic):
+        self.log_every = tcfg.log_every_steps
+        self.val_every_steps = tcfg.val_every_steps
+        self.val_every_s = tcfg.val_every_seconds
+        self.save_every_steps = tcfg.save_every_steps
+        self.save_every_s = tcfg.save_every_seconds
         # 0 disables the stop; the count is read at control points, so check at least as often.
-        self.max_nonfinite = int(tcfg["max_nonfinite_steps"])
+        self.max_nonfinite = tcfg.max_nonfinite_steps
         self.distributed = distributed
         self.clock = clock
 

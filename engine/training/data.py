@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping
 
 from torch.utils.data import Dataset
 
 from datasets import seed_transform
 from engine.training.rng import derive_seed
+
+if TYPE_CHECKING:  # loader workers import this module: they need no settings classes
+    from engine.settings import DataSettings
 
 __all__ = ["DataError", "SeededAugmentDataset", "TrainData", "build_train_data", "light_augment", "resolve_dataset_paths"]
 
@@ -89,13 +92,13 @@ def light_augment(augment: Mapping[str, Any]) -> Dict[str, Any]:
     return {**augment, "crop_p": 0.0, "rotate_p": 0.0, "color_p": 0.0}
 
 
-def resolve_dataset_paths(data_cfg: Mapping[str, Any], progress: bool = True) -> List[Path]:
+def resolve_dataset_paths(data_cfg: DataSettings, progress: bool = True) -> List[Path]:
     """The ``data.dataset_paths``, or the built-in synthetic set (generated and cached on first use).
 
     Raises:
         DataError: a given path does not exist.
     """
-    paths = [Path(p).expanduser() for p in data_cfg.get("dataset_paths") or []]
+    paths = [Path(p).expanduser() for p in data_cfg.dataset_paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise DataError(f"--dataset-path not found: {', '.join(missing)}")
@@ -103,21 +106,21 @@ def resolve_dataset_paths(data_cfg: Mapping[str, Any], progress: bool = True) ->
         return paths
     from datasets import ensure_synthetic_dataset
 
-    syn = data_cfg["synthetic"]
+    syn = data_cfg.synthetic
     root = ensure_synthetic_dataset(
-        cache_dir=syn.get("cache_dir"),
-        n_train=syn["n_train"],
-        n_test=syn["n_test"],
-        img_size=syn["img_size"],
-        seed=syn["seed"],
-        noncam_fraction=syn["noncam_fraction"],
+        cache_dir=syn.cache_dir,
+        n_train=syn.n_train,
+        n_test=syn.n_test,
+        img_size=syn.img_size,
+        seed=syn.seed,
+        noncam_fraction=syn.noncam_fraction,
         progress=progress,
     )
     return [Path(root)]
 
 
 def build_train_data(
-    data_cfg: Mapping[str, Any],
+    data_cfg: DataSettings,
     seed: int,
     log: Callable[[str], None] = print,
     progress: bool = True,
@@ -125,7 +128,7 @@ def build_train_data(
     """Discover, check, split and wrap the training data.
 
     Args:
-        data_cfg: the ``data`` section of the run config.
+        data_cfg: the ``data`` settings.
         seed: run seed (augmentation draws).
         log: where to report what was found and skipped.
         progress: show progress bars (synthetic generation, checks).
@@ -162,7 +165,7 @@ def build_train_data(
     splits = combine([s.for_training() for s in found])
     log(f"Data: {splits.summary()}")
     n_found = len(splits.train)
-    skip_bad = bool(data_cfg.get("skip_bad_samples"))
+    skip_bad = data_cfg.skip_bad_samples
     # Only the training samples are checked (a damaged test image must not stop training), down
     # to their pixel data, except files unchanged since a previous run found them sound (the
     # decode cache). Raises DatasetValidationError (listing every problem) unless skip_bad.
@@ -179,16 +182,16 @@ def build_train_data(
             f"Only {len(samples)} usable training sample(s) in {', '.join(map(str, paths))}: need at least 2 "
             f"(one for training, one held out for validation)."
         )
-    train, val = split_train_val(samples, val_fraction=data_cfg["val_fraction"], seed=data_cfg["split_seed"])
-    img_size = data_cfg["img_size"]
-    cache = img_size if data_cfg.get("cache") else None
-    augment = dict(data_cfg.get("augment") or {})
+    train, val = split_train_val(samples, val_fraction=data_cfg.val_fraction, seed=data_cfg.split_seed)
+    img_size = data_cfg.img_size
+    cache = img_size if data_cfg.cache else None
+    augment = data_cfg.augment.model_dump()  # tuples, as datasets.DEFAULT_TRAIN_AUG
     # With skip_bad a file that still fails to load mid-epoch (changed on disk, a decoder
     # failure the check could not see) is reported and replaced, instead of ending the run.
     # Training images leave the workers as uint8 and are normalised on the device
     # (engine.training.step.device_batch): a quarter of the bytes through the loader's queues
     # and the pin-memory copy, which kept graph-replayed steps waiting for data.
-    train_ds = CODDataset(train, build_train_transform(img_size, augment or None, normalize=False),
+    train_ds = CODDataset(train, build_train_transform(img_size, augment, normalize=False),
                           cache_size=cache, skip_unreadable=skip_bad)
     light = build_train_transform(img_size, light_augment(augment), normalize=False)
     val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache, skip_unreadable=skip_bad)

@@ -20,7 +20,8 @@ from engine.compile import compile_model
 from engine.config import ConfigError
 from engine.distributed import barrier, init_distributed
 from engine.runtime import autocast_dtype, resolve_device
-from engine.training.budget import TimeBudget, parse_duration
+from engine.settings import ModelSettings, RunConfig, TrainSettings
+from engine.training.budget import TimeBudget
 from engine.training.ema import ModelEma
 from engine.training.loaders import RunLoaders, auto_num_workers, build_loaders, usable_cpus
 from engine.training.losses import CODLoss
@@ -30,7 +31,7 @@ from engine.training.schedule import TwoStageSchedule, build_optimizer
 from engine.training.state import Runtime, RunState
 from engine.training.step import GraphedTrainStep
 from engine.training.timing import WallClock
-from models import CamoXpertConfig, build_model, count_parameters
+from models import build_model, count_parameters
 
 __all__ = ["COMPILE_MIN_BUDGET_S", "COMPILE_MIN_STEPS", "RunData", "build_data", "build_run_state", "eager_model",
            "keep_compile_for_run_length", "resolve_compile", "resolve_cuda_graphs", "set_stage",
@@ -102,29 +103,28 @@ def keep_compile_for_run_length(value: Any, budget_s: Optional[float], planned_s
     return planned_steps >= COMPILE_MIN_STEPS
 
 
-def setup_runtime(tcfg: Mapping[str, Any]) -> Runtime:
+def setup_runtime(tcfg: TrainSettings) -> Runtime:
     """Pick the device, join torchrun's process group, choose precision, seed.
 
     Raises:
         ConfigError: an unusable device or precision.
     """
     try:
-        device = resolve_device(tcfg["device"])
+        device = resolve_device(tcfg.device)
     except (ValueError, RuntimeError) as exc:
         raise ConfigError(str(exc)) from exc
     ctx = init_distributed(device)
-    amp_dtype = autocast_dtype(ctx.device, tcfg["precision"])
+    amp_dtype = autocast_dtype(ctx.device, tcfg.precision)
     if amp_dtype is not None and ctx.device.type != "cuda":
-        raise ConfigError(f"train.precision={tcfg['precision']} needs a CUDA device; use fp32 or auto on CPU.")
+        raise ConfigError(f"train.precision={tcfg.precision} needs a CUDA device; use fp32 or auto on CPU.")
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (loss, router) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
         # No cuDNN autotuning: on an H100 (2026-11-24) it doubled the first update (21 s against
         # 10 s) and gave no faster step (graphed 19.6 ms either way; eager 77 against 71 ms).
         torch.backends.cudnn.benchmark = False
-    seed = int(tcfg["seed"])
-    seed_everything(seed + ctx.rank)  # different router noise per rank
-    return Runtime(ctx, amp_dtype, seed, resolve_compile(tcfg.get("compile"), ctx.device))
+    seed_everything(tcfg.seed + ctx.rank)  # different router noise per rank
+    return Runtime(ctx, amp_dtype, tcfg.seed, resolve_compile(tcfg.compile, ctx.device))
 
 
 @dataclass
@@ -140,9 +140,9 @@ class RunData:
     val_set: Dataset
 
 
-def build_data(config: Mapping[str, Any], rt: Runtime, train_set: Optional[Dataset], val_set: Optional[Dataset],
+def build_data(config: RunConfig, rt: Runtime, train_set: Optional[Dataset], val_set: Optional[Dataset],
                log: Callable[[str], None], progress: bool) -> RunData:
-    """The given datasets, or those ``config["data"]`` describes (checked, split, cached)."""
+    """The given datasets, or those ``config.data`` describes (checked, split, cached)."""
     if train_set is not None:
         if val_set is None:
             raise ValueError("val_set is required when train_set is given.")
@@ -153,10 +153,10 @@ def build_data(config: Mapping[str, Any], rt: Runtime, train_set: Optional[Datas
     if rt.ctx.distributed:
         # Rank 0 generates the synthetic set (if needed) before the others look for it.
         if rt.ctx.is_main:
-            resolve_dataset_paths(config["data"], progress=show)
+            resolve_dataset_paths(config.data, progress=show)
         barrier()
-    data = build_train_data(config["data"], rt.seed, log=log, progress=show)
-    if config["data"].get("cache"):
+    data = build_train_data(config.data, rt.seed, log=log, progress=show)
+    if config.data.cache:
         # Fill the cache before workers fork so they share one copy.
         for ds in (data.train_set.dataset, data.val_set):
             if hasattr(ds, "preload"):
@@ -164,19 +164,15 @@ def build_data(config: Mapping[str, Any], rt: Runtime, train_set: Optional[Datas
     return RunData(data.train_set, data.val_set)
 
 
-def _budget(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], new_budget: bool,
+def _budget(tcfg: TrainSettings, ckpt: Optional[Mapping[str, Any]], new_budget: bool,
             clock: Callable[[], float], started_at: Optional[float]) -> Tuple[TimeBudget, bool]:
     """The time budget of this session and whether it continues a checkpoint's sized schedule."""
-    raw = tcfg.get("time_budget")
-    try:
-        seconds = parse_duration(raw) if raw not in (None, "", 0) else None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    margin = tcfg.get("budget_margin_seconds")
+    seconds = tcfg.time_budget_seconds  # checked when the configuration was resolved
+    margin = tcfg.budget_margin_seconds
     saved = (ckpt or {}).get("budget") or {}
     continuing = seconds is not None and not new_budget and saved.get("seconds") == seconds
     used = float(saved.get("used_s", 0.0)) if continuing else 0.0
-    return TimeBudget(seconds, used, None if margin is None else float(margin), clock, started_at), continuing and bool(
+    return TimeBudget(seconds, used, margin, clock, started_at), continuing and bool(
         saved.get("planned"))
 
 
@@ -184,12 +180,12 @@ def _budget(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], new_budg
 _SCHEDULE_KEYS = ("epochs", "stage1_epochs", "warmup_steps", "adapt_to_budget", "time_budget")
 
 
-def _stage1_epochs(tcfg: Mapping[str, Any], mcfg: Mapping[str, Any], log: Optional[Callable[[str], None]]) -> int:
+def _stage1_epochs(tcfg: TrainSettings, mcfg: ModelSettings, log: Optional[Callable[[str], None]]) -> int:
     """Epochs with the backbone frozen: none for a model without pretrained weights under
     ``adapt_to_budget`` (a frozen random backbone learns nothing). Says so through ``log`` if given."""
-    stage1_epochs = int(tcfg["stage1_epochs"])
-    scratch = not (mcfg.get("pretrained") or mcfg.get("pretrained_weights"))
-    if tcfg["adapt_to_budget"] and scratch and stage1_epochs > 0:
+    stage1_epochs = tcfg.stage1_epochs
+    scratch = not (mcfg.pretrained or mcfg.pretrained_weights)
+    if tcfg.adapt_to_budget and scratch and stage1_epochs > 0:
         stage1_epochs = 0
         if log is not None:
             log("No pretrained backbone: training everything from the start (stage 1 with a frozen random "
@@ -197,7 +193,7 @@ def _stage1_epochs(tcfg: Mapping[str, Any], mcfg: Mapping[str, Any], log: Option
     return stage1_epochs
 
 
-def _resumed_schedule_sizes(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str, Any]], rt: Runtime,
+def _resumed_schedule_sizes(tcfg: TrainSettings, ckpt: Optional[Mapping[str, Any]], rt: Runtime,
                             batch_size: int, accumulation: int, budgeted: bool,
                             continuing: bool) -> Optional[Tuple[int, int, int]]:
     """``(total, stage 1, warm-up)`` steps of the checkpoint's schedule when this session continues it
@@ -217,7 +213,7 @@ def _resumed_schedule_sizes(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str,
     if continuing:  # the rest of the budget: keep the schedule the first session sized
         return sizes
     before = dict((ckpt.get("config") or {}).get("train") or {})
-    changed = [k for k in _SCHEDULE_KEYS if before.get(k, tcfg.get(k)) != tcfg.get(k)]
+    changed = [k for k in _SCHEDULE_KEYS if before.get(k, getattr(tcfg, k)) != getattr(tcfg, k)]
     layout = {"batch_size": batch_size, "accumulation_steps": accumulation, "world_size": rt.ctx.world_size}
     moved = [k for k, now in layout.items() if ckpt.get(k, now) != now]
     if budgeted or changed or moved:
@@ -225,13 +221,9 @@ def _resumed_schedule_sizes(tcfg: Mapping[str, Any], ckpt: Optional[Mapping[str,
     return sizes
 
 
-def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt: Optional[Mapping[str, Any]],
-                    new_budget: bool, clock: Callable[[], float], started_at: Optional[float],
-                    log: Callable[[str], None]) -> Tuple[RunState, RunLoaders]:
-    """Create the model, EMA, optimizer, schedule, loaders and every counter of the run."""
-    tcfg, dcfg = config["train"], config["data"]
-    batch_size, accum = int(tcfg["batch_size"]), int(tcfg["accumulation_steps"])
-    workers = dcfg["num_workers"]
+def _build_loaders(config: RunConfig, rt: Runtime, data: RunData, log: Callable[[str], None]) -> RunLoaders:
+    """The training and validation loaders, with ``data.num_workers: null`` resolved (and said)."""
+    workers = config.data.num_workers
     if workers is None:
         # torchrun sets LOCAL_WORLD_SIZE: the processes on this host share its cores.
         local = int(os.environ.get("LOCAL_WORLD_SIZE", rt.ctx.world_size))
@@ -239,48 +231,56 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
         log(f"Data loader: {workers} worker process(es){' per process' if local > 1 else ''} "
             f"(data.num_workers: null picks them from the {usable_cpus()} usable CPU cores)")
     try:
-        loaders = build_loaders(data.train_set, data.val_set, batch_size, int(config["eval"]["batch_size"]),
-                                int(workers), rt.seed, rt.ctx.rank, rt.ctx.world_size,
-                                pin_memory=rt.device.type == "cuda",
-                                max_val_images=int(config["eval"].get("max_images", 0) or 0))
+        return build_loaders(data.train_set, data.val_set, config.train.batch_size, config.eval.batch_size,
+                             workers, rt.seed, rt.ctx.rank, rt.ctx.world_size, pin_memory=rt.device.type == "cuda",
+                             max_val_images=config.eval.max_images)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    mcfg = dict(config["model"])
+
+
+def build_run_state(config: RunConfig, rt: Runtime, data: RunData, ckpt: Optional[Mapping[str, Any]],
+                    new_budget: bool, clock: Callable[[], float], started_at: Optional[float],
+                    log: Callable[[str], None]) -> Tuple[RunState, RunLoaders]:
+    """Create the model, EMA, optimizer, schedule, loaders and every counter of the run."""
+    tcfg = config.train
+    batch_size, accum = tcfg.batch_size, tcfg.accumulation_steps
+    loaders = _build_loaders(config, rt, data, log)
+    mcfg = config.model
     if ckpt is not None:
-        mcfg.update(pretrained=False, pretrained_weights=None)  # the weights come from the checkpoint
-    model = build_model(CamoXpertConfig.from_dict(mcfg)).to(rt.device)
+        mcfg = mcfg.model_copy(update=dict(pretrained=False, pretrained_weights=None))  # the checkpoint's weights
+    model = build_model(mcfg.to_camoxpert()).to(rt.device)
     if rt.device.type == "cuda":
         # NHWC: cuDNN's faster convolution layouts, as `benchmark` measures the step.
         model.to(memory_format=torch.channels_last)
-    ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["use_ema"] else None
+    ema = ModelEma(model, tcfg.ema_decay) if tcfg.use_ema else None
     steps_per_epoch = math.ceil(loaders.batches_per_epoch / accum)
-    epochs = int(tcfg["epochs"])
+    epochs = tcfg.epochs
     budget, continuing = _budget(tcfg, ckpt, new_budget, clock, started_at)
     saved_sizes = _resumed_schedule_sizes(tcfg, ckpt, rt, batch_size, accum, budget.enabled, continuing)
     # A new plan (new run, or a resume that changed its length) follows the same rules as the first session.
-    stage1_epochs = _stage1_epochs(tcfg, config["model"], log if saved_sizes is None else None)
-    if rt.compile and not keep_compile_for_run_length(tcfg.get("compile"), budget.seconds, epochs * steps_per_epoch):
+    stage1_epochs = _stage1_epochs(tcfg, config.model, log if saved_sizes is None else None)
+    if rt.compile and not keep_compile_for_run_length(tcfg.compile, budget.seconds, epochs * steps_per_epoch):
         rt.compile = False
         log("Eager mode: this run is too short for torch.compile to pay back its compile time (auto compiles "
             f"runs of {COMPILE_MIN_BUDGET_S / 3600:g} h or {COMPILE_MIN_STEPS} steps and more); --compile forces it.")
-    graphs, why = resolve_cuda_graphs(tcfg.get("cuda_graphs"), rt, accum)
-    if graphs or tcfg.get("cuda_graphs") is True or rt.device.type == "cuda":
+    graphs, why = resolve_cuda_graphs(tcfg.cuda_graphs, rt, accum)
+    if graphs or tcfg.cuda_graphs is True or rt.device.type == "cuda":
         log(f"CUDA graphs: {why}" + (": after 3 eager updates every update replays one captured graph "
                                      "(turn off with --set train.cuda_graphs=false)." if graphs else "."))
-    optimizer = build_optimizer(model, tcfg["lr"], tcfg["weight_decay"], tcfg["betas"], rt.device.type,
+    optimizer = build_optimizer(model, tcfg.lr, tcfg.weight_decay, tcfg.betas, rt.device.type,
                                 capturable_on=rt.device if graphs else None)
     schedule = TwoStageSchedule(
-        optimizer, base_lr=tcfg["lr"], total_steps=epochs * steps_per_epoch,
-        stage1_steps=stage1_epochs * steps_per_epoch, warmup_steps=tcfg["warmup_steps"],
-        min_lr_ratio=tcfg["min_lr_ratio"], stage2_lr_scale=tcfg["stage2_lr_scale"],
-        backbone_lr_scale=tcfg["backbone_lr_scale"],
+        optimizer, base_lr=tcfg.lr, total_steps=epochs * steps_per_epoch,
+        stage1_steps=stage1_epochs * steps_per_epoch, warmup_steps=tcfg.warmup_steps,
+        min_lr_ratio=tcfg.min_lr_ratio, stage2_lr_scale=tcfg.stage2_lr_scale,
+        backbone_lr_scale=tcfg.backbone_lr_scale,
     )
     if saved_sizes is not None:  # continue the checkpoint's schedule: same stage boundaries, same rates
         schedule.resize(*saved_sizes)
     # GradScaler only for fp16: bf16 has fp32's range and needs no loss scaling.
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    lcfg = config["loss"]
-    loss_fn = CODLoss(lcfg["side_weight"], lcfg["aux_weight"], lcfg["edge_kernel"], lcfg["edge_weight"])
+    lcfg = config.loss
+    loss_fn = CODLoss(lcfg.side_weight, lcfg.aux_weight, lcfg.edge_kernel, lcfg.edge_weight)
     meters = StepMeters(rt.device, len(model.moe_layer_names), model.config.num_experts)
     train_model = compile_model(model) if rt.compile else model
     # The loss compiles too: eager, its dozens of small elementwise ops and their backward
@@ -289,7 +289,7 @@ def build_run_state(config: Mapping[str, Any], rt: Runtime, data: RunData, ckpt:
     run = RunState(
         runtime=rt, model=model, train_model=train_model, ema=ema, optimizer=optimizer, schedule=schedule,
         scaler=scaler, loss_fn=train_loss, meters=meters, budget=budget,
-        clock=WallClock(time.perf_counter if clock is None else clock, started_at), grad_clip=float(tcfg["grad_clip"]),
+        clock=WallClock(time.perf_counter if clock is None else clock, started_at), grad_clip=tcfg.grad_clip,
         batch_size=batch_size, accumulation=accum, batches_per_epoch=loaders.batches_per_epoch,
         compiled=rt.compile, planned=not budget.enabled or continuing,
         graphed=GraphedTrainStep() if graphs else None,

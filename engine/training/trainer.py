@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from engine.config import ConfigError, save_config
 from engine.distributed import barrier, cleanup_distributed
+from engine.settings import RunConfig, as_run_config
 from engine.training.budget import StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
 from engine.training.graphed_step import raised_at
@@ -80,7 +81,8 @@ class Trainer:
     """Trains a CamoXpert from a resolved run config (see ``configs/default.yaml``).
 
     Args:
-        config: the resolved config dict (:func:`engine.config.resolve_config`).
+        config: the resolved settings (:meth:`engine.settings.ConfigRequest.resolve`), or a config
+            dict (:func:`engine.config.resolve_config`), checked into settings here.
         train_set: training dataset; built from ``config["data"]`` when None. Items are dicts
             with ``image`` (3, H, W) and ``mask`` (1, H, W).
         val_set: validation dataset (required when ``train_set`` is given).
@@ -96,18 +98,19 @@ class Trainer:
             another run (not this file's) is then refused unless ``overwrite``.
     """
 
-    def __init__(self, config: Mapping[str, Any], train_set: Optional[Dataset] = None,
+    def __init__(self, config: "RunConfig | Mapping[str, Any]", train_set: Optional[Dataset] = None,
                  val_set: Optional[Dataset] = None, resume: Optional[Any] = None, progress: bool = True,
                  overwrite: bool = False, new_budget: bool = False, clock: Callable[[], float] = time.perf_counter,
                  started_at: Optional[float] = None, resume_path: Optional[os.PathLike] = None):
-        self.config = dict(config)
-        self.tcfg = self.config["train"]
+        self.settings = as_run_config(config)
+        self.config = self.settings.to_dict()  # the shape config.yaml and checkpoints store
+        self.tcfg = self.settings.train
         self.train_set, self.val_set = train_set, val_set
         self.resume, self.progress, self.overwrite, self.new_budget = resume, progress, overwrite, new_budget
         self.clock, self.started_at = clock, started_at
         self.resume_path = resume_path if resume_path is not None else (
             resume if isinstance(resume, (str, os.PathLike)) else None)
-        self.out_dir = Path(self.tcfg["checkpoint_dir"])
+        self.out_dir = Path(self.tcfg.checkpoint_dir)
         self.reporter = RunReporter(self.out_dir, enabled=False)
         self._loaders: Optional[RunLoaders] = None
         self._val_batches: Optional[ValidationBatches] = None
@@ -153,7 +156,7 @@ class Trainer:
         rt = setup_runtime(self.tcfg)
         try:  # before anything is written: a pinned kernel that cannot run here fails the first step
             require_usable_attention(rt.device, rt.amp_dtype or torch.float32,
-                                     use_flash_attn=bool(self.config["model"].get("use_flash_attn", True)))
+                                     use_flash_attn=self.settings.model.use_flash_attn)
         except AttentionBackendError as exc:
             raise ConfigError(str(exc)) from exc
         prepare_run_folder(self.out_dir, ckpt is not None, self.overwrite, rt.ctx.is_main, log=print,
@@ -162,17 +165,16 @@ class Trainer:
         if rt.ctx.is_main:
             save_config(self.config, self.out_dir / "config.yaml")
             self.reporter = RunReporter(self.out_dir, resume_step=int(ckpt["step"]) if ckpt else 0)
-        data = build_data(self.config, rt, self.train_set, self.val_set, self.log, self.progress)
-        run, loaders = build_run_state(self.config, rt, data, ckpt, self.new_budget, self.clock, self.started_at,
+        data = build_data(self.settings, rt, self.train_set, self.val_set, self.log, self.progress)
+        run, loaders = build_run_state(self.settings, rt, data, ckpt, self.new_budget, self.clock, self.started_at,
                                        self.log)
         if ckpt is not None:
             restore_run(run, ckpt, self.out_dir, self.log)
             self._resumed_validated_step = (ckpt.get("metrics") or {}).get("step", -1)
             loaders.batch_sampler.start_epoch, loaders.batch_sampler.start_batch = run.epoch, run.batch_in_epoch
         self._loaders = loaders
-        ecfg = self.config["eval"]
         self._val_batches = ValidationBatches(
-            loaders.val, run.runtime.device, max_bytes=int(float(ecfg.get("device_cache_mb", 0)) * 2**20),
+            loaders.val, run.runtime.device, max_bytes=self.settings.eval.device_cache_mb * 2**20,
             half=run.runtime.device.type == "cuda" and run.runtime.amp_dtype is not None,
             on_cached=lambda: shutdown_loader(loaders.val))  # cached: its workers have nothing left to do
         self._adapt_augmentation(run, loaders)
@@ -307,16 +309,16 @@ class Trainer:
 
     def _plan(self, run: RunState, loaders: RunLoaders) -> None:
         tcfg = self.tcfg
-        epochs = max(1, int(tcfg["epochs"]))
+        epochs = tcfg.epochs
         stage1_fraction = run.schedule.stage1_steps / max(1, epochs * run.steps_per_epoch)
         # Validations happen at epoch ends once val_every_seconds passed, or every val_every_steps.
-        val_every = max(float(tcfg["val_every_seconds"]), run.steps_per_epoch * run.step_s,
+        val_every = max(tcfg.val_every_seconds, run.steps_per_epoch * run.step_s,
                         self._budget_val_interval(run))
-        if int(tcfg["val_every_steps"]) > 0:
-            val_every = min(val_every, int(tcfg["val_every_steps"]) * run.step_s)
-        plan = plan_steps(run.budget.left(), run.step_s, run.step, stage1_fraction, int(tcfg["warmup_steps"]),
+        if tcfg.val_every_steps > 0:
+            val_every = min(val_every, tcfg.val_every_steps * run.step_s)
+        plan = plan_steps(run.budget.left(), run.step_s, run.step, stage1_fraction, tcfg.warmup_steps,
                           run.val_s, val_every, max(run.save_s, 1.0),
-                          float(tcfg["save_every_seconds"]), run.budget.margin_s)
+                          tcfg.save_every_seconds, run.budget.margin_s)
         stage1 = max(plan.stage1_steps, run.step) if run.schedule.stage1_steps > run.step else plan.stage1_steps
         run.schedule.resize(plan.total_steps, min(stage1, plan.total_steps), plan.warmup_steps)
         run.planned = True
@@ -326,8 +328,8 @@ class Trainer:
         self._adapt_augmentation(run, loaders)
 
     def _adapt_augmentation(self, run: RunState, loaders: RunLoaders) -> None:
-        short = int(self.tcfg["short_run_steps"])
-        if (self.tcfg["adapt_to_budget"] and run.planned and not run.light_augment
+        short = self.tcfg.short_run_steps
+        if (self.tcfg.adapt_to_budget and run.planned and not run.light_augment
                 and run.schedule.total_steps < short):
             run.light_augment = True
             self.log(f"Short run ({run.schedule.total_steps} < train.short_run_steps={short} steps): light "
@@ -340,7 +342,7 @@ class Trainer:
         takes at most ``eval.budget_fraction`` of the time (0 without a budget)."""
         if not run.budget.enabled:
             return 0.0
-        fraction = float(self.config["eval"].get("budget_fraction", 0.05))
+        fraction = self.settings.eval.budget_fraction
         if fraction <= 0:
             return math.inf  # validate only at the end
         return run.val_s * (1.0 - fraction) / fraction
@@ -356,7 +358,7 @@ class Trainer:
         # then the same whenever it validates, and a resumed run the same as an uninterrupted one.
         with run.clock.phase("validation"), host_rng_untouched():
             val = validate(run.eval_model(), self._val_batches, run.runtime.device, run.runtime.amp_dtype,
-                           self.config["loss"]["edge_kernel"], self.config["loss"]["edge_weight"], stop=stop)
+                           self.settings.loss.edge_kernel, self.settings.loss.edge_weight, stop=stop)
             if val is None:
                 return None
             examples = (validation_examples(run.eval_model(), self._val_batches, run.runtime.device,
@@ -365,7 +367,7 @@ class Trainer:
                                                 run.model.config.top_k)
         run.val_s = self.clock() - t0
         if self._cadence is not None and run.budget.enabled:  # measured cost -> spacing of the next ones
-            self._cadence.val_every_s = max(float(self.tcfg["val_every_seconds"]), self._budget_val_interval(run))
+            self._cadence.val_every_s = max(self.tcfg.val_every_seconds, self._budget_val_interval(run))
         is_best = val["Sm"] > run.best_sm  # NaN compares False
         if is_best:
             run.best_sm = val["Sm"]
@@ -453,6 +455,6 @@ class Trainer:
                   f"{run.schedule.total_steps} steps = {run.schedule.total_steps / run.steps_per_epoch:.4g} epochs "
                   f"(stage 1: {run.schedule.stage1_steps} steps)")
         self.log(f"{len(data.train_set)} training / {len(data.val_set)} validation images at "
-                 f"{self.config['data']['img_size']}px; batch {run.batch_size} x {run.accumulation} accumulation x "
+                 f"{self.settings.data.img_size}px; batch {run.batch_size} x {run.accumulation} accumulation x "
                  f"{c.world_size} process(es) = {eff}; {run.steps_per_epoch} steps/epoch; {length}. "
                  f"Checkpoints -> {self.out_dir}")
