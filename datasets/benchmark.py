@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .cod import CODDataset
-from .layouts import SampleRef
+from .splits import SampleRef
 from .synthetic import make_scene
 from .transforms import build_train_transform
 from .workers import limit_cpu_threads

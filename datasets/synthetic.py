@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ._types import PathLike, SizeLike, to_hw
 from .files import atomic_write_text
 from .io import write_image
-from .layouts import DatasetLayoutError
+from .image_folders import DatasetLayoutError
 from .synthetic_shapes import SHAPES, build_figure, render_object
 from .synthetic_texture import (
     TextureParams,

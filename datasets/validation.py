@@ -20,7 +20,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from tqdm.auto import tqdm
 
-from .layouts import DatasetSplits, SampleRef, UnusableEntry
+from .image_folders import UnusableEntry
+from .splits import DatasetSplits, SampleRef
 from .decode_cache import DecodeCache
 from .pixel_check import find_damaged
 from .probe import ImageProbe, probe_image
