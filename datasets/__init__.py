@@ -67,7 +67,7 @@ _EXPORTS = {
     "build_eval_transform": "transforms",
     # synthetic data and benchmark
     "write_synthetic_dataset": "synthetic",
-    "ensure_synthetic_dataset": "synthetic",
+    "ensure_synthetic_dataset": "synthetic_cache",
     "benchmark_data_pipeline": "benchmark",
     # types shared with engine (datasets must not import engine, so the alias lives here)
     "PathLike": "_types",
@@ -100,7 +100,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
     from .layouts import SYNTHETIC_NAME, discover_dataset, discover_pairs
     from .splits import DatasetSplits, SampleRef, combine
     from .probe import ImageProbe, probe_image
-    from .synthetic import ensure_synthetic_dataset, write_synthetic_dataset
+    from .synthetic import write_synthetic_dataset
+    from .synthetic_cache import ensure_synthetic_dataset
     from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform
     from .validation import (
         DatasetValidationError,

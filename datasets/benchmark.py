@@ -19,7 +19,7 @@ import numpy as np
 
 from .cod import CODDataset
 from .splits import SampleRef
-from .synthetic import make_scene
+from .synthetic_scene import make_scene
 from .transforms import build_train_transform
 from .workers import limit_cpu_threads
 
