@@ -27,6 +27,7 @@ import numpy as np
 from ._types import SizeLike, to_hw
 from .synthetic_shapes import SHAPES, build_figure, render_object
 from .synthetic_texture import (
+    NoiseSpec,
     TextureParams,
     background_params,
     colorize,
@@ -157,7 +158,7 @@ def draw_scene(rng: np.random.Generator, img_size: SizeLike, camouflaged: bool =
     light = (1.0 + gy * (np.arange(sh, dtype=np.float32)[:, None] / sh - 0.5)
              + gx * (np.arange(sw, dtype=np.float32)[None, :] / sw - 0.5))
     if rng.random() < 0.4:
-        dapple = fractal_noise(rng, sh, sw, float(rng.uniform(3, 8)), 2, 0.5, max(sh, sw))
+        dapple = fractal_noise(rng, sh, sw, NoiseSpec(float(rng.uniform(3, 8)), 2, 0.5), max(sh, sw))
         light = light * (1.0 + float(rng.uniform(0.1, 0.3)) * np.clip((dapple - 0.5) * 4.0, -1.0, 1.0))
     cast = cv2.resize(rng.uniform(0.93, 1.07, (3, 3, 3)).astype(np.float32), (sw, sh), interpolation=cv2.INTER_CUBIC)
     gain = cv2.resize(cast * (255.0 * light[..., None]), (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W, 3)
