@@ -38,9 +38,10 @@ _EXPORTS = {
     "discover_pairs": "layouts",
     "combine": "splits",
     # validation
-    "Problem": "validation",
-    "ValidationReport": "validation",
-    "DatasetValidationError": "validation",
+    "Problem": "validation_report",
+    "ValidationReport": "validation_report",
+    "DatasetValidationError": "validation_report",
+    "UnpairedFiles": "validation",
     "validate_samples": "validation",
     "validate_splits": "validation",
     "check_splits": "validation",
@@ -103,12 +104,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
     from .synthetic import write_synthetic_dataset
     from .synthetic_cache import ensure_synthetic_dataset
     from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform
-    from .validation import (
-        DatasetValidationError,
-        Problem,
-        ValidationReport,
-        check_splits,
-        validate_samples,
-        validate_splits,
-    )
+    from .validation import UnpairedFiles, check_splits, validate_samples, validate_splits
+    from .validation_report import DatasetValidationError, Problem, ValidationReport
     from .workers import seed_transform, worker_init_fn
