@@ -114,7 +114,7 @@ def ensure_synthetic_dataset(
         seed: Seed.
         progress: Show a progress bar while generating.
         noncam_fraction: Share of object-free scenes.
-        workers: Processes drawing scenes (see :func:`write_synthetic_dataset`).
+        workers: Processes drawing scenes (see :func:`datasets.synthetic.write_synthetic_dataset`).
 
     Returns:
         Path of the dataset root (COD10K-v3 layout).
