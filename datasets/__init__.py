@@ -25,22 +25,23 @@ from typing import TYPE_CHECKING, Any
 
 # Public name -> submodule that defines it.
 _EXPORTS = {
-    # layouts
-    "IMAGE_EXTENSIONS": "layouts",
-    "Cod10kCategory": "layouts",
-    "SampleRef": "layouts",
-    "DatasetSplits": "layouts",
-    "DatasetLayoutError": "layouts",
-    "parse_cod10k_category": "layouts",
+    # discovery (datasets.layouts re-exports the names of the modules it is built from)
+    "IMAGE_EXTENSIONS": "image_folders",
+    "Cod10kCategory": "cod10k_names",
+    "SampleRef": "splits",
+    "DatasetSplits": "splits",
+    "DatasetLayoutError": "image_folders",
+    "parse_cod10k_category": "cod10k_names",
     "SYNTHETIC_NAME": "layouts",
-    "UnusableEntry": "layouts",
+    "UnusableEntry": "image_folders",
     "discover_dataset": "layouts",
     "discover_pairs": "layouts",
-    "combine": "layouts",
+    "combine": "splits",
     # validation
-    "Problem": "validation",
-    "ValidationReport": "validation",
-    "DatasetValidationError": "validation",
+    "Problem": "validation_report",
+    "ValidationReport": "validation_report",
+    "DatasetValidationError": "validation_report",
+    "UnpairedFiles": "validation",
     "validate_samples": "validation",
     "validate_splits": "validation",
     "check_splits": "validation",
@@ -67,7 +68,7 @@ _EXPORTS = {
     "build_eval_transform": "transforms",
     # synthetic data and benchmark
     "write_synthetic_dataset": "synthetic",
-    "ensure_synthetic_dataset": "synthetic",
+    "ensure_synthetic_dataset": "synthetic_cache",
     "benchmark_data_pipeline": "benchmark",
     # types shared with engine (datasets must not import engine, so the alias lives here)
     "PathLike": "_types",
@@ -95,28 +96,14 @@ if TYPE_CHECKING:  # static analysers and IDEs see ordinary imports
     from .decode_cache import DecodeCache
     from .cod import CODDataset, ImageFolderDataset, expand_inputs, non_image_files, split_train_val
     from .io import ImageReadError, display_path, read_image, read_mask, write_image
-    from .layouts import (
-        IMAGE_EXTENSIONS,
-        Cod10kCategory,
-        DatasetLayoutError,
-        DatasetSplits,
-        SYNTHETIC_NAME,
-        SampleRef,
-        UnusableEntry,
-        combine,
-        discover_dataset,
-        discover_pairs,
-        parse_cod10k_category,
-    )
+    from .cod10k_names import Cod10kCategory, parse_cod10k_category
+    from .image_folders import IMAGE_EXTENSIONS, DatasetLayoutError, UnusableEntry
+    from .layouts import SYNTHETIC_NAME, discover_dataset, discover_pairs
+    from .splits import DatasetSplits, SampleRef, combine
     from .probe import ImageProbe, probe_image
-    from .synthetic import ensure_synthetic_dataset, write_synthetic_dataset
+    from .synthetic import write_synthetic_dataset
+    from .synthetic_cache import ensure_synthetic_dataset
     from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform
-    from .validation import (
-        DatasetValidationError,
-        Problem,
-        ValidationReport,
-        check_splits,
-        validate_samples,
-        validate_splits,
-    )
+    from .validation import UnpairedFiles, check_splits, validate_samples, validate_splits
+    from .validation_report import DatasetValidationError, Problem, ValidationReport
     from .workers import seed_transform, worker_init_fn

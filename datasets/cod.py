@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ._types import PathLike
 from .io import ImageReadError, read_image, read_mask
-from .layouts import IMAGE_EXTENSIONS, SampleRef, is_image_file, scan_image_folder
+from .image_folders import IMAGE_EXTENSIONS, is_image_file, scan_image_folder
+from .splits import SampleRef
 from .transforms import build_eval_transform
 
 __all__ = [

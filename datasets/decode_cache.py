@@ -65,7 +65,7 @@ class DecodeCache:
         """
         if os.environ.get("CAMOXPERT_DECODE_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
             return cls(None)
-        from .synthetic import default_cache_dir
+        from .synthetic_cache import default_cache_dir
 
         return cls(default_cache_dir() / "decode_check.json")
 

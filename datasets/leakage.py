@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .io import display_path
-from .layouts import DatasetSplits
+from .splits import DatasetSplits
 
 __all__ = ["cross_split_duplicates", "leakage_warning"]
 

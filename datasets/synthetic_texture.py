@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "FAMILIES",
     "TextureParams",
+    "NoiseSpec",
     "fractal_noise",
     "value_field",
     "palette_lut",
@@ -38,6 +39,25 @@ FAMILIES = ("mottled", "spotted", "striped", "leaves", "pebbles", "grass")
 # Hue centres (degrees) of natural surroundings: bark, sand, foliage, olive,
 # grey rock, reddish soil, blue-grey water.
 _HUES = (28.0, 40.0, 100.0, 70.0, 210.0, 15.0, 190.0)
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """What fractal noise looks like, whatever the size it is drawn at.
+
+    Attributes:
+        cells: Cells across the reference size at the coarsest octave.
+        octaves: Number of octaves.
+        persistence: Amplitude ratio between octaves.
+        angle: Orientation of the stretch (radians).
+        anisotropy: Stretch factor along ``angle`` (1 = isotropic).
+    """
+
+    cells: float
+    octaves: int
+    persistence: float
+    angle: float = 0.0
+    anisotropy: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,23 +88,24 @@ class TextureParams:
     mix: float
     palette: np.ndarray
 
+    @property
+    def noise(self) -> NoiseSpec:
+        """The noise layer of this texture."""
+        return NoiseSpec(self.cells, self.octaves, self.persistence, self.angle, self.anisotropy)
 
-def fractal_noise(rng: np.random.Generator, h: int, w: int, cells: float, octaves: int, persistence: float,
-                  ref: int, angle: float = 0.0, anisotropy: float = 1.0) -> np.ndarray:
+
+def fractal_noise(rng: np.random.Generator, h: int, w: int, spec: NoiseSpec, ref: int) -> np.ndarray:
     """Fractal value noise, float32 ``(h, w)``, mean ~0.5 and std ~0.2 (not clipped).
 
     Args:
         rng: Random generator.
         h: Output height.
         w: Output width.
-        cells: Cells across ``ref`` pixels at the coarsest octave.
-        octaves: Number of octaves.
-        persistence: Amplitude ratio between octaves.
+        spec: Scale, octaves and orientation of the noise.
         ref: Reference size in pixels, so a crop is textured at the scene's scale.
-        angle: Orientation of the stretch (radians).
-        anisotropy: Stretch factor along ``angle`` (1 = isotropic).
     """
-    fine = cells * (2 ** (octaves - 1)) / ref  # grid cells per pixel at the finest octave
+    octaves = spec.octaves
+    fine = spec.cells * (2 ** (octaves - 1)) / ref  # grid cells per pixel at the finest octave
     gh, gw = max(2, int(np.ceil(h * fine)) + 1), max(2, int(np.ceil(w * fine)) + 1)
     # Source grid large enough for the rotated, stretched view of the output grid.
     side = int(np.ceil(np.hypot(gh, gw))) + 4
@@ -93,15 +114,15 @@ def fractal_noise(rng: np.random.Generator, h: int, w: int, cells: float, octave
     amp = 1.0
     for _ in range(octaves - 1):
         size *= 2
-        amp *= persistence
+        amp *= spec.persistence
         grid = cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
         grid += amp * rng.random((size, size), dtype=np.float32)
-    if anisotropy != 1.0 or angle != 0.0:
+    if spec.anisotropy != 1.0 or spec.angle != 0.0:
         # Output grid point p maps to source c + R(angle) diag(1/anisotropy, 1) (p - c_out):
         # features come out stretched along `angle`.
-        c, s = np.cos(angle), np.sin(angle)
+        c, s = np.cos(spec.angle), np.sin(spec.angle)
         rot = np.array([[c, s], [-s, c]], np.float32)
-        lin = np.diag([1.0 / anisotropy, 1.0]).astype(np.float32) @ rot
+        lin = np.diag([1.0 / spec.anisotropy, 1.0]).astype(np.float32) @ rot
         centre = np.array([size / 2.0, size / 2.0], np.float32)
         offset = centre - lin @ np.array([gw / 2.0, gh / 2.0], np.float32)
         matrix = np.concatenate([lin, offset[:, None]], axis=1)
@@ -169,17 +190,17 @@ def draw_twigs(rng: np.random.Generator, canvas: np.ndarray, count: int, ref: in
 
 def value_field(rng: np.random.Generator, h: int, w: int, p: TextureParams, ref: int) -> np.ndarray:
     """Scalar texture in about ``[0, 1]``, float32 ``(h, w)`` (clip before use as a palette index)."""
-    base = fractal_noise(rng, h, w, p.cells, p.octaves, p.persistence, ref, p.angle, p.anisotropy)
+    base = fractal_noise(rng, h, w, p.noise, ref)
     if p.family == "mottled":
         return base
     if p.family == "spotted":
         cells = 1.0 / max(p.element, 1e-3)
-        spots = fractal_noise(rng, h, w, cells, 2, 0.4, ref, p.angle, 1.0)
+        spots = fractal_noise(rng, h, w, NoiseSpec(cells, 2, 0.4, p.angle, 1.0), ref)
         return (1.0 - p.mix) * base + p.mix * _soft_threshold(spots, 0.5 + 0.3 * p.density, 6.0)
     if p.family == "striped":
         yy = np.arange(h, dtype=np.float32)[:, None]
         xx = np.arange(w, dtype=np.float32)[None, :]
-        warp = fractal_noise(rng, h, w, p.cells * 0.5, 2, 0.5, ref) * 8.0
+        warp = fractal_noise(rng, h, w, NoiseSpec(p.cells * 0.5, 2, 0.5), ref) * 8.0
         k = np.float32(2 * np.pi / max(2.0, p.element * ref))
         phase = xx * (k * np.float32(-np.sin(p.angle))) + yy * (k * np.float32(np.cos(p.angle)))
         return (1.0 - p.mix) * base + (0.5 * p.mix) * (1.0 + np.sin(phase + warp + rng.uniform(0, 2 * np.pi)))

@@ -8,22 +8,41 @@ decode.
 
 Not problems (the loaders handle them): grayscale, RGBA and 16-bit images,
 anti-aliased masks, NonCAM images with all-black masks.
+
+The checks are here; the problem kinds, their fixes and the report they fill
+are :mod:`datasets.validation_report` (its names are importable from here too).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from tqdm.auto import tqdm
 
-from .layouts import DatasetSplits, SampleRef, UnusableEntry
 from .decode_cache import DecodeCache
+from .image_folders import UnusableEntry
 from .pixel_check import find_damaged
 from .probe import ImageProbe, probe_image
+from .splits import DatasetSplits, SampleRef
+from .validation_report import (
+    DUPLICATE_NAME,
+    EMPTY_FOLDER,
+    ERROR_KINDS,
+    FIXES,
+    MISSING_MASK,
+    NO_SAMPLES,
+    NOT_A_FILE,
+    ORPHAN_MASK,
+    SIZE_MISMATCH,
+    TRUNCATED,
+    UNREADABLE,
+    DatasetValidationError,
+    Problem,
+    ValidationReport,
+)
 
 __all__ = [
     "MISSING_MASK",
@@ -40,215 +59,48 @@ __all__ = [
     "Problem",
     "ValidationReport",
     "DatasetValidationError",
+    "UnpairedFiles",
     "validate_samples",
     "validate_splits",
     "check_splits",
 ]
 
-MISSING_MASK = "missing_mask"
-ORPHAN_MASK = "orphan_mask"
-UNREADABLE = "unreadable"
-TRUNCATED = "truncated"
-SIZE_MISMATCH = "size_mismatch"
-EMPTY_FOLDER = "empty_folder"
-DUPLICATE_NAME = "duplicate_name"
-NO_SAMPLES = "no_samples"
-NOT_A_FILE = "not_a_file"
-
-# One-line fix per problem kind, shown once per group in the report.
-FIXES: Dict[str, str] = {
-    MISSING_MASK: "add a mask with the same file stem to the mask folder, or remove the image",
-    ORPHAN_MASK: "add the matching image or remove the mask (check for renamed files)",
-    UNREADABLE: "re-download or re-export the file as PNG/JPEG, or remove the sample",
-    TRUNCATED: "the file was cut short (interrupted copy or download): copy it again",
-    SIZE_MISMATCH: "image and mask must have the same height and width: re-export the mask",
-    EMPTY_FOLDER: "put the images/masks in this folder or point --dataset-path elsewhere",
-    DUPLICATE_NAME: "two files share one stem; rename or remove one (only the first is used)",
-    NO_SAMPLES: "check --dataset-path: no image/mask pairs were found",
-    NOT_A_FILE: "point the link at the real file (or copy the file in), or remove or rename the entry",
-}
-
-# Kinds that make a sample unusable; the others are about files that belong
-# to no sample and are reported but need no sample to be dropped.
-_SAMPLE_KINDS = {MISSING_MASK, UNREADABLE, TRUNCATED, SIZE_MISMATCH}
-# Errors stop training (a sample cannot be loaded, or there is nothing to
-# train on); warnings (orphan masks, duplicate stems, empty folders, names
-# that are no readable file) do not break loading but usually mean files went
-# missing, so they are shown.
-ERROR_KINDS = frozenset(_SAMPLE_KINDS | {NO_SAMPLES})
-
-_TITLES = {
-    MISSING_MASK: "Images without a mask",
-    ORPHAN_MASK: "Masks without an image",
-    UNREADABLE: "Unreadable or corrupt files",
-    TRUNCATED: "Truncated files",
-    SIZE_MISMATCH: "Image and mask sizes differ",
-    EMPTY_FOLDER: "Empty folders",
-    DUPLICATE_NAME: "Files sharing a stem",
-    NO_SAMPLES: "No samples",
-    NOT_A_FILE: "Image names that are no readable file",
-}
+# A pair of header probes: the image's, and the mask's (None: the sample has no mask).
+_Probes = Tuple[ImageProbe, Optional[ImageProbe]]
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a dataset.
+class UnpairedFiles:
+    """Files discovery found but could not make into samples; reported as warnings.
 
     Attributes:
-        path: The offending file or folder.
-        kind: One of the kind constants (``TRUNCATED``, ``MISSING_MASK``...).
-        detail: What exactly is wrong with this file.
-        sample: The sample the file belongs to, if any.
+        orphan_masks: Masks without an image.
+        duplicates: Files skipped for sharing a stem.
+        empty_dirs: Folders without images.
+        unusable: Image names that are no readable file (broken or looping
+            links, folders).
     """
 
-    path: Path
-    kind: str
-    detail: str = ""
-    sample: Optional[SampleRef] = None
+    orphan_masks: Sequence[Path] = ()
+    duplicates: Sequence[Path] = ()
+    empty_dirs: Sequence[Path] = ()
+    unusable: Sequence[UnusableEntry] = ()
 
-    @property
-    def fix(self) -> str:
-        """One-line fix for this kind of problem."""
-        return FIXES[self.kind]
+    @classmethod
+    def of(cls, splits: DatasetSplits) -> "UnpairedFiles":
+        """What discovery recorded on ``splits`` as unpaired."""
+        return cls(tuple(splits.orphan_masks), tuple(splits.duplicates), tuple(splits.empty_dirs),
+                   tuple(splits.unusable))
 
-    def __str__(self) -> str:
-        return f"{self.path}: {self.kind}: {self.detail or _TITLES[self.kind]} (fix: {self.fix})"
+    def folder_problems(self) -> List[Problem]:
+        """The empty folders, reported before the samples."""
+        return [Problem(Path(d), EMPTY_FOLDER, "folder holds no image files") for d in self.empty_dirs]
 
-
-@dataclass
-class ValidationReport:
-    """Result of :func:`validate_samples`.
-
-    Attributes:
-        problems: Every problem found, in dataset order.
-        n_samples: Number of samples checked.
-    """
-
-    problems: List[Problem] = field(default_factory=list)
-    n_samples: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Whether no problem was found."""
-        return not self.problems
-
-    @property
-    def errors(self) -> List[Problem]:
-        """Problems that make samples unusable (see :data:`ERROR_KINDS`)."""
-        return [p for p in self.problems if p.kind in ERROR_KINDS]
-
-    @property
-    def warnings(self) -> List[Problem]:
-        """Problems that do not stop loading: orphan masks, duplicate stems, empty folders."""
-        return [p for p in self.problems if p.kind not in ERROR_KINDS]
-
-    @property
-    def has_errors(self) -> bool:
-        """Whether any problem is an error."""
-        return bool(self.errors)
-
-    @property
-    def bad_images(self) -> Set[Path]:
-        """Image paths of the samples that cannot be used."""
-        return {p.sample.image for p in self.problems if p.sample is not None and p.kind in _SAMPLE_KINDS}
-
-    @property
-    def n_usable(self) -> int:
-        """Samples left once the unusable ones are dropped (what ``--skip-bad-samples`` trains on)."""
-        return self.n_samples - len(self.bad_images)
-
-    def by_kind(self) -> Dict[str, List[Problem]]:
-        """Problems grouped by kind, in a fixed order."""
-        groups: Dict[str, List[Problem]] = defaultdict(list)
-        for problem in self.problems:
-            groups[problem.kind].append(problem)
-        order = list(_TITLES)
-        return {k: groups[k] for k in sorted(groups, key=order.index)}
-
-    def filter(self, samples: Iterable[SampleRef]) -> List[SampleRef]:
-        """Drop the samples this report found unusable.
-
-        Args:
-            samples: Samples to filter (typically those that were validated).
-
-        Returns:
-            The usable samples, order kept.
-        """
-        bad = self.bad_images
-        return [s for s in samples if s.image not in bad]
-
-    def filter_splits(self, splits: DatasetSplits) -> DatasetSplits:
-        """Copy of ``splits`` without the unusable samples (for ``--skip-bad-samples``).
-
-        Args:
-            splits: The validated splits.
-
-        Returns:
-            New splits; the lists of orphan masks, duplicates and empty folders
-            are kept so they can still be shown.
-        """
-        return replace(
-            splits,
-            train=self.filter(splits.train),
-            tests={name: self.filter(s) for name, s in splits.tests.items()},
-        )
-
-    def format(self, max_per_kind: Optional[int] = None, skipped: bool = False) -> str:
-        """Readable multi-line report, grouped by kind, each group with its fix.
-
-        Args:
-            max_per_kind: Paths listed per kind before ``... and N more``;
-                ``None`` (the default) lists all: the report is the one place
-                that names every file to fix or remove.
-            skipped: the unusable samples were already left out (``--skip-bad-samples``):
-                the report says so instead of suggesting the option.
-
-        Returns:
-            The report text.
-        """
-        if self.ok:
-            return f"Dataset check passed: {self.n_samples} samples, no problems."
-        n_bad = len(self.bad_images)
-        lines = [
-            f"Dataset check: {len(self.errors)} error(s), {len(self.warnings)} warning(s) in "
-            f"{self.n_samples} samples ({n_bad} sample(s) unusable):"
-        ]
-        for kind, problems in self.by_kind().items():
-            severity = "error" if kind in ERROR_KINDS else "warning"
-            lines.append("")
-            lines.append(f"{severity}: {_TITLES[kind]} [{kind}]: {len(problems)}")
-            lines.append(f"  fix: {FIXES[kind]}")
-            shown = problems if max_per_kind is None else problems[:max_per_kind]
-            for problem in shown:
-                detail = f"  ({problem.detail})" if problem.detail else ""
-                lines.append(f"  {problem.path}{detail}")
-            if len(problems) > len(shown):
-                lines.append(f"  ... and {len(problems) - len(shown)} more")
-        if n_bad:
-            lines.append("")
-            if skipped:
-                lines.append(f"Left out the {n_bad} unusable sample(s) (--skip-bad-samples); {self.n_usable} remain.")
-            elif self.n_usable:
-                lines.append(f"To train on the {self.n_usable} usable samples, pass --skip-bad-samples.")
-            else:  # skipping would leave nothing: do not suggest it
-                lines.append(f"No usable samples: all {self.n_samples} have errors, so --skip-bad-samples cannot "
-                             f"help; fix or replace the files above.")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
-
-
-class DatasetValidationError(ValueError):
-    """Raised when a dataset has problems; the message is the formatted report.
-
-    Args:
-        report: The failing report (kept as ``self.report``).
-    """
-
-    def __init__(self, report: ValidationReport) -> None:
-        super().__init__(report.format())
-        self.report = report
+    def file_problems(self) -> List[Problem]:
+        """Orphan masks, duplicate stems and unusable names, reported after the samples."""
+        return ([Problem(Path(p), ORPHAN_MASK, "no image with this stem") for p in self.orphan_masks]
+                + [Problem(Path(p), DUPLICATE_NAME, "another file has the same stem") for p in self.duplicates]
+                + [Problem(u.path, NOT_A_FILE, u.reason) for u in self.unusable])
 
 
 def _file_problems(probe: ImageProbe, sample: SampleRef) -> List[Problem]:
@@ -258,14 +110,51 @@ def _file_problems(probe: ImageProbe, sample: SampleRef) -> List[Problem]:
     return [Problem(probe.path, kind, probe.detail, sample)]
 
 
+def _probe_headers(samples: Sequence[SampleRef], num_threads: int, progress: bool) -> List[_Probes]:
+    """Read the header of every image and mask, on threads (the work is file-system latency)."""
+
+    def probe(sample: SampleRef) -> _Probes:
+        return probe_image(sample.image), (probe_image(sample.mask) if sample.mask is not None else None)
+
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        return list(tqdm(pool.map(probe, samples), total=len(samples), desc="Checking dataset",
+                         disable=not progress, unit="sample"))
+
+
+def _mark_damaged(probes: List[_Probes], progress: bool, cache: Optional[DecodeCache]) -> List[_Probes]:
+    """Decode every file whose header is sound; those that fail to decode become ``unreadable`` probes."""
+    sound = [p.path for pair in probes for p in pair if p is not None and p.ok]
+    with tqdm(total=len(sound), desc="Decoding dataset", disable=not progress, unit="file") as bar:
+        damaged = find_damaged(sound, progress=bar.update, cache=cache)
+    return [
+        tuple(replace(p, problem="unreadable", detail=damaged[p.path])
+              if p is not None and p.path in damaged else p for p in pair)
+        for pair in probes
+    ]
+
+
+def _sample_problems(sample: SampleRef, probes: _Probes, check_sizes: bool) -> List[Problem]:
+    """What is wrong with one sample: an unreadable image or mask, no mask, or sizes that differ."""
+    image_probe, mask_probe = probes
+    problems = _file_problems(image_probe, sample)
+    if mask_probe is None:
+        problems.append(Problem(sample.image, MISSING_MASK, f"no mask named {sample.name}.*", sample))
+        return problems
+    problems += _file_problems(mask_probe, sample)
+    if check_sizes and image_probe.size and mask_probe.size and image_probe.size != mask_probe.size:
+        (ih, iw), (mh, mw) = image_probe.size, mask_probe.size
+        problems.append(Problem(
+            sample.image, SIZE_MISMATCH,
+            f"image {iw}x{ih}, mask {mw}x{mh} ({sample.mask.name})", sample,
+        ))
+    return problems
+
+
 def validate_samples(
     samples: Sequence[SampleRef],
     check_sizes: bool = True,
     decode: bool = False,
-    orphan_masks: Iterable[Path] = (),
-    duplicates: Iterable[Path] = (),
-    empty_dirs: Iterable[Path] = (),
-    unusable: Iterable[UnusableEntry] = (),
+    unpaired: Optional[UnpairedFiles] = None,
     progress: bool = False,
     num_threads: int = 8,
     decode_cache: Optional[DecodeCache] = None,
@@ -277,11 +166,9 @@ def validate_samples(
         check_sizes: Compare image and mask height/width.
         decode: Also decode every file fully (slower; catches damage inside
             the pixel data that headers cannot show).
-        orphan_masks: Masks without an image, as recorded by discovery.
-        duplicates: Files skipped for sharing a stem, as recorded by discovery.
-        empty_dirs: Folders without images, as recorded by discovery.
-        unusable: Image names that are no readable file (broken or looping
-            links, folders), as recorded by discovery.
+        unpaired: Files discovery could not pair (orphan masks, duplicate
+            stems, empty folders, names that are no readable file), reported
+            as warnings; ``None`` for none.
         progress: Show a tqdm progress bar.
         num_threads: Threads reading headers; the work is file-system latency
             (network disks on Kaggle/Colab), which threads overlap.
@@ -293,43 +180,15 @@ def validate_samples(
         The report; ``report.ok`` is ``True`` if nothing was found.
     """
     samples = list(samples)
-    problems: List[Problem] = []
-    problems += [Problem(Path(d), EMPTY_FOLDER, "folder holds no image files") for d in empty_dirs]
-
-    def probe(sample: SampleRef) -> Tuple[ImageProbe, Optional[ImageProbe]]:
-        return probe_image(sample.image), (probe_image(sample.mask) if sample.mask is not None else None)
-
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        probes = list(tqdm(pool.map(probe, samples), total=len(samples), desc="Checking dataset",
-                           disable=not progress, unit="sample"))
+    unpaired = unpaired if unpaired is not None else UnpairedFiles()
+    probes = _probe_headers(samples, num_threads, progress)
     if decode:
-        sound = [p.path for pair in probes for p in pair if p is not None and p.ok]
-        with tqdm(total=len(sound), desc="Decoding dataset", disable=not progress, unit="file") as bar:
-            damaged = find_damaged(sound, progress=bar.update, cache=decode_cache)
-        probes = [
-            tuple(replace(p, problem="unreadable", detail=damaged[p.path])
-                  if p is not None and p.path in damaged else p for p in pair)
-            for pair in probes
-        ]
-
-    for sample, (image_probe, mask_probe) in zip(samples, probes):
-        problems += _file_problems(image_probe, sample)
-        if mask_probe is None:
-            problems.append(Problem(sample.image, MISSING_MASK, f"no mask named {sample.name}.*", sample))
-            continue
-        problems += _file_problems(mask_probe, sample)
-        if check_sizes and image_probe.size and mask_probe.size and image_probe.size != mask_probe.size:
-            (ih, iw), (mh, mw) = image_probe.size, mask_probe.size
-            problems.append(Problem(
-                sample.image, SIZE_MISMATCH,
-                f"image {iw}x{ih}, mask {mw}x{mh} ({sample.mask.name})", sample,
-            ))
-
-    problems += [Problem(Path(p), ORPHAN_MASK, "no image with this stem") for p in orphan_masks]
-    problems += [Problem(Path(p), DUPLICATE_NAME, "another file has the same stem") for p in duplicates]
-    problems += [Problem(u.path, NOT_A_FILE, u.reason) for u in unusable]
+        probes = _mark_damaged(probes, progress, decode_cache)
+    problems = unpaired.folder_problems()
+    for sample, pair in zip(samples, probes):
+        problems += _sample_problems(sample, pair, check_sizes)
+    problems += unpaired.file_problems()
     return ValidationReport(problems=problems, n_samples=len(samples))
-
 
 def validate_splits(
     splits: DatasetSplits,
@@ -356,10 +215,7 @@ def validate_splits(
         samples,
         check_sizes=check_sizes,
         decode=decode,
-        orphan_masks=splits.orphan_masks,
-        duplicates=splits.duplicates,
-        empty_dirs=splits.empty_dirs,
-        unusable=splits.unusable,
+        unpaired=UnpairedFiles.of(splits),
         progress=progress,
         decode_cache=decode_cache,
     )

@@ -272,7 +272,7 @@ def test_unreadable_gt_folder(tmp_path, monkeypatch, command):
 
     from _inference_fixtures import write_cod10k_layout
 
-    import datasets.layouts as layouts
+    import datasets.image_folders as image_folders
 
     root = write_cod10k_layout(tmp_path / "COD10K-v3", n_train=4)
     gt = next(p for p in root.rglob("GT_Object") if p.parent.name == ("Test" if command == "evaluate" else "Train"))
@@ -283,7 +283,7 @@ def test_unreadable_gt_folder(tmp_path, monkeypatch, command):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(layouts.os, "scandir", scandir)
+    monkeypatch.setattr(image_folders.os, "scandir", scandir)
     out = tmp_path / "out"
     if command == "evaluate":
         ckpt = make_tiny_checkpoint(tmp_path / "best.pt")
