@@ -26,8 +26,9 @@ def write_run_pretrained(run_dir: PathLike, status: str = "completed",
                          log: Callable[[str], None] = print) -> Optional[Path]:
     """At the end of a run, write ``<run_dir>/pretrained/`` from its ``best.pt`` (nothing without one).
 
-    Skipped for a run stopped by a signal (``status`` ``interrupted``: it will be resumed, and the
-    user asked it to stop now) or one that trained nothing. A failure is a warning, not a failed run: best.pt is intact, and
+    Written for a run stopped by a signal too, so the folder always holds the weights of the
+    best.pt beside it (a resumed run writes it again at its end); skipped for a run that trained
+    nothing (``status`` ``nothing``). A failure is a warning, not a failed run: best.pt is intact, and
     ``export --format hf --checkpoint best.pt`` writes the folder later.
 
     Returns:
@@ -37,7 +38,7 @@ def write_run_pretrained(run_dir: PathLike, status: str = "completed",
     from engine.files import FileWriteError
 
     best = Path(run_dir) / "best.pt"
-    if status in ("interrupted", "nothing") or not best.is_file():
+    if status == "nothing" or not best.is_file():
         return None
     out = Path(run_dir) / PRETRAINED_DIR
     try:
