@@ -104,7 +104,7 @@ def _export_hf(checkpoint: str, output: str, push_to_hub: Optional[str], private
                                  param_hint="'--push-to-hub'")
     try:
         scores = read_scores(scores_json) if scores_json else None
-        folder = export_pretrained(checkpoint, output, scores=scores)
+        folder = export_pretrained(checkpoint, output, scores=scores, repo_id=push_to_hub)
     except CheckpointError as exc:
         raise InputError(str(exc)) from exc
     except FileWriteError as exc:

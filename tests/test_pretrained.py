@@ -236,6 +236,7 @@ def test_push_to_hub_sends_the_folder_and_only_when_asked(best, tmp_path, monkey
     assert [c[:2] for c in calls] == [("create", "camo-lab/published"), ("upload", "camo-lab/published")]
     assert calls[0][2]["private"] is True
     assert calls[1][2]["folder_path"] == str(out) and set(calls[1][2]["allow_patterns"]) == FILES
+    assert "--model camo-lab/published" in (out / "README.md").read_text()  # the card names where it lives
 
 
 def test_push_to_hub_offline_is_refused(best, tmp_path, monkeypatch):
@@ -257,3 +258,47 @@ def test_train_run_leaves_the_pretrained_folder_next_to_best(tmp_path):
     best = load_checkpoint(out / "best.pt")["model"]
     assert weights.keys() == best.keys() and all(torch.equal(weights[k], best[k]) for k in best)
     assert "S-measure" in (out / "pretrained" / "README.md").read_text()
+
+
+def test_unknown_hub_id_online_is_one_line_exit_2(monkeypatch, images, tmp_path):
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/models/camo-lab/x"))
+
+    def not_found(repo_id, **kwargs):
+        raise errors.RepositoryNotFoundError(f"404 {repo_id}", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)
+    r = run_cli(["predict", "--model", "camo-lab/x", "--input", str(images), "--output", str(tmp_path / "o"),
+                 "--device", "cpu"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "camo-lab/x" in r.output and "not found" in r.output
+
+
+def test_evaluate_takes_a_pretrained_folder(best, folder, tmp_path):
+    from _inference_fixtures import write_cod10k_layout
+
+    root = write_cod10k_layout(tmp_path / "COD10K-v3")
+    scores = {}
+    for option, value in (("--checkpoint", best), ("--model", folder)):
+        out = tmp_path / f"{option.strip('-')}.json"
+        r = run_cli(["evaluate", option, str(value), "--dataset-path", str(root), "--output-json", str(out),
+                     "--device", "cpu", "--num-workers", "0", "--metric-workers", "0", "--no-progress"])
+        assert r.exit_code == 0, r.output
+        scores[option] = json.loads(out.read_text())["COD10K"]
+    assert scores["--model"]["Sm"] == scores["--checkpoint"]["Sm"]
+    assert scores["--model"]["MAE"] == scores["--checkpoint"]["MAE"]
+
+
+def test_segmenter_round_trip_through_a_folder(best, tmp_path):
+    from engine.inference import Segmenter
+
+    seg = Segmenter(best, device="cpu")
+    out = seg.save_pretrained(tmp_path / "seg")
+    again = Segmenter.from_pretrained(out, device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    assert np.array_equal(seg.predict(image), again.predict(image))

@@ -124,8 +124,51 @@ def _lines(items: Iterable[Tuple[str, Any]]) -> List[str]:
     return [f"- {name}: {value}" for name, value in items if value not in (None, "")]
 
 
+def _model_section(config: Mapping[str, Any]) -> List[str]:
+    m = config["model"]
+    experts = ", ".join((m.get("experts") or [])[:m.get("num_experts")])
+    weights = "EMA of the training weights" if config.get("weights") == "ema" else "training weights"
+    return [
+        "## Model", "",
+        *_lines([("backbone", m.get("backbone")), ("width", m.get("dim")), ("experts", experts),
+                 ("routing", f"{m.get('routing')}, top-{m.get('top_k')} at levels {m.get('moe_levels')}"),
+                 ("decoder", m.get("decoder")), ("weights", weights)]),
+        "",
+    ]
+
+
+def _training_section(ckpt: Mapping[str, Any], config: Mapping[str, Any], datasets: List[str]) -> List[str]:
+    h, w = config["input_size"]
+    norm = config["normalization"]
+    train = (ckpt.get("config") or {}).get("train") or {}
+    return [
+        "## Training", "",
+        *_lines([("data sets", ", ".join(datasets)), ("image size", f"{h}x{w}"),
+                 ("normalisation", f"RGB / {norm.get('max_pixel_value', 255.0):g}, mean {norm['mean']}, std {norm['std']}"),
+                 ("steps", config.get("step")), ("epochs", config.get("epoch")), ("batch size", train.get("batch_size")),
+                 ("learning rate", train.get("lr")), ("precision", train.get("precision"))]),
+        "", "Trained with:", "", *_training_command(ckpt), "",
+    ]
+
+
+def _usage_section(repo_id: Optional[str]) -> List[str]:
+    name = repo_id or "USER/NAME"
+    lines = [
+        "## Use", "",
+        "```bash",
+        f"python train_ultimate.py predict --model {name} --input photos/ --output masks/",
+        f"python train_ultimate.py evaluate --model {name} --dataset-path COD10K-v3",
+        "```", "",
+        "```python",
+        "from engine.sharing import from_pretrained",
+        f'model = from_pretrained("{name}")  # or the path of this folder; eval mode',
+        "```", "",
+    ]
+    return lines + ([] if repo_id else ["`USER/NAME` is this model's Hub id, or the path of this folder.", ""])
+
+
 def model_card(ckpt: Mapping[str, Any], config: Mapping[str, Any], license: str = "mit",
-               scores: Optional[Mapping[str, Any]] = None) -> str:
+               scores: Optional[Mapping[str, Any]] = None, repo_id: Optional[str] = None) -> str:
     """The ``README.md`` text for a checkpoint and its ``config.json`` content.
 
     Args:
@@ -133,44 +176,22 @@ def model_card(ckpt: Mapping[str, Any], config: Mapping[str, Any], license: str 
         config: the ``config.json`` content (:func:`engine.sharing.pretrained.pretrained_config`).
         license: the license id for the front matter and the license section.
         scores: ``evaluate --output-json`` results to list per test set.
+        repo_id: the Hub id the folder is published under, shown in the usage examples
+            (``USER/NAME`` without one).
     """
     run_config = ckpt.get("config") or {}
     m = config["model"]
-    h, w = config["input_size"]
     datasets = _dataset_names(run_config)
-    title = f"CamoXpert ({m.get('backbone')}, {m.get('num_experts')} experts, top-{m.get('top_k')})"
-    train = run_config.get("train") or {}
-    norm = config["normalization"]
     body = [
-        f"# {title}", "",
+        f"# CamoXpert ({m.get('backbone')}, {m.get('num_experts')} experts, top-{m.get('top_k')})", "",
         "Camouflaged object detection: an EdgeNeXt backbone (timm), mixture-of-experts layers and a decoder that "
         "outputs one mask logit per pixel (apply a sigmoid for the probability that a pixel belongs to the "
         "camouflaged object).", "",
-        "## Model", "",
-        *_lines([("backbone", m.get("backbone")), ("width", m.get("dim")), ("experts", ", ".join((m.get("experts") or [])[:m.get("num_experts")])),
-                 ("routing", f"{m.get('routing')}, top-{m.get('top_k')} at levels {m.get('moe_levels')}"),
-                 ("decoder", m.get("decoder")), ("weights", "EMA of the training weights" if config.get("weights") == "ema"
-                                                 else "training weights")]),
-        "", "## Training", "",
-        *_lines([("data sets", ", ".join(datasets)), ("image size", f"{h}x{w}"),
-                 ("normalisation", f"RGB / {norm.get('max_pixel_value', 255.0):g}, mean {norm['mean']}, std {norm['std']}"),
-                 ("steps", config.get("step")), ("epochs", config.get("epoch")), ("batch size", train.get("batch_size")),
-                 ("learning rate", train.get("lr")), ("precision", train.get("precision"))]),
-        "", "Trained with:", "", *_training_command(ckpt), "",
-        *_validation_section(ckpt, config), *_evaluate_section(scores),
-        "## Use", "",
-        "```bash",
-        "python train_ultimate.py predict --model USER/NAME --input photos/ --output masks/",
-        "python train_ultimate.py evaluate --model USER/NAME --dataset-path COD10K-v3",
-        "```", "",
-        "```python",
-        "from engine.sharing import from_pretrained",
-        "model = from_pretrained(\"USER/NAME\")  # or this folder; eval mode",
-        "```", "",
-        "`USER/NAME` is this model's Hub id, or the path of this folder.", "",
+        *_model_section(config), *_training_section(ckpt, config, datasets),
+        *_validation_section(ckpt, config), *_evaluate_section(scores), *_usage_section(repo_id),
     ]
     if run_config:
         body += ["<details><summary>Run configuration (run_config.yaml)</summary>", "", "```yaml",
                  yaml.safe_dump(_public_run_config(run_config), sort_keys=False).rstrip(), "```", "", "</details>", ""]
-    body += ["## License", "", f"{license}", ""]
+    body += ["## License", "", license, ""]
     return _front_matter(config, datasets, license) + "\n" + "\n".join(body)

@@ -32,6 +32,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "PretrainedError",
     "PretrainedModel",
+    "check_weights_match",
     "from_pretrained",
     "load_pretrained",
     "pretrained_config",
@@ -131,6 +132,7 @@ def save_pretrained(
     out_dir: PathLike,
     license: str = "mit",
     scores: Optional[Mapping[str, Any]] = None,
+    repo_id: Optional[str] = None,
 ) -> Path:
     """Write a checkpoint as ``model.safetensors``, ``config.json`` and a ``README.md`` model card.
 
@@ -142,6 +144,7 @@ def save_pretrained(
         out_dir: the folder to write (created when missing; the three files are replaced).
         license: the license named in the model card (an SPDX-style id as the Hub lists them).
         scores: ``evaluate --output-json`` results to add to the card (per test set).
+        repo_id: the Hub id it will be published under (named in the card's usage examples).
 
     Returns:
         ``out_dir`` as a Path.
@@ -163,7 +166,7 @@ def save_pretrained(
     with staged_path(out / WEIGHTS_NAME) as tmp:
         save_file(_tensors_for_file(weights), str(tmp), metadata={"format": "pt"})
     atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(out / CARD_NAME, model_card(ckpt, config, license=license, scores=scores))
+    atomic_write_text(out / CARD_NAME, model_card(ckpt, config, license=license, scores=scores, repo_id=repo_id))
     return out
 
 

@@ -68,12 +68,13 @@ def read_scores(path: PathLike) -> Mapping[str, Any]:
 
 
 def export_pretrained(model: PathLike, out_dir: PathLike, license: str = "mit",
-                      scores: Optional[Mapping[str, Any]] = None) -> Path:
+                      scores: Optional[Mapping[str, Any]] = None, repo_id: Optional[str] = None) -> Path:
     """Write the pretrained folder of ``model`` (checkpoint file, pretrained folder or Hub id).
 
     A checkpoint is converted (:func:`~engine.sharing.pretrained.save_pretrained`); a folder or
-    Hub model is checked by loading it, then its files are copied, card included (``scores``
-    and ``license`` apply to checkpoints only: an existing card is kept as written).
+    Hub model is checked by loading it, then its files are copied, card included (``scores``,
+    ``license`` and ``repo_id``, the Hub id named in the card, apply to checkpoints only: an
+    existing card is kept as written).
 
     Returns:
         ``out_dir`` as a Path.
@@ -85,7 +86,7 @@ def export_pretrained(model: PathLike, out_dir: PathLike, license: str = "mit",
     source = resolve_model_source(model)
     out = Path(out_dir)
     if source.kind == "file":
-        return save_pretrained(source.path, out, license=license, scores=scores)
+        return save_pretrained(source.path, out, license=license, scores=scores, repo_id=repo_id)
     load_pretrained(source.path, name=source.name)  # refuse a broken folder before copying it
     if source.path.resolve() == out.resolve():
         return out
