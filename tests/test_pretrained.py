@@ -2,6 +2,7 @@
 from a local cache, refusals, ``export --format hf`` and the folder a ``train`` run leaves."""
 import json
 import socket
+import sys
 from pathlib import Path
 
 import cv2
@@ -302,3 +303,13 @@ def test_segmenter_round_trip_through_a_folder(best, tmp_path):
     again = Segmenter.from_pretrained(out, device="cpu")
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     assert np.array_equal(seg.predict(image), again.predict(image))
+
+
+def test_attention_check_script_takes_a_pretrained_folder(folder):
+    from _train_helpers import REPO, run_subprocess
+
+    result = run_subprocess([sys.executable, str(REPO / "scripts" / "test_flash_attention.py"), "--model", str(folder),
+                             "--device", "cpu", "--num-samples", "2", "--batch-size", "2"])
+    output = result.stdout + result.stderr
+    assert result.returncode in (0, 3), output  # 3: the router sent no checked image to attention
+    assert "Traceback" not in output and "auto" in output

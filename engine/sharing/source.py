@@ -86,9 +86,10 @@ def _hub_error(repo_id: str, revision: Optional[str], exc: Exception, offline: b
         return PretrainedError(f"{ref} is not a valid Hub id ({exc}); use user/name.")
     if isinstance(exc, errors.LocalEntryNotFoundError) or offline:
         why = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"
+        fix = "unset HF_HUB_OFFLINE and run again" if offline else "check the network and run again"
         return PretrainedError(
             f"Model {ref} is not in the local Hugging Face cache ({_cache_dir() or 'the default cache'}) and {why}. "
-            f"Download it once with network (unset HF_HUB_OFFLINE; `hf download {repo_id}`), or pass a local "
+            f"Fetch it once where the Hub is reachable ({fix}, or `hf download {repo_id}`), or pass a local "
             f"folder or best.pt instead.")
     if isinstance(exc, (errors.RepositoryNotFoundError, errors.GatedRepoError)):
         return PretrainedError(f"Model {ref} was not found on the Hugging Face Hub (or is private or gated: log in "
