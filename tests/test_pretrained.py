@@ -277,7 +277,7 @@ def test_unknown_hub_id_online_is_one_line_exit_2(monkeypatch, images, tmp_path)
     r = run_cli(["predict", "--model", "camo-lab/x", "--input", str(images), "--output", str(tmp_path / "o"),
                  "--device", "cpu"])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
-    assert "camo-lab/x" in r.output and "not found" in r.output
+    assert "camo-lab/x" in r.output and "Hub" in r.output
 
 
 def test_evaluate_takes_a_pretrained_folder(best, folder, tmp_path):

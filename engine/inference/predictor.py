@@ -123,7 +123,8 @@ class InferenceModel:
     Attributes:
         model: the network in eval mode on its device.
         img_size: ``(height, width)`` the network is fed.
-        checkpoint: path of the checkpoint file.
+        checkpoint: path of the checkpoint file, or of the pretrained folder (for a Hub id, its
+            snapshot in the Hugging Face cache).
         used_ema: whether EMA weights were loaded.
         epoch: the checkpoint's epoch, when recorded.
         run_config: the resolved run config the checkpoint carries (``{}`` when absent).

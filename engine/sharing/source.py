@@ -88,11 +88,12 @@ def _hub_error(repo_id: str, revision: Optional[str], exc: Exception, offline: b
         why = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"
         fix = "unset HF_HUB_OFFLINE and run again" if offline else "check the network and run again"
         return PretrainedError(
-            f"Model {ref} is not in the local Hugging Face cache ({_cache_dir() or 'the default cache'}) and {why}. "
+            f"{ref} is no file or folder here, and as a Hub id it is not in the local Hugging Face cache ({_cache_dir() or 'the default cache'}) and {why}. "
             f"Fetch it once where the Hub is reachable ({fix}, or `hf download {repo_id}`), or pass a local "
             f"folder or best.pt instead.")
     if isinstance(exc, (errors.RepositoryNotFoundError, errors.GatedRepoError)):
-        return PretrainedError(f"Model {ref} was not found on the Hugging Face Hub (or is private or gated: log in "
+        return PretrainedError(f"{ref} is no file or folder here, and no model of that id was found on the Hugging "
+                               f"Face Hub (or it is private or gated: log in "
                                f"with `hf auth login`). Check the id (user/name), or pass a local folder or best.pt.")
     if isinstance(exc, errors.RevisionNotFoundError):
         return PretrainedError(f"Model {repo_id} has no revision {revision!r} on the Hub; use a branch, tag or commit "
