@@ -67,6 +67,11 @@ def test_round_trip_gives_identical_weights_and_outputs(best, folder):
         assert torch.equal(original(x), loaded(x))
 
 
+def test_files_get_the_usual_permissions(folder):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # the weights as readable as the config and card
+
+
 def test_config_json_holds_model_input_size_normalisation_and_version(folder):
     config = json.loads((folder / "config.json").read_text())
     assert config["format_version"] == 1 and config["input_size"] == [64, 64]

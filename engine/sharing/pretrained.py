@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -165,6 +166,10 @@ def save_pretrained(
     out = Path(out_dir)
     with staged_path(out / WEIGHTS_NAME) as tmp:
         save_file(_tensors_for_file(weights), str(tmp), metadata={"format": "pt"})
+        # save_file replaces the staged file with one of its own, readable by its owner alone.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
     atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     atomic_write_text(out / CARD_NAME, model_card(ckpt, config, license=license, scores=scores, repo_id=repo_id))
     return out
