@@ -5,14 +5,13 @@ from typing import Any, Tuple
 
 import click
 
-from cli.options import InputError, check_output_file, inference_options, resolve_batch_size
+from cli.options import InputError, check_output_file, inference_options, model_option, resolve_batch_size
 
 __all__ = ["evaluate"]
 
 
 @click.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
-              help="best.pt / last.pt written by `train`.")
+@model_option
 @click.option("--dataset-path", "dataset_paths", multiple=True, type=click.Path(),
               help="Dataset folder (COD10K-v3, SINet-V2 TestDataset, Image+GT pairs...). Repeat for several; "
                    "every test set found is evaluated. Default: the built-in synthetic test set.")

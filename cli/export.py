@@ -1,4 +1,5 @@
-"""``train_ultimate.py export``: a checkpoint as an ONNX file, checked with onnxruntime."""
+"""``train_ultimate.py export``: a checkpoint as an ONNX file checked with onnxruntime, or as a pretrained folder
+(``--format hf``: model.safetensors, config.json, README.md), optionally published on the Hugging Face Hub."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,7 @@ from typing import Iterator, Optional, Tuple
 
 import click
 
-from cli.options import FiniteFloatRange, InputError, check_output_file
+from cli.options import FiniteFloatRange, InputError, check_output_file, model_option
 
 __all__ = ["export"]
 
@@ -73,10 +74,64 @@ def _staged_output(output: str) -> Iterator[Path]:
         raise click.ClickException(str(exc)) from exc
 
 
+def _check_output(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--output: a writable file for ``onnx``, a folder (or a path to create one) for ``hf``.
+
+    ``--format`` is eager, so it is known here whatever the order of the options.
+    """
+    if ctx.params.get("fmt", "onnx") == "hf":
+        if Path(value).is_file():
+            raise click.BadParameter(f"{value} is a file: --format hf writes a folder (model.safetensors, "
+                                     f"config.json, README.md); give a folder path.", ctx, param)
+        check_output_file(ctx, param, str(Path(value) / "config.json"))
+        return value
+    if Path(value).is_dir():
+        raise click.BadParameter(f"{value!r} is a directory: give the .onnx file to write, or use --format hf "
+                                 f"to write a pretrained folder.", ctx, param)
+    return check_output_file(ctx, param, value)
+
+
+def _export_hf(checkpoint: str, output: str, push_to_hub: Optional[str], private: bool,
+               scores_json: Optional[str]) -> None:
+    """``--format hf``: write the pretrained folder, then upload it when --push-to-hub asks for it."""
+    from engine.checkpoint import CheckpointError
+    from engine.files import FileWriteError
+    from engine.sharing.publish import export_pretrained, push_to_hub as push, read_scores
+    from engine.sharing.source import parse_hub_id
+
+    if push_to_hub is not None and (parse_hub_id(push_to_hub) is None or "@" in push_to_hub):
+        raise click.BadParameter(f"{push_to_hub!r} is not a Hub repository id: use user/name.",
+                                 param_hint="'--push-to-hub'")
+    try:
+        scores = read_scores(scores_json) if scores_json else None
+        folder = export_pretrained(checkpoint, output, scores=scores, repo_id=push_to_hub)
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from exc
+    except FileWriteError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Wrote {folder}/ (model.safetensors, config.json, README.md)")
+    if push_to_hub is not None:
+        try:
+            url = push(folder, push_to_hub, private=private, log=click.echo)
+        except CheckpointError as exc:  # PretrainedError: offline, login, network; the folder is written
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"Published {url}")
+
+
 @click.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt / last.pt written by `train`.")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), callback=check_output_file,
-              help="The .onnx file to write; replaced only by an export that passes its check.")
+@model_option
+@click.option("--format", "fmt", type=click.Choice(["onnx", "hf"]), default="onnx", show_default=True, is_eager=True,
+              help="onnx: one .onnx file, checked with onnxruntime. hf: a folder with model.safetensors, config.json "
+                   "and a README.md model card (the Hugging Face / segmentation_models_pytorch layout).")
+@click.option("--output", required=True, type=click.Path(), callback=_check_output,
+              help="The .onnx file to write (replaced only by an export that passes its check); with --format hf, "
+                   "the folder to write.")
+@click.option("--push-to-hub", "push_to_hub", metavar="USER/NAME", default=None,
+              help="With --format hf: also upload the folder to this Hugging Face Hub repository (created if "
+                   "missing; needs `hf auth login`). Nothing is uploaded without it.")
+@click.option("--private", is_flag=True, help="With --push-to-hub: create the repository private.")
+@click.option("--scores", "scores_json", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --format hf: add the test-set scores of this `evaluate --output-json` file to the model card.")
 @click.option("--input-type", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
               help="Graph input: float32 RGB in [0, 1] or uint8 RGB in [0, 255], NCHW; normalised inside the graph.")
 @click.option("--sigmoid", is_flag=True, help="Output probabilities instead of logits.")
@@ -95,10 +150,17 @@ def _staged_output(output: str) -> Iterator[Path]:
 @click.option("--tolerance", type=FiniteFloatRange(min=0), default=1e-4, show_default=True,
               help="Largest allowed |ONNX - PyTorch| (fp32).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=check_output_file, help="Write the export report here.")
-def export(checkpoint: str, output: str, input_type: str, sigmoid: bool, img_size: Optional[str], attention: str,
+def export(checkpoint: str, fmt: str, output: str, push_to_hub: Optional[str], private: bool,
+           scores_json: Optional[str], input_type: str, sigmoid: bool, img_size: Optional[str], attention: str,
            exporter: str, opset: int, sample_images: Tuple[str, ...], no_check: bool, tolerance: float,
            json_out: Optional[str]) -> None:
-    """Export a checkpoint to ONNX (dynamic batch, height and width) and verify it with onnxruntime."""
+    """Export a trained model to ONNX (dynamic batch, height and width, verified with onnxruntime), or with
+    --format hf to a pretrained folder that `predict --model`, `evaluate` and from_pretrained load."""
+    if fmt == "hf":
+        _export_hf(checkpoint, output, push_to_hub, private, scores_json)
+        return
+    if push_to_hub or scores_json:
+        raise click.UsageError("--push-to-hub and --scores go with --format hf.")
     _check_opset_for_exporter(opset, exporter)
     try:
         import onnx  # noqa: F401

@@ -14,6 +14,7 @@ __all__ = [
     "check_output_file",
     "check_tta_scales_option",
     "inference_options",
+    "model_option",
 ]
 
 
@@ -121,6 +122,19 @@ _INFERENCE_OPTIONS = (
     click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
                  help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32."),
 )
+
+
+def model_option(command: Callable) -> Callable:
+    """``--checkpoint``/``--model``: a checkpoint file, a pretrained folder or a Hugging Face Hub id.
+
+    A plain string, not ``click.Path``: a folder and ``user/name`` are valid values, and
+    :func:`engine.sharing.resolve_model_source` tells them apart when the model is loaded.
+    """
+    return click.option(
+        "--checkpoint", "--model", "checkpoint", required=True, metavar="FILE|DIR|USER/NAME",
+        help="The trained model: best.pt / last.pt written by `train`, a folder written by `export --format hf` "
+             "(model.safetensors + config.json), or a Hugging Face Hub id user/name[@revision] "
+             "(read from the local HF cache when HF_HUB_OFFLINE=1).")(command)
 
 
 def resolve_batch_size(batch_size: Optional[int], device: str) -> int:

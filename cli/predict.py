@@ -8,14 +8,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import click
 
-from cli.options import FiniteFloatRange, InputError, inference_options, resolve_batch_size
+from cli.options import FiniteFloatRange, InputError, inference_options, model_option, resolve_batch_size
 
 __all__ = ["predict"]
 
 
 @click.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
-              help="best.pt / last.pt written by `train`.")
+@model_option
 @click.option("--input", "inputs", required=True, multiple=True,
               help="Image file, folder or glob pattern (quote it: 'shots/*.jpg'), or video files or patterns "
                    "(.mp4, .avi, .mov...: OUTPUT/<stem>_mask.mp4). Repeat for several.")

@@ -24,7 +24,8 @@ import click
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cli.options import (  # noqa: E402  (needs the repository on the path)
-    FiniteFloatRange, InputError, check_device_option, check_img_size_option, check_output_file)
+    FiniteFloatRange, InputError, check_device_option, check_img_size_option, check_output_file,
+    model_option)
 
 #: Exit code when the router sent no checked image to the attention expert (nothing compared).
 EXIT_VACUOUS = 3
@@ -106,7 +107,7 @@ def _print_report(report: dict, unit: list) -> None:
 
 
 @click.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="last.pt / best.pt from train.")
+@model_option
 @click.option("--dataset-path", type=click.Path(exists=True, file_okay=False), default=None,
               help="Dataset whose test images are used (default: the built-in synthetic test set).")
 @click.option("--num-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Test images checked.")

@@ -107,10 +107,12 @@ class Segmenter:
     """A trained CamoXpert checkpoint ready to segment images.
 
     The checkpoint is loaded weights-only, the model rebuilt from the config it records, with
-    its EMA weights when it has them.
+    its EMA weights when it has them. A pretrained folder or a Hugging Face Hub id loads the same
+    way (``Segmenter.from_pretrained("user/name")`` reads better for those).
 
     Args:
-        checkpoint: ``best.pt``/``last.pt`` written by ``train``.
+        checkpoint: ``best.pt``/``last.pt`` written by ``train``, a folder written by
+            ``save_pretrained``/``export --format hf``, or a Hub id ``user/name``.
         device: ``auto`` (first GPU, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
         precision: ``auto`` (bf16/fp16 autocast on GPU, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
         img_size: network input size (N or HxW, multiples of 32); None: the checkpoint's
@@ -145,6 +147,34 @@ class Segmenter:
                                    precision=precision, cuda_graphs=cuda_graphs)
         self.batch_size = int(batch_size)
         self.transform = build_eval_transform(self.loaded.img_size)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], **kwargs: Any) -> "Segmenter":
+        """A Segmenter for a pretrained folder, a Hub id (``user/name``) or a checkpoint file.
+
+        Args:
+            name_or_path: the model.
+            **kwargs: the other arguments of :class:`Segmenter` (device, precision, ...).
+        """
+        return cls(name_or_path, **kwargs)
+
+    def save_pretrained(self, out_dir: Union[str, os.PathLike], license: str = "mit") -> Path:
+        """Write this model as a pretrained folder (model.safetensors, config.json, README.md).
+
+        The card carries the model and its input size; scores and the training record are only
+        known to the checkpoint: ``export --format hf --checkpoint best.pt`` writes those too.
+        """
+        from engine.sharing import save_pretrained
+
+        h, w = self.loaded.img_size
+        state = {
+            "model_config": self.model.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "weights": "ema" if self.loaded.used_ema else "model",
+            "epoch": self.loaded.epoch,
+            "config": {"data": {"img_size": h if h == w else f"{h}x{w}"}},
+        }
+        return save_pretrained(state, out_dir, license=license)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -22,6 +22,7 @@ from engine.files import PathLike
 from engine.inference.graphed import GraphedForward
 from engine.inference.postprocess import masks_at_sizes, resize_probability
 from engine.runtime import autocast_context, autocast_dtype
+from engine.sharing import ModelSource, load_pretrained, resolve_model_source
 from models.sdpa_probe import require_usable_attention
 
 __all__ = [
@@ -122,7 +123,8 @@ class InferenceModel:
     Attributes:
         model: the network in eval mode on its device.
         img_size: ``(height, width)`` the network is fed.
-        checkpoint: path of the checkpoint file.
+        checkpoint: path of the checkpoint file, or of the pretrained folder (for a Hub id, its
+            snapshot in the Hugging Face cache).
         used_ema: whether EMA weights were loaded.
         epoch: the checkpoint's epoch, when recorded.
         run_config: the resolved run config the checkpoint carries (``{}`` when absent).
@@ -142,18 +144,27 @@ def load_inference_model(
     img_size: Optional[SizeLike] = None,
     prefer_ema: bool = True,
 ) -> InferenceModel:
-    """Load a checkpoint (weights only) and rebuild its model for inference.
+    """Load a checkpoint (weights only) or a pretrained model and rebuild it for inference.
+
+    The one loader of every inference path (predict, evaluate, export, the Python API and the
+    attention check), so each of them takes the same three kinds of source
+    (:func:`engine.sharing.resolve_model_source`).
 
     Args:
-        checkpoint: a ``last.pt``/``best.pt`` written by ``train``.
+        checkpoint: a ``last.pt``/``best.pt`` written by ``train``, a folder written by
+            ``save_pretrained``/``export --format hf``, or a Hugging Face Hub id (``user/name``).
         device: where to run.
         img_size: network input size; None uses the checkpoint's training size (or 384).
         prefer_ema: use EMA weights when the checkpoint has them.
 
     Raises:
-        engine.checkpoint.CheckpointError: missing, unsafe or foreign checkpoint.
+        engine.checkpoint.CheckpointError: missing, unsafe or foreign checkpoint, or a pretrained
+            folder or Hub id that cannot be found or loaded (naming it and the fix).
         ValueError: an invalid image size.
     """
+    source = resolve_model_source(checkpoint)
+    if source.kind != "file":
+        return _pretrained_inference_model(source, device, img_size)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     size = parse_img_size(img_size) if img_size is not None else checkpoint_img_size(ckpt)
     model = model_from_checkpoint(ckpt, device=device, prefer_ema=prefer_ema, source=checkpoint)
@@ -166,6 +177,23 @@ def load_inference_model(
         used_ema=bool(prefer_ema and ckpt.get("ema")) or ckpt.get("weights") == "ema",
         epoch=int(epoch) if isinstance(epoch, (int, np.integer)) else None,
         run_config=dict(ckpt.get("config") or {}),
+    )
+
+
+def _pretrained_inference_model(source: ModelSource, device: torch.device,
+                                img_size: Optional[SizeLike]) -> InferenceModel:
+    """:func:`load_inference_model` for a pretrained folder or Hub snapshot."""
+    loaded = load_pretrained(source.path, device, name=source.name)
+    h, w = loaded.img_size
+    epoch = loaded.epoch
+    return InferenceModel(
+        model=loaded.model,
+        img_size=parse_img_size(img_size) if img_size is not None else loaded.img_size,
+        checkpoint=source.path,
+        used_ema=loaded.used_ema,
+        epoch=int(epoch) if isinstance(epoch, int) else None,
+        # What readers of a run config look for (the training size); the folder holds no more.
+        run_config={"data": {"img_size": h if h == w else f"{h}x{w}"}},
     )
 
 

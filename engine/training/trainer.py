@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from engine.config import ConfigError, save_config
 from engine.distributed import barrier, cleanup_distributed
 from engine.settings import RunConfig, as_run_config
+from engine.sharing.publish import write_run_pretrained
 from engine.training.budget import StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
 from engine.training.graphed_step import raised_at
@@ -427,6 +428,7 @@ class Trainer:
         summary = run.clock.summary(run.images_trained)
         if run.runtime.ctx.is_main:
             self.reporter.summary(summary, status=status, step=run.step)
+            write_run_pretrained(self.out_dir, status, log=self.log)  # best.pt as <out_dir>/pretrained/
         if status == "interrupted":
             self.log(f"Stopped by {stop.signal_name or 'a signal'}: saved {self.out_dir / 'last.pt'} (step {run.step}). "
                      f"Continue with --resume auto --checkpoint-dir {self.out_dir}.")
