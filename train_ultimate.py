@@ -10,6 +10,7 @@ LAUNCHED_AT = time.perf_counter()
 import click  # noqa: E402
 
 from cli.benchmark import benchmark  # noqa: E402
+from cli.demo import demo  # noqa: E402
 from cli.evaluate import evaluate  # noqa: E402
 from cli.export import export  # noqa: E402
 from cli.info import info  # noqa: E402
@@ -39,6 +40,7 @@ main.add_command(export)
 main.add_command(make_synthetic)
 main.add_command(quality_benchmark)
 main.add_command(quality_report)
+main.add_command(demo)
 
 
 def cli_entry() -> None:
