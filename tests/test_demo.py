@@ -156,15 +156,15 @@ def test_importing_the_cli_does_not_import_fastapi():
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
-def test_demo_command_serves_on_a_free_port_it_prints(inputs):
-    proc = subprocess.Popen([sys.executable, "train_ultimate.py", "demo", "--checkpoint", str(inputs[0]), "--port", "0",
-                             "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = proc.stdout.readline()
-        url = next(word for word in line.split() if word.startswith("http://127.0.0.1:"))
-        assert not url.endswith(":0/")
+def test_demo_command_serves_on_a_free_port_it_prints(inputs, monkeypatch):
+    import engine.demo.server as server_module
+
+    served = {}
+    monkeypatch.setattr(server_module, "serve", lambda app, sock: served.update(app=app, sock=sock))
+    result = CliRunner().invoke(main, ["demo", "--checkpoint", str(inputs[0]), "--port", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    url = next(word for word in result.output.split() if word.startswith("http://127.0.0.1:"))
+    assert url == f"http://127.0.0.1:{served['sock'].getsockname()[1]}/" and not url.endswith(":0/")
+    with server_module.ServerThread(served["app"], sock=served["sock"]):
         status, body, _ = request(url)
-        assert status == 200 and b'id="file"' in body
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    assert status == 200 and b'id="file"' in body

@@ -61,13 +61,14 @@ class ServerThread:
         app: the ASGI application.
         host: address to bind.
         port: port to bind (0: a free one).
+        sock: an already bound socket to serve on instead (``host`` and ``port`` are then unused).
 
     Attributes:
         url: where it listens, ``http://host:port/``.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.sock = bind(host, port)
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, sock: Optional[socket.socket] = None) -> None:
+        self.sock = sock if sock is not None else bind(host, port)
         self.url = url_of(self.sock)
         self.server = _server(app, self.sock, "warning")
         self.thread: Optional[threading.Thread] = None
