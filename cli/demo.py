@@ -31,10 +31,12 @@ def missing_extra() -> Optional[str]:
               help="Port to listen on; 0 picks a free one (the address is printed).")
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=FiniteFloatRange(min=0.01),
               help="Larger uploads are refused (HTTP 413, with a message on the page).")
-@click.option("--device", default="auto", show_default=True, callback=check_device_option, help="auto, cpu, cuda, cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=check_device_option,
+              help="auto, cpu, cuda, cuda:N.")
 @click.option("--img-size", default=None,
               help="Network input size (N or HxW, multiples of 32) [default: the checkpoint's training size, else 384].")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
               help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image.")
 def demo(checkpoint: str, host: str, port: int, max_upload_mb: float, device: str, img_size: Optional[str],

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(
 )
 # The machine has no network: Chromium must not try to reach update and sync services.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                  "--window-size=1400,900")
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1400,900")
 # The bytes of what the download button points at, as the page fetches them.
 FETCH_DOWNLOAD = """
 const done = arguments[arguments.length - 1];

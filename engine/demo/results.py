@@ -119,7 +119,8 @@ def segment_upload(segmenter: Any, data: bytes, filename: str) -> DemoResult:
         try:
             rgb = to_rgb_array(path)  # read_image: predict's decoder, whatever the format
         except ImageReadError:
-            raise DemoError(400, f"{stem}{suffix} is not an image this demo can read: pick a PNG or JPEG file.") from None
+            raise DemoError(400, f"{stem}{suffix} is not an image this demo can read: "
+                                 f"pick a PNG or JPEG file.") from None
     prob = segmenter.predict(rgb)
     return DemoResult(stem=stem, rgb=rgb, prob=torch.from_numpy(prob))
 

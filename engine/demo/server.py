@@ -29,7 +29,8 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
         sock.bind((host, int(port)))
     except OSError as exc:
         sock.close()
-        raise OSError(f"Cannot listen on {host}:{port} ({exc.strerror or exc}): pick another --port, or 0 for a free one.") from exc
+        raise OSError(f"Cannot listen on {host}:{port} ({exc.strerror or exc}): "
+                      f"pick another --port, or 0 for a free one.") from exc
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
