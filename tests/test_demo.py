@@ -120,6 +120,38 @@ def test_unknown_result_is_404(server):
     assert status == 404 and json.loads(body)["error"]
 
 
+def test_a_non_ascii_name_keeps_its_letters(server, inputs):
+    status, result = upload(server, inputs[1].read_bytes(), name="K%C3%A4fer%20%2F..%2Fx.png")  # "Käfer /../x.png"
+    assert status == 200 and result["stem"] == "x"
+    status, result = upload(server, inputs[1].read_bytes(), name="K%C3%A4fer.png")
+    assert status == 200 and result["stem"] == "Käfer"
+    with urllib.request.urlopen(f"{server.url}api/results/{result['id']}/mask.png", timeout=60) as resp:
+        assert "K%C3%A4fer.png" in resp.headers["Content-Disposition"]
+
+
+class _BrokenModel:
+    def predict(self, image):
+        raise RuntimeError("out of memory")
+
+
+def test_a_failing_model_answers_500_with_a_message():
+    from engine.demo.app import create_app
+    from engine.demo.server import ServerThread
+
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    with ServerThread(create_app(_BrokenModel())) as srv:
+        status, body = upload(srv, png.tobytes())
+    assert status == 500 and "out of memory" in body["error"] and "Traceback" not in body["error"]
+
+
+def test_a_taken_port_is_named():
+    from engine.demo.server import bind
+
+    with bind("127.0.0.1", 0) as taken:
+        with pytest.raises(OSError, match="--port"):
+            bind("127.0.0.1", taken.getsockname()[1])
+
+
 def test_result_store_drops_the_oldest_first():
     store = ResultStore(capacity=2)
     keys = [store.add(object()) for _ in range(3)]  # type: ignore[arg-type]

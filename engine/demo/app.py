@@ -19,6 +19,7 @@ import json
 import threading
 from importlib import resources
 from typing import Any, Optional
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -66,7 +67,8 @@ def _add_result_routes(app: FastAPI, store: ResultStore) -> None:
     def mask(key: str, threshold: Optional[str] = None) -> Response:
         result = store.get(key)
         png = encode_png(result.mask(parse_threshold(threshold)))
-        headers = {**_NO_STORE, "Content-Disposition": f'inline; filename="{result.stem}.png"'}
+        # RFC 5987 form: a header is Latin-1, a file name may be in any script.
+        headers = {**_NO_STORE, "Content-Disposition": f"inline; filename*=UTF-8''{quote(result.stem)}.png"}
         return Response(png, media_type="image/png", headers=headers)
 
     @app.get("/api/results/{key}/overlay.jpg")

@@ -32,7 +32,7 @@ __all__ = ["DemoError", "DemoResult", "ResultStore", "encode_jpeg", "encode_png"
 # Suffixes OpenCV decodes; anything else is decoded as-is (imdecode looks at the bytes, not
 # the name), the suffix only keeps the temporary file recognisable.
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,5}$")
-_SAFE_STEM = re.compile(r"[^A-Za-z0-9._ -]+")
+_SAFE_STEM = re.compile(r"[^\w.\- ]+")  # letters of any script stay: the mask is named as predict names it
 
 
 class DemoError(Exception):
