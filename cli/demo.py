@@ -31,6 +31,8 @@ def missing_extra() -> Optional[str]:
               help="Port to listen on; 0 picks a free one (the address is printed).")
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=FiniteFloatRange(min=0.01),
               help="Larger uploads are refused (HTTP 413, with a message on the page).")
+@click.option("--max-megapixels", default=100.0, show_default=True, type=FiniteFloatRange(min=0.01),
+              help="Images with more pixels are refused before decoding (HTTP 413, with a message on the page).")
 @click.option("--device", default="auto", show_default=True, callback=check_device_option,
               help="auto, cpu, cuda, cuda:N.")
 @click.option("--img-size", default=None,
@@ -39,8 +41,8 @@ def missing_extra() -> Optional[str]:
               type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
               help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image.")
-def demo(checkpoint: str, host: str, port: int, max_upload_mb: float, device: str, img_size: Optional[str],
-         precision: str, tta: bool) -> None:
+def demo(checkpoint: str, host: str, port: int, max_upload_mb: float, max_megapixels: float, device: str,
+         img_size: Optional[str], precision: str, tta: bool) -> None:
     """Serve a page where you drop an image and see its mask, overlay and a threshold slider."""
     missing = missing_extra()
     if missing is not None:  # checked first: loading the model takes seconds
@@ -61,7 +63,8 @@ def demo(checkpoint: str, host: str, port: int, max_upload_mb: float, device: st
         sock = bind(host, port)
     except OSError as exc:
         raise InputError(str(exc)) from exc
-    app = create_app(segmenter, max_upload_bytes=int(max_upload_mb * 2**20), title=Path(checkpoint).name)
+    app = create_app(segmenter, max_upload_bytes=int(max_upload_mb * 2**20), title=Path(checkpoint).name,
+                     max_pixels=int(max_megapixels * 1e6))
     h, w = segmenter.img_size
     click.echo(f"CamoXpert demo: {url_of(sock)}  (model {Path(checkpoint).name}, input {h}x{w} on "
                f"{segmenter.device}; uploads up to {max_upload_mb:g} MB; Ctrl+C stops)")

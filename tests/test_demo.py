@@ -1,10 +1,12 @@
 """The demo command and its HTTP API: predict's masks, refusals with status codes, the optional extra."""
 import http.client
 import json
+import struct
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import cv2
@@ -106,6 +108,19 @@ def test_too_large_chunked_upload_is_refused_while_reading(server):
     resp = conn.getresponse()
     assert resp.status == 413 and "limit" in json.loads(resp.read())["error"]
     conn.close()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 8x8 PNG whose header claims ``width`` x ``height`` (a compressed "bomb" in miniature)."""
+    png = cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes()
+    ihdr = png[12:16] + struct.pack(">II", width, height) + png[24:29]  # b"IHDR", size, depth, colour...
+    return png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+@pytest.mark.parametrize("width, height", [(12000, 10000), (20000, 20000)])  # under and over Pillow's own limit
+def test_an_image_with_too_many_pixels_is_refused_before_decoding(server, width, height):
+    status, body = upload(server, png_claiming(width, height))
+    assert status == 413 and "megapixels" in body["error"]
 
 
 @pytest.mark.parametrize("query, status", [("?threshold=2", 400), ("?threshold=nan", 400), ("?threshold=x", 400)])

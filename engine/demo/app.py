@@ -10,7 +10,7 @@ Routes:
     ``GET /api/results/{id}/overlay.jpg?threshold=T``: the mask tinted on the image.
 
 Refusals are JSON ``{"error": message}`` with status 400 (not an image, bad value),
-404 (unknown result) or 413 (too large); the page shows the message.
+404 (unknown result) or 413 (too many bytes or pixels); the page shows the message.
 """
 from __future__ import annotations
 
@@ -79,12 +79,14 @@ def _add_result_routes(app: FastAPI, store: ResultStore) -> None:
 
 
 def create_app(segmenter: Any, max_upload_bytes: int = 20 * 2**20, title: str = "CamoXpert demo",
-               keep: int = 8) -> FastAPI:
+               keep: int = 8, max_pixels: Optional[int] = 100_000_000) -> FastAPI:
     """The demo application around a loaded model.
 
     Args:
         segmenter: a :class:`engine.inference.api.Segmenter` (anything with its ``predict``).
         max_upload_bytes: larger uploads are refused with HTTP 413.
+        max_pixels: images with more pixels are refused with HTTP 413 before they are decoded
+            (a few MB of PNG can hold gigabytes of pixels); None: no limit.
         title: shown at the top of the page (e.g. the checkpoint's name).
         keep: results kept for the slider and the download button.
     """
@@ -113,7 +115,7 @@ def create_app(segmenter: Any, max_upload_bytes: int = 20 * 2**20, title: str = 
 
         def run() -> Any:
             with model_lock:
-                return segment_upload(segmenter, data, name)
+                return segment_upload(segmenter, data, name, max_pixels)
 
         result = await run_in_threadpool(run)
         key = store.add(result)

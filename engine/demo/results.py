@@ -27,7 +27,16 @@ from datasets import ImageReadError
 from engine.inference.api import to_rgb_array
 from engine.inference.predict import make_overlay, probability_to_mask
 
-__all__ = ["DemoError", "DemoResult", "ResultStore", "encode_jpeg", "encode_png", "parse_threshold", "segment_upload"]
+__all__ = [
+    "DemoError",
+    "DemoResult",
+    "ResultStore",
+    "encode_jpeg",
+    "encode_png",
+    "header_size",
+    "parse_threshold",
+    "segment_upload",
+]
 
 # Suffixes OpenCV decodes; anything else is decoded as-is (imdecode looks at the bytes, not
 # the name), the suffix only keeps the temporary file recognisable.
@@ -99,20 +108,54 @@ def _safe_name(filename: str) -> tuple:
     return stem[:120], suffix.lower()
 
 
-def segment_upload(segmenter: Any, data: bytes, filename: str) -> DemoResult:
+def header_size(data: bytes) -> Optional[tuple]:
+    """``(width, height)`` from an image file's header, without decoding its pixels.
+
+    None when Pillow is missing or does not know the format (OpenCV may still decode it).
+    """
+    import io
+    import warnings
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's own bomb warning: the caller decides on the size
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return tuple(image.size)
+        except Image.DecompressionBombError:
+            return (Image.MAX_IMAGE_PIXELS * 2 + 1, 1)  # more pixels than Pillow opens at all
+        except Exception:  # not a format Pillow knows: OpenCV has the last word
+            return None
+
+
+def _check_pixels(data: bytes, max_pixels: Optional[int]) -> None:
+    """Refuse a small file that would decode to a huge image (a compressed "bomb") before decoding."""
+    size = header_size(data) if max_pixels else None
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise DemoError(413, f"The image has {size[0] * size[1] / 1e6:.0f} megapixels, more than the "
+                             f"{max_pixels / 1e6:g} MP limit: pick a smaller image.")
+
+
+def segment_upload(segmenter: Any, data: bytes, filename: str, max_pixels: Optional[int] = None) -> DemoResult:
     """Decode an uploaded file and run the model on it.
 
     Args:
         segmenter: a :class:`engine.inference.api.Segmenter`.
         data: the file's bytes.
         filename: its name as the browser sent it (only the stem and suffix are used).
+        max_pixels: refuse images with more pixels than this (None: no limit).
 
     Raises:
-        DemoError: 400 when the bytes are empty or not a decodable image.
+        DemoError: 400 when the bytes are empty or not a decodable image; 413 when the image
+            has more than ``max_pixels`` pixels.
     """
     stem, suffix = _safe_name(filename)
     if not data:
         raise DemoError(400, "The file is empty: pick a PNG or JPEG image.")
+    _check_pixels(data, max_pixels)
     with tempfile.TemporaryDirectory(prefix="camoxpert-demo-") as folder:
         path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
