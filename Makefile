@@ -4,7 +4,7 @@
 # ARGS passes options through: make train ARGS="--time-budget 5m", make test ARGS="-k predict".
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= dev
+EXTRAS ?= dev,demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.camoxpert-installed
 

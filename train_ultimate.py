@@ -10,6 +10,7 @@ LAUNCHED_AT = time.perf_counter()
 import click  # noqa: E402
 
 from cli.benchmark import benchmark  # noqa: E402
+from cli.demo import demo  # noqa: E402
 from cli.evaluate import evaluate  # noqa: E402
 from cli.export import export  # noqa: E402
 from cli.info import info  # noqa: E402
@@ -21,7 +22,7 @@ from models.names import attention_backend_from_env  # noqa: E402
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """CamoXpert: camouflaged object detection (train, evaluate, predict, export, benchmark, info, make-synthetic)."""
+    """CamoXpert: camouflaged object detection (train, evaluate, predict, export, benchmark, info, make-synthetic, demo)."""
     try:
         attention_backend_from_env()  # a bad TORCH_SDPA_BACKEND fails here, before any work
     except ValueError as exc:
@@ -35,6 +36,7 @@ main.add_command(predict)
 main.add_command(benchmark)
 main.add_command(export)
 main.add_command(make_synthetic)
+main.add_command(demo)
 
 
 def cli_entry() -> None:
