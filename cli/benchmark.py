@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from cli.options import check_device_option, check_img_size_option, check_output_file
+from models.config import CamoXpertConfig
 from models.names import SUPPORTED_BACKBONES
 
 # Counts that must be at least 1 (0 or less would divide by zero or take the median of nothing).
@@ -82,7 +83,8 @@ def format_report(r: dict) -> str:
 @click.option("--batch-size", type=_POSITIVE, default=None, help="Default: 16 on GPU, 2 on CPU.")
 @click.option("--img-size", type=int, default=None, callback=check_img_size_option,
               help="A multiple of 32. Default: 384 on GPU, 128 on CPU.")
-@click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default="edgenext_small", show_default=True)
+@click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default=CamoXpertConfig().backbone,
+              show_default=True, help="The model's backbone; the default is train's.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile both the model and the backbone.")
 @click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",

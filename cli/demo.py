@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from cli.options import FiniteFloatRange, InputError, check_device_option
+from cli.options import FiniteFloatRange, InputError, check_device_option, model_option
 
 __all__ = ["demo", "missing_extra"]
 
@@ -23,8 +23,7 @@ def missing_extra() -> Optional[str]:
 
 
 @click.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
-              help="best.pt / last.pt written by `train`.")
+@model_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 makes the page reachable from other machines).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),

@@ -9,6 +9,7 @@ import click
 
 from cli.options import check_output_file
 
+from models.config import CamoXpertConfig
 from models.names import FUSED_SDPA_KERNELS, SUPPORTED_BACKBONES, attention_backend_from_env
 
 if TYPE_CHECKING:
@@ -84,7 +85,8 @@ def format_info(info: dict) -> str:
 
 @click.command()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default="edgenext_small", show_default=True)
+@click.option("--backbone", type=click.Choice(SUPPORTED_BACKBONES), default=CamoXpertConfig().backbone,
+              show_default=True, help="The model's backbone; the default is train's.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=check_output_file, help="Also write the report as JSON here.")
 def info(device: str, backbone: str, json_out: str) -> None:
     """Show torch/CUDA versions, the GPU, usable SDPA kernels, the attention policy and model size."""

@@ -47,3 +47,12 @@ def test_bad_env_value_is_a_clean_error(monkeypatch):
     result = CliRunner().invoke(main, ["info"])
     assert result.exit_code != 0
     assert "Valid values: auto, flash, efficient, cudnn, math" in result.output
+
+
+def test_info_and_benchmark_default_to_the_backbone_train_uses():
+    from engine.config import load_default_config
+
+    train_default = load_default_config()["model"]["backbone"]
+    for name in ("info", "benchmark"):
+        option = next(p for p in main.commands[name].params if p.name == "backbone")
+        assert option.default == train_default, name
