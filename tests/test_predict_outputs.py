@@ -120,3 +120,26 @@ def test_predict_names_the_outputs_that_did_not_fit_and_keeps_the_others(tmp_pat
     assert "small.png" in written and "overlay/small.jpg" in written and "overlay/large.jpg" not in written
     for name in written:  # every file left is whole: it decodes
         assert cv2.imdecode(np.fromfile(str(out / name), np.uint8), cv2.IMREAD_UNCHANGED) is not None, name
+
+
+def test_an_output_folder_that_cannot_be_created_is_named_with_exit_2(tmp_path):
+    _photos(tmp_path / "photos")
+    (tmp_path / "a_file").write_text("in the way")
+    ckpt = make_tiny_checkpoint(tmp_path / "best.pt")
+    result = CliRunner().invoke(cli, ["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "photos"),
+                                      "--output", str(tmp_path / "a_file" / "masks"), "--no-progress"])
+    assert result.exit_code == 2 and str(tmp_path / "a_file" / "masks") in result.output
+    assert "Errno" not in result.output.splitlines()[-1][:12]  # a sentence naming the folder, not a bare errno
+
+
+def test_a_video_missing_frames_on_disk_is_a_named_write_error(tmp_path):
+    from engine.inference.video import _check_written
+
+    short = tmp_path / "short.mp4"
+    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (32, 32), True)
+    for _ in range(3):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    _check_written(short, tmp_path / "clip_mask.mp4", 3)  # every frame landed: no error
+    with pytest.raises(FileWriteError, match="clip_mask.mp4"):
+        _check_written(short, tmp_path / "clip_mask.mp4", 5)
