@@ -8,6 +8,7 @@ import torch
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
 from engine.config import resolve_config
 from engine.training.budget import StepTimeProbe, TimeBudget, parse_duration, plan_steps
+from engine.training.request import RunRequest
 from engine.training.resume import ResumeError
 from engine.training.run_folder import RunFolderError, prepare_run_folder
 from engine.training.trainer import Trainer
@@ -227,9 +228,9 @@ def test_python_resume_refuses_a_different_model_and_best_pt(tiny_data, tmp_path
     config = resolve_config(flags={"data.dataset_paths": [str(tiny_data)], "train.checkpoint_dir": str(out),
                                    "model.num_experts": 3, "train.device": "cpu"})
     with pytest.raises(ResumeError, match="model.num_experts: checkpoint 7, now 3"):
-        Trainer(config, resume=out / "last.pt", progress=False).fit()
+        Trainer(config, RunRequest(resume=out / "last.pt"), progress=False).fit()
     with pytest.raises(ResumeError, match="inference weights only"):
-        Trainer(config, resume=out / "best.pt", progress=False).fit()
+        Trainer(config, RunRequest(resume=out / "best.pt"), progress=False).fit()
 
 
 def test_best_score_comes_from_the_best_pt_that_exists(tiny_data, tmp_path):
