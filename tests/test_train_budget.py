@@ -7,7 +7,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
 from engine.config import resolve_config
-from engine.training.budget import StepTimeProbe, TimeBudget, parse_duration, plan_steps
+from engine.training.budget import RunCosts, StepTimeProbe, TimeBudget, parse_duration, plan_steps
 from engine.training.request import RunRequest
 from engine.training.resume import ResumeError
 from engine.training.run_folder import RunFolderError, prepare_run_folder
@@ -55,8 +55,9 @@ def test_schedule_sized_from_measured_step_time():
     budget = TimeBudget(1000.0, used_s=0.0, margin_s=50.0, clock=clock)
     clock.t += 37.0
     assert budget.left() == pytest.approx(963.0)
-    plan = plan_steps(budget.left(), 0.5, steps_done=6, stage1_fraction=0.25, warmup_steps=500, val_s=4.0,
-                      val_every_s=60.0, save_s=2.0, save_every_s=300.0, margin_s=budget.margin_s)
+    costs = RunCosts(step_s=0.5, val_s=4.0, val_every_s=60.0, save_s=2.0, save_every_s=300.0)
+    plan = plan_steps(budget.left(), costs, steps_done=6, stage1_fraction=0.25, warmup_steps=500,
+                      margin_s=budget.margin_s)
     # (963 - 50 - 4 - 2) / (1 + 4/60 + 2/300) = 845.0 s of training = 1690 steps of 0.5 s
     assert plan.total_steps == 6 + 1690
     assert plan.stage1_steps == round(0.25 * plan.total_steps)

@@ -23,7 +23,7 @@ from engine.config import ConfigError, save_config
 from engine.distributed import barrier, cleanup_distributed
 from engine.settings import RunConfig, as_run_config
 from engine.sharing.publish import write_run_pretrained
-from engine.training.budget import StepTimeProbe, plan_steps
+from engine.training.budget import RunCosts, StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
 from engine.training.graphed_step import raised_at
 from engine.training.loaders import RunLoaders, shutdown_loader
@@ -321,9 +321,9 @@ class Trainer:
                         self._budget_val_interval(run))
         if tcfg.val_every_steps > 0:
             val_every = min(val_every, tcfg.val_every_steps * run.step_s)
-        plan = plan_steps(run.budget.left(), run.step_s, run.step, stage1_fraction, tcfg.warmup_steps,
-                          run.val_s, val_every, max(run.save_s, 1.0),
-                          tcfg.save_every_seconds, run.budget.margin_s)
+        costs = RunCosts(run.step_s, run.val_s, val_every, max(run.save_s, 1.0), tcfg.save_every_seconds)
+        plan = plan_steps(run.budget.left(), costs, run.step, stage1_fraction, tcfg.warmup_steps,
+                          run.budget.margin_s)
         stage1 = max(plan.stage1_steps, run.step) if run.schedule.stage1_steps > run.step else plan.stage1_steps
         run.schedule.resize(plan.total_steps, min(stage1, plan.total_steps), plan.warmup_steps)
         run.planned = True
