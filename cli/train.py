@@ -80,6 +80,7 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
     started = (click.get_current_context().obj or {}).get("launched_at") or time.perf_counter()
     from engine.config import ConfigError
     from engine.settings import ConfigRequest
+    from engine.training.request import RunRequest
     from engine.training.trainer import Trainer, TrainingDiverged
 
     try:
@@ -91,8 +92,8 @@ def train(config_file: Optional[str], set_items: Tuple[str, ...], resume: Option
         _check_writable(settings.train.checkpoint_dir)
     # A budget given by this command (not by a config file) is a new one for a resumed run.
     new_budget = request.given("train.time_budget", layers=("flags", "sets")) is not None
-    trainer = Trainer(settings, resume=ckpt, overwrite=overwrite, new_budget=new_budget, started_at=started,
-                      resume_path=resume_path)
+    run_request = RunRequest(resume=ckpt, resume_path=resume_path, overwrite=overwrite, new_budget=new_budget)
+    trainer = Trainer(settings, run_request, started_at=started)
     try:
         result = _fit(trainer)
     except TrainingDiverged as exc:

@@ -7,7 +7,8 @@ import torch
 
 from engine.checkpoint import load_checkpoint, model_from_checkpoint
 from engine.config import resolve_config
-from engine.training.budget import StepTimeProbe, TimeBudget, parse_duration, plan_steps
+from engine.training.budget import RunCosts, StepTimeProbe, TimeBudget, parse_duration, plan_steps
+from engine.training.request import RunRequest
 from engine.training.resume import ResumeError
 from engine.training.run_folder import RunFolderError, prepare_run_folder
 from engine.training.trainer import Trainer
@@ -54,8 +55,9 @@ def test_schedule_sized_from_measured_step_time():
     budget = TimeBudget(1000.0, used_s=0.0, margin_s=50.0, clock=clock)
     clock.t += 37.0
     assert budget.left() == pytest.approx(963.0)
-    plan = plan_steps(budget.left(), 0.5, steps_done=6, stage1_fraction=0.25, warmup_steps=500, val_s=4.0,
-                      val_every_s=60.0, save_s=2.0, save_every_s=300.0, margin_s=budget.margin_s)
+    costs = RunCosts(step_s=0.5, val_s=4.0, val_every_s=60.0, save_s=2.0, save_every_s=300.0)
+    plan = plan_steps(budget.left(), costs, steps_done=6, stage1_fraction=0.25, warmup_steps=500,
+                      margin_s=budget.margin_s)
     # (963 - 50 - 4 - 2) / (1 + 4/60 + 2/300) = 845.0 s of training = 1690 steps of 0.5 s
     assert plan.total_steps == 6 + 1690
     assert plan.stage1_steps == round(0.25 * plan.total_steps)
@@ -227,9 +229,9 @@ def test_python_resume_refuses_a_different_model_and_best_pt(tiny_data, tmp_path
     config = resolve_config(flags={"data.dataset_paths": [str(tiny_data)], "train.checkpoint_dir": str(out),
                                    "model.num_experts": 3, "train.device": "cpu"})
     with pytest.raises(ResumeError, match="model.num_experts: checkpoint 7, now 3"):
-        Trainer(config, resume=out / "last.pt", progress=False).fit()
+        Trainer(config, RunRequest(resume=out / "last.pt"), progress=False).fit()
     with pytest.raises(ResumeError, match="inference weights only"):
-        Trainer(config, resume=out / "best.pt", progress=False).fit()
+        Trainer(config, RunRequest(resume=out / "best.pt"), progress=False).fit()
 
 
 def test_best_score_comes_from_the_best_pt_that_exists(tiny_data, tmp_path):

@@ -364,3 +364,30 @@ def test_usable_cpus_is_a_positive_count():
     from engine.training.loaders import usable_cpus
 
     assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
+
+
+def test_run_request_names_the_checkpoint_file_it_resumes_from(tmp_path):
+    from engine.training.request import RunRequest
+
+    last = tmp_path / "last.pt"
+    assert RunRequest().source is None
+    assert RunRequest(resume=last).source == last
+    assert RunRequest(resume={"step": 3}, resume_path=last).source == last  # a loaded dict and its file
+    assert RunRequest(resume={"step": 3}).source is None
+
+
+def test_build_loaders_shards_the_validation_subset_by_rank():
+    from engine.training.loaders import LoaderSettings, build_loaders, val_subset
+
+    train_set, val_set = list(range(8)), list(range(10))
+    settings = LoaderSettings(batch_size=2, eval_batch_size=3, seed=1, rank=1, world_size=2, max_val_images=4)
+    loaders = build_loaders(train_set, val_set, settings)
+    assert list(loaders.val.dataset.indices) == val_subset(10, 4)[1::2]
+    assert loaders.batches_per_epoch == 2  # 4 training images per process, 2 per batch
+
+
+def test_build_loaders_refuses_a_batch_larger_than_a_process_share():
+    from engine.training.loaders import LoaderSettings, build_loaders
+
+    with pytest.raises(ValueError, match="lower --batch-size"):
+        build_loaders(list(range(4)), list(range(2)), LoaderSettings(batch_size=3, eval_batch_size=1, world_size=2))

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 
 from engine.settings.duration import parse_duration  # re-exported: the budget's own parser
 
-__all__ = ["BudgetPlan", "StepTimeProbe", "TimeBudget", "default_margin", "parse_duration", "plan_steps"]
+__all__ = ["BudgetPlan", "RunCosts", "StepTimeProbe", "TimeBudget", "default_margin", "parse_duration", "plan_steps"]
 
 
 def default_margin(budget_s: float) -> float:
@@ -127,18 +127,28 @@ class BudgetPlan:
     notes: List[str] = field(default_factory=list)
 
 
-def plan_steps(
-    seconds_left: float,
-    step_s: float,
-    steps_done: int,
-    stage1_fraction: float,
-    warmup_steps: int,
-    val_s: float,
-    val_every_s: float,
-    save_s: float,
-    save_every_s: float,
-    margin_s: float,
-) -> BudgetPlan:
+@dataclass(frozen=True)
+class RunCosts:
+    """What the pieces of a run cost, in seconds, and how often they happen.
+
+    Attributes:
+        step_s: measured seconds per optimizer step.
+        val_s: seconds one validation takes (measured or estimated).
+        val_every_s: seconds of training between validations (0: every epoch; counted as one
+            validation per ``val_s`` of training, the most it can cost).
+        save_s: seconds one last.pt write takes.
+        save_every_s: seconds between last.pt writes (0: none on the way).
+    """
+
+    step_s: float
+    val_s: float = 0.0
+    val_every_s: float = 0.0
+    save_s: float = 1.0
+    save_every_s: float = 0.0
+
+
+def plan_steps(seconds_left: float, costs: RunCosts, steps_done: int = 0, stage1_fraction: float = 0.0,
+               warmup_steps: int = 0, margin_s: float = 0.0) -> BudgetPlan:
     """Size the schedule so that the run ends inside ``seconds_left``.
 
     Training time ``T`` is what remains once the margin and the final validation and save are
@@ -149,17 +159,14 @@ def plan_steps(
 
     Args:
         seconds_left: budget left.
-        step_s: measured seconds per optimizer step.
+        costs: step, validation and save times and their spacing.
         steps_done: optimizer steps already taken.
         stage1_fraction: share of the run with the backbone frozen (0: single stage).
         warmup_steps: configured warm-up (capped at a tenth of the run).
-        val_s: seconds one validation takes (measured or estimated).
-        val_every_s: seconds of training between validations (0: every epoch; counted as one
-            validation per ``val_s`` of training, the most it can cost).
-        save_s: seconds one last.pt write takes.
-        save_every_s: seconds between last.pt writes (0: none on the way).
         margin_s: safety margin.
     """
+    step_s, val_s, val_every_s = costs.step_s, costs.val_s, costs.val_every_s
+    save_s, save_every_s = costs.save_s, costs.save_every_s
     available = seconds_left - margin_s - val_s - save_s
     overhead = 1.0
     if val_every_s > 0:

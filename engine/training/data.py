@@ -119,36 +119,19 @@ def resolve_dataset_paths(data_cfg: DataSettings, progress: bool = True) -> List
     return [Path(root)]
 
 
-def build_train_data(
-    data_cfg: DataSettings,
-    seed: int,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
-) -> TrainData:
-    """Discover, check, split and wrap the training data.
+@dataclass(frozen=True)
+class _Checked:
+    """The usable training samples and what the check found."""
 
-    Args:
-        data_cfg: the ``data`` settings.
-        seed: run seed (augmentation draws).
-        log: where to report what was found and skipped.
-        progress: show progress bars (synthetic generation, checks).
+    paths: List[Path]
+    samples: List[Any]
+    n_skipped: int
+    report: str
 
-    Raises:
-        datasets.DatasetValidationError: unusable samples and ``skip_bad_samples`` is off; its
-            message lists every problem.
-        datasets.DatasetLayoutError: a path holds no understood layout.
-        DataError: too few usable samples.
-    """
-    from datasets import (
-        CODDataset,
-        DecodeCache,
-        build_eval_transform,
-        build_train_transform,
-        check_splits,
-        combine,
-        discover_dataset,
-        split_train_val,
-    )
+
+def _usable_samples(data_cfg: DataSettings, log: Callable[[str], None], progress: bool) -> _Checked:
+    """Find the training samples of every dataset path and check them (see :func:`build_train_data`)."""
+    from datasets import DecodeCache, check_splits, combine, discover_dataset
     from datasets.leakage import leakage_warning
 
     paths = resolve_dataset_paths(data_cfg, progress=progress)
@@ -182,7 +165,34 @@ def build_train_data(
             f"Only {len(samples)} usable training sample(s) in {', '.join(map(str, paths))}: need at least 2 "
             f"(one for training, one held out for validation)."
         )
-    train, val = split_train_val(samples, val_fraction=data_cfg.val_fraction, seed=data_cfg.split_seed)
+    return _Checked(paths, samples, n_skipped, "" if report.ok else report.format(skipped=skip_bad))
+
+
+def build_train_data(
+    data_cfg: DataSettings,
+    seed: int,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> TrainData:
+    """Discover, check, split and wrap the training data.
+
+    Args:
+        data_cfg: the ``data`` settings.
+        seed: run seed (augmentation draws).
+        log: where to report what was found and skipped.
+        progress: show progress bars (synthetic generation, checks).
+
+    Raises:
+        datasets.DatasetValidationError: unusable samples and ``skip_bad_samples`` is off; its
+            message lists every problem.
+        datasets.DatasetLayoutError: a path holds no understood layout.
+        DataError: too few usable samples.
+    """
+    from datasets import CODDataset, build_eval_transform, build_train_transform, split_train_val
+
+    checked = _usable_samples(data_cfg, log, progress)
+    skip_bad = data_cfg.skip_bad_samples
+    train, val = split_train_val(checked.samples, val_fraction=data_cfg.val_fraction, seed=data_cfg.split_seed)
     img_size = data_cfg.img_size
     cache = img_size if data_cfg.cache else None
     augment = data_cfg.augment.model_dump()  # tuples, as datasets.DEFAULT_TRAIN_AUG
@@ -196,6 +206,5 @@ def build_train_data(
     light = build_train_transform(img_size, light_augment(augment), normalize=False)
     val_ds = CODDataset(val, build_eval_transform(img_size), cache_size=cache, skip_unreadable=skip_bad)
     log(f"Data: {len(train)} training and {len(val)} validation images (held out from training data).")
-    return TrainData(
-        SeededAugmentDataset(train_ds, seed, light), val_ds, paths, n_skipped, "" if report.ok else report.format(skipped=skip_bad)
-    )
+    return TrainData(SeededAugmentDataset(train_ds, seed, light), val_ds, checked.paths, checked.n_skipped,
+                     checked.report)

@@ -22,6 +22,7 @@ __all__ = [
     "RunBatchSampler",
     "RunLoaders",
     "auto_num_workers",
+    "LoaderSettings",
     "build_loaders",
     "shutdown_loader",
     "usable_cpus",
@@ -163,37 +164,72 @@ def _worker_init_fn() -> Optional[Callable[[int], None]]:
         return None
 
 
-def build_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, eval_batch_size: int, num_workers: int,
-                  seed: int, rank: int, world_size: int, pin_memory: bool, start_epoch: int = 0,
-                  start_batch: int = 0, prefetch_factor: int = 4, max_val_images: int = 0) -> RunLoaders:
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How the run's loaders batch, shard and seed the data.
+
+    Attributes:
+        batch_size: training images per batch and process.
+        eval_batch_size: validation images per batch.
+        num_workers: loader worker processes (0: load in the main process).
+        seed: run seed (shuffling, worker seeds).
+        rank: this process's rank.
+        world_size: processes in the run.
+        pin_memory: pin host batches (CUDA).
+        start_epoch: epoch to start from (resume).
+        start_batch: batch of ``start_epoch`` to start from (resume).
+        prefetch_factor: batches each worker loads ahead.
+        max_val_images: > 0 validates on a fixed subset of that many held-out images, spread
+            evenly over the split (the same images at every validation, so S-measures stay
+            comparable); 0: all of them.
+    """
+
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int = 0
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    pin_memory: bool = False
+    start_epoch: int = 0
+    start_batch: int = 0
+    prefetch_factor: int = 4
+    max_val_images: int = 0
+
+
+def build_loaders(train_set: Dataset, val_set: Dataset, settings: LoaderSettings) -> RunLoaders:
     """Build the run's loaders (see the module docstring).
 
-    ``max_val_images`` > 0 validates on a fixed subset of that many held-out images, spread
-    evenly over the split (the same images at every validation, so S-measures stay comparable).
+    Args:
+        train_set: training dataset (keys from :class:`RunBatchSampler`).
+        val_set: validation dataset.
+        settings: batching, sharding and seeding.
 
     Raises:
         ValueError: fewer training images per process than one batch.
     """
-    sampler = ResumableDistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    batches = RunBatchSampler(sampler, batch_size, start_epoch, start_batch)
+    c = settings
+    rank, world_size = c.rank, c.world_size
+    sampler = ResumableDistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=c.seed)
+    batches = RunBatchSampler(sampler, c.batch_size, c.start_epoch, c.start_batch)
     if batches.batches_per_epoch < 1:
         raise ValueError(
-            f"train.batch_size={batch_size} is larger than the {sampler.num_samples} training images per process "
+            f"train.batch_size={c.batch_size} is larger than the {sampler.num_samples} training images per process "
             f"({len(train_set)} in all, {world_size} process(es)): lower --batch-size."
         )
-    workers = int(num_workers)
-    extra = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if workers > 0 else {}
+    workers = int(c.num_workers)
+    extra = dict(persistent_workers=True, prefetch_factor=c.prefetch_factor) if workers > 0 else {}
     # The generator keeps the loader from drawing its worker seed from the global torch RNG,
     # whose state (router noise) is saved and restored on resume.
-    gen = torch.Generator().manual_seed(seed + 7919 * rank)
-    train = DataLoader(train_set, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
+    gen = torch.Generator().manual_seed(c.seed + 7919 * rank)
+    train = DataLoader(train_set, batch_sampler=batches, num_workers=workers, pin_memory=c.pin_memory,
                        generator=gen, worker_init_fn=_worker_init_fn(), **extra)
-    chosen = val_subset(len(val_set), max_val_images)
+    chosen = val_subset(len(val_set), c.max_val_images)
     val_idx = chosen[rank::world_size]  # each rank scores its own shard, no padding
     val_workers = min(workers, 2)  # validation is short; two workers keep up without doubling the memory
     # Its own generator too: each pass over it would otherwise draw a seed from the global torch RNG,
     # and a resumed run (whose validation cache starts empty) would draw where the first did not.
-    val = DataLoader(Subset(val_set, val_idx), batch_size=eval_batch_size, shuffle=False, num_workers=val_workers,
-                     pin_memory=pin_memory, worker_init_fn=_worker_init_fn(), generator=torch.Generator().manual_seed(seed),
+    val = DataLoader(Subset(val_set, val_idx), batch_size=c.eval_batch_size, shuffle=False, num_workers=val_workers,
+                     pin_memory=c.pin_memory, worker_init_fn=_worker_init_fn(), generator=torch.Generator().manual_seed(c.seed),
                      **(dict(persistent_workers=True) if val_workers > 0 else {}))
     return RunLoaders(train, batches, val, batches.batches_per_epoch)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from engine.checkpoint import CheckpointError, check_checkpoint_file, load_checkpoint, load_weights, save_checkpoint, strip_state_dict_prefixes
 from engine.config import ConfigError
@@ -250,42 +250,10 @@ def _convert_position(run: RunState, ckpt: Mapping[str, Any], batch: int, change
     return new
 
 
-def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
-                log: Callable[[str], None]) -> Tuple[int, int]:
-    """Load a last.pt into ``run``.
-
-    The best score comes from the best.pt that exists in ``out_dir`` (not from last.pt), so a
-    kill between the two writes never leaves a score without its weights. Returns the
-    ``(epoch, batch)`` to continue from: the saved position when batch size, accumulation and
-    world size are unchanged, else the same number of images into the interrupted epoch, rounded
-    down to a whole batch (see :func:`_convert_position`); the log says what changed.
-
-    Raises:
-        CheckpointError: weights or optimizer state that do not fit the model.
-    """
+def _restore_position(run: RunState, ckpt: Mapping[str, Any]) -> Tuple[int, List[str]]:
+    """Set the epoch, batch, meters and random streams from ``ckpt``; returns the batch to continue
+    from and what differs from the checkpoint's run (for the log)."""
     rt = run.runtime
-    load_weights(run.model, ckpt["model"], "the resumed checkpoint")
-    try:
-        if run.ema is not None:
-            if ckpt.get("ema") is not None:
-                run.ema.load_state_dict(strip_state_dict_prefixes(ckpt["ema"]), ckpt.get("ema_updates", 0))
-            else:  # EMA switched on at resume: start it from the current weights
-                run.ema.load_state_dict(run.model.state_dict(), 0)
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"The EMA or optimizer state in the resumed checkpoint does not fit the model ({str(exc)[:300]}). "
-            f"The file was edited or mixes two runs; resume from another last.pt or start a new run."
-        ) from exc
-    if ckpt.get("scheduler") is not None:
-        run.schedule.load_state_dict(ckpt["scheduler"])
-    if ckpt.get("scaler") and run.scaler.is_enabled():
-        run.scaler.load_state_dict(ckpt["scaler"])
-    run.step = int(ckpt.get("step", 0))
-    run.epoch = int(ckpt.get("epoch", 0))
-    run.nonfinite_steps = int(ckpt.get("nonfinite_steps", 0))
-    run.best_sm = _best_on_disk(Path(out_dir))
-    run.light_augment = bool(ckpt.get("light_augment", False))
     changes = []
     for key, now in (("world_size", rt.ctx.world_size), ("batch_size", run.batch_size),
                      ("accumulation_steps", run.accumulation)):
@@ -309,6 +277,45 @@ def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
             changes.append(f"random streams of ranks {len(rng)}+ seeded afresh")
     else:
         changes.append("random streams re-seeded")
+    return batch, changes
+
+
+def restore_run(run: RunState, ckpt: Mapping[str, Any], out_dir: PathLike,
+                log: Callable[[str], None]) -> Tuple[int, int]:
+    """Load a last.pt into ``run``.
+
+    The best score comes from the best.pt that exists in ``out_dir`` (not from last.pt), so a
+    kill between the two writes never leaves a score without its weights. Returns the
+    ``(epoch, batch)`` to continue from: the saved position when batch size, accumulation and
+    world size are unchanged, else the same number of images into the interrupted epoch, rounded
+    down to a whole batch (see :func:`_convert_position`); the log says what changed.
+
+    Raises:
+        CheckpointError: weights or optimizer state that do not fit the model.
+    """
+    load_weights(run.model, ckpt["model"], "the resumed checkpoint")
+    try:
+        if run.ema is not None:
+            if ckpt.get("ema") is not None:
+                run.ema.load_state_dict(strip_state_dict_prefixes(ckpt["ema"]), ckpt.get("ema_updates", 0))
+            else:  # EMA switched on at resume: start it from the current weights
+                run.ema.load_state_dict(run.model.state_dict(), 0)
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"The EMA or optimizer state in the resumed checkpoint does not fit the model ({str(exc)[:300]}). "
+            f"The file was edited or mixes two runs; resume from another last.pt or start a new run."
+        ) from exc
+    if ckpt.get("scheduler") is not None:
+        run.schedule.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.step = int(ckpt.get("step", 0))
+    run.epoch = int(ckpt.get("epoch", 0))
+    run.nonfinite_steps = int(ckpt.get("nonfinite_steps", 0))
+    run.best_sm = _best_on_disk(Path(out_dir))
+    run.light_augment = bool(ckpt.get("light_augment", False))
+    batch, changes = _restore_position(run, ckpt)
     if changes:
         log("Note: resumed with " + "; ".join(changes) + ".")
     where = f"epoch {run.epoch + 1}" + (f", batch {batch}" if batch else "")

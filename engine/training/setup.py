@@ -23,7 +23,7 @@ from engine.runtime import autocast_dtype, resolve_device
 from engine.settings import ModelSettings, RunConfig, TrainSettings
 from engine.training.budget import TimeBudget
 from engine.training.ema import ModelEma
-from engine.training.loaders import RunLoaders, auto_num_workers, build_loaders, usable_cpus
+from engine.training.loaders import LoaderSettings, RunLoaders, auto_num_workers, build_loaders, usable_cpus
 from engine.training.losses import CODLoss
 from engine.training.meters import StepMeters
 from engine.training.rng import seed_everything
@@ -231,9 +231,10 @@ def _build_loaders(config: RunConfig, rt: Runtime, data: RunData, log: Callable[
         log(f"Data loader: {workers} worker process(es){' per process' if local > 1 else ''} "
             f"(data.num_workers: null picks them from the {usable_cpus()} usable CPU cores)")
     try:
-        return build_loaders(data.train_set, data.val_set, config.train.batch_size, config.eval.batch_size,
-                             workers, rt.seed, rt.ctx.rank, rt.ctx.world_size, pin_memory=rt.device.type == "cuda",
-                             max_val_images=config.eval.max_images)
+        settings = LoaderSettings(config.train.batch_size, config.eval.batch_size, workers, rt.seed, rt.ctx.rank,
+                                  rt.ctx.world_size, pin_memory=rt.device.type == "cuda",
+                                  max_val_images=config.eval.max_images)
+        return build_loaders(data.train_set, data.val_set, settings)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 

@@ -11,7 +11,6 @@ the time budget (:mod:`~engine.training.budget`) and the reports
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,12 @@ from engine.config import ConfigError, save_config
 from engine.distributed import barrier, cleanup_distributed
 from engine.settings import RunConfig, as_run_config
 from engine.sharing.publish import write_run_pretrained
-from engine.training.budget import StepTimeProbe, plan_steps
+from engine.training.budget import RunCosts, StepTimeProbe, plan_steps
 from engine.training.cadence import Cadence
 from engine.training.graphed_step import raised_at
 from engine.training.loaders import RunLoaders, shutdown_loader
 from engine.training.reporting import RunReporter
+from engine.training.request import RunRequest
 from engine.training.resume import (
     check_model_matches,
     load_resume_checkpoint,
@@ -39,13 +39,14 @@ from engine.training.resume import (
 from engine.training.run_folder import prepare_run_folder, release_run_folder
 from engine.training.setup import build_data, build_run_state, eager_model, set_stage, setup_runtime
 from engine.training.rng import host_rng_untouched
+from engine.training.setup_report import setup_lines
 from engine.training.signals import GracefulStop
 from engine.training.state import RunState
 from engine.training.step import train_step
 from engine.training.validation_pass import ValidationBatches, validate, validation_examples
-from models.sdpa_probe import AttentionBackendError, attention_status_line, require_usable_attention
+from models.sdpa_probe import AttentionBackendError, require_usable_attention
 
-__all__ = ["FitResult", "Trainer", "TrainingDiverged"]
+__all__ = ["FitResult", "RunRequest", "Trainer", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -84,33 +85,25 @@ class Trainer:
     Args:
         config: the resolved settings (:meth:`engine.settings.ConfigRequest.resolve`), or a config
             dict (:func:`engine.config.resolve_config`), checked into settings here.
+        request: fresh or resumed, and what the run may replace (:class:`RunRequest`); by
+            default a fresh run that refuses to replace another.
         train_set: training dataset; built from ``config["data"]`` when None. Items are dicts
             with ``image`` (3, H, W) and ``mask`` (1, H, W).
         val_set: validation dataset (required when ``train_set`` is given).
-        resume: a last.pt path or loaded dict to continue from; its model must match
-            ``config["model"]`` (checked here, for the CLI and Python callers alike).
         progress: show progress bars (rank 0).
-        overwrite: replace an earlier run in the checkpoint folder instead of refusing.
-        new_budget: on resume, ``train.time_budget`` is a fresh budget for this session instead
-            of the rest of the checkpoint's budget.
         clock: monotonic clock (tests pass a fake one).
         started_at: ``clock()`` at process start, so start-up time is counted.
-        resume_path: the file a loaded ``resume`` dict came from: a checkpoint folder holding
-            another run (not this file's) is then refused unless ``overwrite``.
     """
 
-    def __init__(self, config: "RunConfig | Mapping[str, Any]", train_set: Optional[Dataset] = None,
-                 val_set: Optional[Dataset] = None, resume: Optional[Any] = None, progress: bool = True,
-                 overwrite: bool = False, new_budget: bool = False, clock: Callable[[], float] = time.perf_counter,
-                 started_at: Optional[float] = None, resume_path: Optional[os.PathLike] = None):
+    def __init__(self, config: "RunConfig | Mapping[str, Any]", request: RunRequest = RunRequest(),
+                 train_set: Optional[Dataset] = None, val_set: Optional[Dataset] = None, progress: bool = True,
+                 clock: Callable[[], float] = time.perf_counter, started_at: Optional[float] = None):
         self.settings = as_run_config(config)
         self.config = self.settings.to_dict()  # the shape config.yaml and checkpoints store
         self.tcfg = self.settings.train
+        self.request = request
         self.train_set, self.val_set = train_set, val_set
-        self.resume, self.progress, self.overwrite, self.new_budget = resume, progress, overwrite, new_budget
-        self.clock, self.started_at = clock, started_at
-        self.resume_path = resume_path if resume_path is not None else (
-            resume if isinstance(resume, (str, os.PathLike)) else None)
+        self.progress, self.clock, self.started_at = progress, clock, started_at
         self.out_dir = Path(self.tcfg.checkpoint_dir)
         self.reporter = RunReporter(self.out_dir, enabled=False)
         self._loaders: Optional[RunLoaders] = None
@@ -151,24 +144,25 @@ class Trainer:
         self.reporter.close()
 
     def _fit(self) -> FitResult:
-        ckpt = load_resume_checkpoint(self.resume) if self.resume is not None else None
+        resume = self.request.resume
+        ckpt = load_resume_checkpoint(resume) if resume is not None else None
         if ckpt is not None:
-            check_model_matches(self.config, ckpt, self.resume if not isinstance(self.resume, Mapping) else "checkpoint")
+            check_model_matches(self.config, ckpt, resume if not isinstance(resume, Mapping) else "checkpoint")
         rt = setup_runtime(self.tcfg)
         try:  # before anything is written: a pinned kernel that cannot run here fails the first step
             require_usable_attention(rt.device, rt.amp_dtype or torch.float32,
                                      use_flash_attn=self.settings.model.use_flash_attn)
         except AttentionBackendError as exc:
             raise ConfigError(str(exc)) from exc
-        prepare_run_folder(self.out_dir, ckpt is not None, self.overwrite, rt.ctx.is_main, log=print,
-                           resumed_from=self.resume_path)
+        prepare_run_folder(self.out_dir, ckpt is not None, self.request.overwrite, rt.ctx.is_main, log=print,
+                           resumed_from=self.request.source)
         barrier()  # every rank has checked the folder before rank 0 writes into it
         if rt.ctx.is_main:
             save_config(self.config, self.out_dir / "config.yaml")
             self.reporter = RunReporter(self.out_dir, resume_step=int(ckpt["step"]) if ckpt else 0)
         data = build_data(self.settings, rt, self.train_set, self.val_set, self.log, self.progress)
-        run, loaders = build_run_state(self.settings, rt, data, ckpt, self.new_budget, self.clock, self.started_at,
-                                       self.log)
+        run, loaders = build_run_state(self.settings, rt, data, ckpt, self.request.new_budget, self.clock,
+                                       self.started_at, self.log)
         if ckpt is not None:
             restore_run(run, ckpt, self.out_dir, self.log)
             self._resumed_validated_step = (ckpt.get("metrics") or {}).get("step", -1)
@@ -179,7 +173,9 @@ class Trainer:
             half=run.runtime.device.type == "cuda" and run.runtime.amp_dtype is not None,
             on_cached=lambda: shutdown_loader(loaders.val))  # cached: its workers have nothing left to do
         self._adapt_augmentation(run, loaders)
-        self._log_setup(run, data)
+        for line in setup_lines(run, len(data.train_set), len(data.val_set), self.settings.data.img_size,
+                                self.out_dir):
+            self.log(line)
         run.clock.seconds["startup"] = run.clock.elapsed()
         # From the first step to the end, a signal means "save last.pt and stop": the final
         # validation and save are inside the handler too, and so are the summary and teardown
@@ -231,27 +227,35 @@ class Trainer:
             bar.update(1)
             if not cadence.is_control_point(run.step, epoch_end, stop.requested):
                 continue
-            with run.clock.phase("steps"):  # the host waits here for the queued GPU work
-                out_of_time = run.budget.must_stop(run.val_s + run.save_s)
-                d = cadence.decide(run.step, epoch_end, stop.requested, run.meters.consecutive_bad,
-                                   run.last_val_at, run.last_save_at, out_of_time)
-                window = run.meters.read_window()
-            run.nonfinite_steps += int(window["skipped"])
-            self.reporter.step_scalars(run, window, bar)
-            if cadence.diverged(d.consecutive_bad):
-                self._save_last(run)
-                raise TrainingDiverged(self._diverged_message(run, d.consecutive_bad))
-            if d.validate and run.step < run.schedule.total_steps:
-                self._validate(run, loaders)
-            if d.stop_signal or d.out_of_time or d.save:
-                self._save_last(run)
-            if d.stop_signal:
-                return "interrupted"
-            if d.out_of_time:
-                self.log(f"Time budget: {run.budget.left():.0f} s left, enough for the final validation and "
-                         f"save only; stopping training at step {run.step} of {run.schedule.total_steps}.")
-                return "budget"
+            status = self._control_point(run, loaders, cadence, stop, epoch_end, bar)
+            if status is not None:
+                return status
         return "completed"
+
+    def _control_point(self, run: RunState, loaders: RunLoaders, cadence: Cadence, stop: GracefulStop,
+                       epoch_end: bool, bar) -> Optional[str]:
+        """Report, then validate, save or stop as the cadence decides; returns a status to stop with."""
+        with run.clock.phase("steps"):  # the host waits here for the queued GPU work
+            out_of_time = run.budget.must_stop(run.val_s + run.save_s)
+            d = cadence.decide(run.step, epoch_end, stop.requested, run.meters.consecutive_bad,
+                               run.last_val_at, run.last_save_at, out_of_time)
+            window = run.meters.read_window()
+        run.nonfinite_steps += int(window["skipped"])
+        self.reporter.step_scalars(run, window, bar)
+        if cadence.diverged(d.consecutive_bad):
+            self._save_last(run)
+            raise TrainingDiverged(self._diverged_message(run, d.consecutive_bad))
+        if d.validate and run.step < run.schedule.total_steps:
+            self._validate(run, loaders)
+        if d.stop_signal or d.out_of_time or d.save:
+            self._save_last(run)
+        if d.stop_signal:
+            return "interrupted"
+        if d.out_of_time:
+            self.log(f"Time budget: {run.budget.left():.0f} s left, enough for the final validation and "
+                     f"save only; stopping training at step {run.step} of {run.schedule.total_steps}.")
+            return "budget"
+        return None
 
     def _step(self, run: RunState, batches) -> None:
         """One update; a compiled model that fails to compile falls back to eager once, and so
@@ -317,9 +321,9 @@ class Trainer:
                         self._budget_val_interval(run))
         if tcfg.val_every_steps > 0:
             val_every = min(val_every, tcfg.val_every_steps * run.step_s)
-        plan = plan_steps(run.budget.left(), run.step_s, run.step, stage1_fraction, tcfg.warmup_steps,
-                          run.val_s, val_every, max(run.save_s, 1.0),
-                          tcfg.save_every_seconds, run.budget.margin_s)
+        costs = RunCosts(run.step_s, run.val_s, val_every, max(run.save_s, 1.0), tcfg.save_every_seconds)
+        plan = plan_steps(run.budget.left(), costs, run.step, stage1_fraction, tcfg.warmup_steps,
+                          run.budget.margin_s)
         stage1 = max(plan.stage1_steps, run.step) if run.schedule.stage1_steps > run.step else plan.stage1_steps
         run.schedule.resize(plan.total_steps, min(stage1, plan.total_steps), plan.warmup_steps)
         run.planned = True
@@ -438,25 +442,3 @@ class Trainer:
                      f"{' (time budget reached)' if status == 'budget' else ''}. Checkpoints in {self.out_dir}.")
         return FitResult(status, run.epoch, run.step, run.best_sm, run.nonfinite_steps, self.out_dir,
                          run.history, summary)
-
-    def _log_setup(self, run: RunState, data) -> None:
-        rt, m = run.runtime, run.model.config
-        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}[rt.amp_dtype]
-        c = rt.ctx
-        mode = f"DDP {'nccl' if rt.device.type == 'cuda' else 'gloo'}" if c.distributed else "single process"
-        self.log(f"Device {rt.device} x{c.world_size} ({mode}), precision {precision}"
-                 f"{', torch.compile' if run.compiled else ''}.")
-        self.log(f"Model {m.backbone}, {m.num_experts} experts top-{m.top_k} per {m.routing} at MoE levels "
-                 f"{list(m.moe_levels)}, {m.decoder} decoder: "
-                 f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.2f}M parameters.")
-        # What actually runs here (fused kernel, PyTorch's math kernel, or the explicit path), not the setting.
-        self.log("Attention: " + attention_status_line(rt.device, rt.amp_dtype or torch.float32, model=run.model))
-        eff = run.batch_size * run.accumulation * c.world_size
-        length = (f"time budget {run.budget.seconds:.0f} s ({run.budget.left():.0f} s left), schedule sized after "
-                  f"the first steps" if not run.planned else
-                  f"{run.schedule.total_steps} steps = {run.schedule.total_steps / run.steps_per_epoch:.4g} epochs "
-                  f"(stage 1: {run.schedule.stage1_steps} steps)")
-        self.log(f"{len(data.train_set)} training / {len(data.val_set)} validation images at "
-                 f"{self.settings.data.img_size}px; batch {run.batch_size} x {run.accumulation} accumulation x "
-                 f"{c.world_size} process(es) = {eff}; {run.steps_per_epoch} steps/epoch; {length}. "
-                 f"Checkpoints -> {self.out_dir}")

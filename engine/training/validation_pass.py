@@ -11,7 +11,7 @@ fits ``eval.device_cache_mb``), so later validations neither decode images nor c
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, ContextManager, Dict, Iterable, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -77,6 +77,28 @@ class ValidationBatches:
                 self.on_cached()
 
 
+def _score_batch(model: nn.Module, batch: Dict[str, torch.Tensor], device: torch.device,
+                 autocast: ContextManager, edge_kernel: int, edge_weight: float) -> torch.Tensor:
+    """One batch's ``(n, Sm sum, MAE sum, loss sum, nonfinite)``, float64 on ``device`` (no host sync)."""
+    images = batch["image"].to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    if "mask_u8" in batch:
+        gt_u8 = batch["mask_u8"].to(device, non_blocking=True)
+    else:
+        gt_u8 = quantize_gt(batch["mask"].to(device, non_blocking=True))
+    with autocast:
+        logits = model(images)
+    logits = logits.float()
+    bad = (~torch.isfinite(logits)).flatten(1).any(dim=1).sum()
+    logits = torch.nan_to_num(logits, nan=0.0, posinf=30.0, neginf=-30.0)
+    masks = gt_u8.float() / 255.0
+    loss = structure_loss(logits, masks, edge_kernel, edge_weight).double() * images.shape[0]
+    sm, mae = batch_sm_mae(torch.sigmoid(logits), gt_u8)
+    return torch.stack([torch.tensor(float(images.shape[0]), dtype=torch.float64, device=device),
+                        sm.sum(), mae.sum(), loss, bad.double()])
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -111,28 +133,11 @@ def validate(
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # n, Sm, MAE, loss, nonfinite
     autocast = autocast_context(device, amp_dtype)
-    channels_last = device.type == "cuda"
     for batch in batches:
         if stop is not None and stop():
             model.train(was_training)
             return None
-        images = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if "mask_u8" in batch:
-            gt_u8 = batch["mask_u8"].to(device, non_blocking=True)
-        else:
-            gt_u8 = quantize_gt(batch["mask"].to(device, non_blocking=True))
-        with autocast:
-            logits = model(images)
-        logits = logits.float()
-        bad = (~torch.isfinite(logits)).flatten(1).any(dim=1).sum()
-        logits = torch.nan_to_num(logits, nan=0.0, posinf=30.0, neginf=-30.0)
-        masks = gt_u8.float() / 255.0
-        loss = structure_loss(logits, masks, edge_kernel, edge_weight).double() * images.shape[0]
-        sm, mae = batch_sm_mae(torch.sigmoid(logits), gt_u8)
-        sums += torch.stack([torch.tensor(float(images.shape[0]), dtype=torch.float64, device=device),
-                             sm.sum(), mae.sum(), loss, bad.double()])
+        sums += _score_batch(model, batch, device, autocast, edge_kernel, edge_weight)
     all_reduce_sum(sums)  # NCCL reduces GPU tensors only: the sums live on the device
     n, sm, mae, loss, bad = sums.tolist()  # the one host sync of a validation
     model.train(was_training)
