@@ -3,7 +3,8 @@ from click.testing import CliRunner
 
 from train_ultimate import main
 
-USER_COMMANDS = {"train", "evaluate", "predict", "export", "benchmark", "info", "make-synthetic"}
+# The seven user commands of the product, and the demo page (an optional extra).
+USER_COMMANDS = {"train", "evaluate", "predict", "export", "benchmark", "info", "make-synthetic", "demo"}
 
 
 def test_the_command_line_lists_exactly_the_user_commands():

@@ -209,7 +209,7 @@ def test_a_start_that_failed_its_checks_does_not_block_the_next(tiny_data, tmp_p
     empty.mkdir()
     failed = run_cli(["train", "--dataset-path", str(empty), "--checkpoint-dir", str(out), *TINY_ARGS,
                       "--epochs", "1"])
-    assert failed.exit_code == 1 and str(empty) in failed.output
+    assert failed.exit_code == 2 and str(empty) in failed.output  # an input error
     assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()  # logs, no saved state
     (out / ".metrics.jsonl.k2j4h5g6.tmp").write_bytes(b"torn")
     # --resume auto finds no last.pt and starts a new run, which is not refused

@@ -167,7 +167,7 @@ def test_atomic_write_into_an_unwritable_folder_names_the_file(tmp_path, monkeyp
     assert str(tmp_path / "config.yaml") in str(info.value) and info.value.errno == errno.EACCES
 
 
-def _readonly_plot(records, path):
+def _readonly_plot(records, path, steps=None):
     raise FileWriteError(errno.EROFS, "read-only")
 
 
