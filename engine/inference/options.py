@@ -31,7 +31,8 @@ class MaskOptions:
     """How :func:`~engine.inference.predict.write_masks` writes a folder of masks.
 
     Args:
-        overlay: also write the mask tinted on each image to ``overlay/<name>.jpg``.
+        overlay: also write the mask tinted on each image to ``overlay/<name>.jpg`` (a folder that
+            must exist).
         threshold: binary 0/255 masks at this probability instead of 8-bit maps.
         batch_size: images per forward pass.
         num_workers: decoding processes (0: in this process).
