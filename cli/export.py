@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 import click
 
 from cli.options import FiniteFloatRange, InputError, check_output_file, model_option
+
+if TYPE_CHECKING:  # imported where used, so that --help stays fast
+    import numpy as np
+
+    from engine.inference.onnx_export import ExportResult
+    from engine.inference.predictor import InferenceModel
 
 __all__ = ["export"]
 
@@ -91,6 +98,35 @@ def _check_output(ctx: click.Context, param: click.Parameter, value: str) -> str
     return check_output_file(ctx, param, value)
 
 
+@dataclass(frozen=True)
+class _OnnxRequest:
+    """The ``--format onnx`` choices of ``export`` (see the command's options for each).
+
+    Args:
+        input_type: ``float`` or ``uint8`` graph input.
+        sigmoid: output probabilities instead of logits.
+        img_size: tracing example and first check size (None: the checkpoint's training size).
+        attention: ``auto`` (SDPA) or ``math``.
+        exporter: ``auto``, ``dynamo`` or ``torchscript``.
+        opset: ONNX opset.
+        sample_images: images (files, folders, globs) to check on; empty: generated scenes.
+        check: compare the graph with PyTorch in onnxruntime (``--no-check`` turns it off).
+        tolerance: largest allowed ``|ONNX - PyTorch|``.
+        json_out: where the export report goes (None: no report).
+    """
+
+    input_type: str
+    sigmoid: bool
+    img_size: Optional[str]
+    attention: str
+    exporter: str
+    opset: int
+    sample_images: Tuple[str, ...]
+    check: bool
+    tolerance: float
+    json_out: Optional[str]
+
+
 def _export_hf(checkpoint: str, output: str, push_to_hub: Optional[str], private: bool,
                scores_json: Optional[str]) -> None:
     """``--format hf``: write the pretrained folder, then upload it when --push-to-hub asks for it."""
@@ -161,83 +197,131 @@ def export(checkpoint: str, fmt: str, output: str, push_to_hub: Optional[str], p
         return
     if push_to_hub or scores_json:
         raise click.UsageError("--push-to-hub and --scores go with --format hf.")
-    _check_opset_for_exporter(opset, exporter)
+    _export_onnx(checkpoint, output, _OnnxRequest(
+        input_type=input_type, sigmoid=sigmoid, img_size=img_size, attention=attention, exporter=exporter,
+        opset=opset, sample_images=sample_images, check=not no_check, tolerance=tolerance, json_out=json_out))
+
+
+def _export_onnx(checkpoint: str, output: str, request: _OnnxRequest) -> None:
+    """``--format onnx``: export, check against PyTorch, report; ``output`` is replaced only on success."""
+    _check_opset_for_exporter(request.opset, request.exporter)
+    _require_export_packages()
+    loaded, images = _load_for_export(checkpoint, request)
+    click.echo(f"Exporting {checkpoint} ({'EMA' if loaded.used_ema else 'model'} weights, attention "
+               f"{'SDPA' if request.attention == 'auto' else 'math'}) -> {output}")
+    # Exported and checked in a temporary file next to --output, which replaces it only once the
+    # check passed: a failed re-export must not destroy the good file already there.
+    with _staged_output(output) as staged:
+        result = _write_onnx(loaded, staged, output, request)
+        _check_with_onnxruntime(loaded, result, images, output, request)
+        # With --no-check nothing was compared: the report says so instead of claiming a pass.
+        passed = result.max_abs_diff <= request.tolerance if request.check else None
+        if request.json_out:
+            _write_report(output, result, request, passed)
+        if passed is False:
+            raise click.ClickException(
+                f"The ONNX output differs from PyTorch by {result.max_abs_diff:.2e} > {request.tolerance:.0e}, so "
+                f"it was not written ({_kept(output)}); try --attention math or --exporter torchscript (--no-check "
+                f"writes an unchecked file)."
+            )
+    result.path = Path(output)
+    if passed:
+        click.echo(f"OK: within {request.tolerance:.0e}")
+    click.echo(f"Wrote {output}")
+
+
+def _require_export_packages() -> None:
+    """Whether the ONNX packages are installed is decided before any loading: a missing one is one line."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise click.ClickException(f"{exc.name} is not installed: pip install -e '.[export]' (onnx, onnxscript, onnxruntime).")
+
+
+def _load_for_export(checkpoint: str, request: _OnnxRequest) -> Tuple[InferenceModel, Optional[List[np.ndarray]]]:
+    """The checkpoint's model on the CPU with the chosen attention, and the sample images to check on.
+
+    A bad checkpoint, sample image or attention backend is an :class:`~cli.options.InputError`;
+    a runtime failure while loading is a plain error.
+    """
     import torch
 
     from engine.checkpoint import CheckpointError
-    from engine.files import FileWriteError, atomic_write_text
-    from engine.inference.onnx_export import check_onnx, export_onnx
     from engine.inference.predictor import load_inference_model
     from models import set_attention_backend
 
     try:
-        loaded = load_inference_model(checkpoint, torch.device("cpu"), img_size)
+        loaded = load_inference_model(checkpoint, torch.device("cpu"), request.img_size)
         images = None
-        if sample_images:
+        if request.sample_images:
             from datasets import expand_inputs, read_image
 
-            images = [read_image(p) for p in expand_inputs(list(sample_images))[:4]]
-        set_attention_backend(loaded.model, attention)
+            images = [read_image(p) for p in expand_inputs(list(request.sample_images))[:4]]
+        set_attention_backend(loaded.model, request.attention)
     except (CheckpointError, ValueError, OSError) as exc:  # the checkpoint, a sample image, the backend
         raise InputError(str(exc)) from exc
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+    return loaded, images
+
+
+def _write_onnx(loaded: InferenceModel, staged: Path, output: str, request: _OnnxRequest) -> ExportResult:
+    """Export the model to ``staged`` and say what was written; an export failure names what ``output`` kept."""
+    from engine.files import FileWriteError
+    from engine.inference.onnx_export import export_onnx
+
+    try:
+        result = export_onnx(loaded.model, staged, example_size=tuple(loaded.img_size), input_type=request.input_type,
+                             sigmoid=request.sigmoid, exporter=request.exporter, opset=request.opset)
+    except FileWriteError as exc:  # full disk, quota, I/O error: the disk's fault, not the exporter's
+        raise _write_failed(output, exc) from exc
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise click.ClickException(f"{exc} ({_kept(output)})") from exc
+    if result.fallback_reason:
+        click.echo(f"dynamo exporter failed ({result.fallback_reason}); used the TorchScript exporter.")
+    click.echo(f"Exported {result.path.stat().st_size / 2**20:.1f} MB ({result.exporter} exporter, opset "
+               f"{result.opset}); input 'images' {request.input_type} RGB NCHW (N, 3, 32*k, 32*m), output "
+               f"'output' (N, 1, H, W) {'probabilities' if request.sigmoid else 'logits'}")
+    return result
+
+
+def _check_with_onnxruntime(loaded: InferenceModel, result: ExportResult, images: Optional[List[np.ndarray]],
+                            output: str, request: _OnnxRequest) -> None:
+    """Run the exported graph with onnxruntime at two shapes and print its distance to PyTorch.
+
+    ``check_onnx`` records the distances in ``result``; whether they pass is the caller's call.
+    """
+    from engine.inference.onnx_export import check_onnx
+
+    if not request.check:
+        click.echo("Check skipped (--no-check): the file was not run with onnxruntime.")
+        return
     h, w = loaded.img_size
-    click.echo(f"Exporting {checkpoint} ({'EMA' if loaded.used_ema else 'model'} weights, attention "
-               f"{'SDPA' if attention == 'auto' else 'math'}) -> {output}")
-    # Exported and checked in a temporary file next to --output, which replaces it only once the
-    # check passed: a failed re-export must not destroy the good file already there.
-    with _staged_output(output) as staged:
-        try:
-            result = export_onnx(loaded.model, staged, example_size=(h, w), input_type=input_type, sigmoid=sigmoid,
-                                 exporter=exporter, opset=opset)
-        except FileWriteError as exc:  # full disk, quota, I/O error: the disk's fault, not the exporter's
-            raise _write_failed(output, exc) from exc
-        except (ValueError, OSError, RuntimeError) as exc:
-            raise click.ClickException(f"{exc} ({_kept(output)})") from exc
-        if result.fallback_reason:
-            click.echo(f"dynamo exporter failed ({result.fallback_reason}); used the TorchScript exporter.")
-        click.echo(f"Exported {result.path.stat().st_size / 2**20:.1f} MB ({result.exporter} exporter, opset "
-                   f"{result.opset}); input 'images' {input_type} RGB NCHW (N, 3, 32*k, 32*m), output "
-                   f"'output' (N, 1, H, W) {'probabilities' if sigmoid else 'logits'}")
-        if no_check:
-            click.echo("Check skipped (--no-check): the file was not run with onnxruntime.")
-        else:
-            shapes = ((1, h, w), (2, h + 64, max(32, w - 32)))
-            try:
-                checks = check_onnx(loaded.model, result, input_type, sigmoid, shapes=shapes, images=images)
-            except Exception as exc:  # noqa: BLE001 -- onnxruntime raises its own types; the file is unusable
-                raise click.ClickException(
-                    f"onnxruntime could not run the exported graph ({type(exc).__name__}: {str(exc).strip()[:300]}); "
-                    f"{_kept(output)}. Try --exporter torchscript."
-                ) from exc
-            for c in checks:
-                click.echo(f"check onnxruntime vs PyTorch (fp32, CPU) at {c.shape}: max |diff| = {c.max_abs_diff:.2e}")
-        # With --no-check nothing was compared: the report says so instead of claiming a pass.
-        passed = None if no_check else result.max_abs_diff <= tolerance
-        report = {
-            "onnx": output, "exporter": result.exporter, "opset": result.opset, "attention": attention,
-            "input_type": input_type, "sigmoid": sigmoid, "tolerance": tolerance, "checked": not no_check,
-            "passed": passed, "checks": [{"shape": list(c.shape), "max_abs_diff": c.max_abs_diff} for c in result.checks],
-        }
-        if json_out:
-            try:
-                atomic_write_text(json_out, json.dumps(report, indent=2))
-            except FileWriteError as exc:  # names json_out; the export is dropped with it, as on any failure
-                raise click.ClickException(f"{exc} The ONNX export was not saved either ({_kept(output)}).") from exc
-        if passed is False:
-            raise click.ClickException(
-                f"The ONNX output differs from PyTorch by {result.max_abs_diff:.2e} > {tolerance:.0e}, so it was not "
-                f"written ({_kept(output)}); try --attention math or --exporter torchscript (--no-check writes an "
-                f"unchecked file)."
-            )
-    result.path = Path(output)
-    if passed:
-        click.echo(f"OK: within {tolerance:.0e}")
-    click.echo(f"Wrote {output}")
+    shapes = ((1, h, w), (2, h + 64, max(32, w - 32)))
+    try:
+        checks = check_onnx(loaded.model, result, request.input_type, request.sigmoid, shapes=shapes, images=images)
+    except Exception as exc:  # noqa: BLE001 -- onnxruntime raises its own types; the file is unusable
+        raise click.ClickException(
+            f"onnxruntime could not run the exported graph ({type(exc).__name__}: {str(exc).strip()[:300]}); "
+            f"{_kept(output)}. Try --exporter torchscript."
+        ) from exc
+    for c in checks:
+        click.echo(f"check onnxruntime vs PyTorch (fp32, CPU) at {c.shape}: max |diff| = {c.max_abs_diff:.2e}")
+
+
+def _write_report(output: str, result: ExportResult, request: _OnnxRequest, passed: Optional[bool]) -> None:
+    """The ``--json`` export report; a failure to write it drops the export too, as any failure does."""
+    from engine.files import FileWriteError, atomic_write_text
+
+    report = {
+        "onnx": output, "exporter": result.exporter, "opset": result.opset, "attention": request.attention,
+        "input_type": request.input_type, "sigmoid": request.sigmoid, "tolerance": request.tolerance,
+        "checked": request.check, "passed": passed,
+        "checks": [{"shape": list(c.shape), "max_abs_diff": c.max_abs_diff} for c in result.checks],
+    }
+    try:
+        atomic_write_text(request.json_out, json.dumps(report, indent=2))
+    except FileWriteError as exc:  # names json_out; the export is dropped with it, as on any failure
+        raise click.ClickException(f"{exc} The ONNX export was not saved either ({_kept(output)}).") from exc

@@ -4,11 +4,14 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import click
 
 from cli.options import FiniteFloatRange, InputError, inference_options, model_option, resolve_batch_size
+
+if TYPE_CHECKING:  # imported in the command only, so that --help stays fast
+    from engine.inference.options import PredictOptions
 
 __all__ = ["predict"]
 
@@ -35,6 +38,7 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
     from engine.checkpoint import CheckpointError
     from engine.files import FileWriteError
     from engine.inference.input_guard import OutputOverlapError
+    from engine.inference.options import PredictOptions
     from engine.inference.predict import predict_images
 
     # Option and input mistakes surface before the model loads, whatever the input kind
@@ -42,18 +46,15 @@ def predict(checkpoint: str, inputs: Tuple[str, ...], output: str, overlay: bool
     images, videos = _route_inputs(inputs)
     if images and videos:
         raise click.UsageError("Give either videos or images as --input, not both in one call.")
-    batch_size = resolve_batch_size(batch_size, device)
+    options = PredictOptions(overlay=overlay, threshold=threshold, tta=tta, tta_scales=tta_scales,
+                             batch_size=resolve_batch_size(batch_size, device), num_workers=num_workers,
+                             device=device, img_size=img_size, precision=precision, recursive=recursive,
+                             progress=not no_progress)
     if videos:
-        _predict_videos(checkpoint, inputs, videos, output, overlay, threshold, tta, tta_scales, batch_size, device, img_size,
-                        precision, not no_progress)
+        _predict_videos(checkpoint, inputs, videos, output, options)
         return
     try:
-        summary = predict_images(
-            checkpoint, images, output, overlay=overlay, threshold=threshold, tta=tta,
-            tta_scales=tta_scales, batch_size=batch_size, num_workers=num_workers,
-            device=device, img_size=img_size, precision=precision, recursive=recursive,
-            progress=not no_progress, log=click.echo,
-        )
+        summary = predict_images(checkpoint, images, output, options, log=click.echo)
     except OutputOverlapError as exc:
         raise click.UsageError(str(exc)) from exc
     except (CheckpointError, ValueError, FileNotFoundError, FileWriteError) as exc:
@@ -115,12 +116,13 @@ def _route_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[Path]]:
     return list(dict.fromkeys(images)), list(dict.fromkeys(videos))
 
 
-def _predict_videos(checkpoint, inputs, videos, output, overlay, threshold, tta, scales, batch_size, device, img_size,
-                    precision, progress) -> None:
+def _predict_videos(checkpoint: str, inputs: Sequence[str], videos: List[Path], output: str,
+                    options: PredictOptions) -> None:
     """Load the model once and write mask videos for every video.
 
     Unreadable and truncated videos end the command with exit code 1, named after every other
-    video is written; checkpoint and option problems stop it before any video.
+    video is written; checkpoint and option problems stop it before any video. Of ``options``,
+    ``num_workers`` and ``recursive`` do not apply to videos.
     """
     from engine.checkpoint import CheckpointError
     from engine.inference.api import Segmenter
@@ -128,17 +130,19 @@ def _predict_videos(checkpoint, inputs, videos, output, overlay, threshold, tta,
     from engine.inference.video import planned_outputs, predict_videos
 
     try:  # before the model loads: a mask video must not replace an input video
-        check_outputs_spare_inputs(inputs, videos, planned_outputs(videos, output, overlay), Path(output), False)
+        check_outputs_spare_inputs(inputs, videos, planned_outputs(videos, output, options.overlay), Path(output),
+                                   False)
     except OutputOverlapError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        segmenter = Segmenter(checkpoint, device=device, precision=precision, img_size=img_size,
-                              batch_size=batch_size, tta=tta, tta_scales=scales)
+        segmenter = Segmenter(checkpoint, device=options.device, precision=options.precision,
+                              img_size=options.img_size, batch_size=options.batch_size, tta=options.tta,
+                              tta_scales=options.tta_scales)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise InputError(str(exc)) from exc
     try:
-        summaries = predict_videos(segmenter, videos, output, overlay=overlay, threshold=threshold,
-                                   progress=progress, log=click.echo)
+        summaries = predict_videos(segmenter, videos, output, overlay=options.overlay, threshold=options.threshold,
+                                   progress=options.progress, log=click.echo)
     except (CheckpointError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     # Reported last, after every video is written, so one damaged file does not hide the others.

@@ -11,6 +11,7 @@ import torch
 from _inference_fixtures import TINY_MODEL, write_scene
 from datasets import build_eval_transform, read_image
 from engine.inference.postprocess import masks_at_sizes, quantize_probability, resize_probability
+from engine.inference.options import MaskOptions
 from engine.inference.predict import make_overlay, output_names, probability_to_mask, write_masks
 from engine.inference.predictor import Predictor
 from engine.inference.preprocess import DeviceNormalizer, ResizedImages, resize_like_eval
@@ -131,3 +132,24 @@ def test_writer_records_a_failed_write_and_writes_the_others(tmp_path):
         writer.submit(tmp_path / "y.png", np.zeros((4, 4), np.uint8))
     assert [path for path, _ in writer.failed] == [bad]
     assert writer.written == [tmp_path / "y.png"] and (tmp_path / "y.png").stat().st_size > 0
+
+
+def test_write_masks_takes_its_options_as_one_object_or_as_keywords(predictor, tmp_path):
+    paths = []
+    for i, size in enumerate(SIZES[:3]):
+        paths.append(tmp_path / "in" / f"s{i}.png")
+        write_scene(paths[-1], None, size, i)
+    by_object, by_keywords = tmp_path / "object", tmp_path / "keywords"
+    by_object.mkdir()
+    by_keywords.mkdir()
+    options = MaskOptions(threshold=0.5, batch_size=2, progress=False)
+    first = write_masks(predictor, paths, by_object, (64, 64), options)
+    second = write_masks(predictor, paths, by_keywords, (64, 64), threshold=0.5, batch_size=2, progress=False)
+    assert [p.name for p in first.masks] == [p.name for p in second.masks] == ["s0.png", "s1.png", "s2.png"]
+    for a, b in zip(first.masks, second.masks):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_keyword_that_names_no_option_is_refused(predictor, tmp_path):
+    with pytest.raises(TypeError, match="batch"):
+        write_masks(predictor, [], tmp_path, (64, 64), batch=3)

@@ -141,3 +141,17 @@ def test_webp_is_read_and_other_files_are_named(ckpt, tmp_path):
     assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png"]
     assert cv2.imread(str(out / "b.png"), cv2.IMREAD_UNCHANGED).shape == (48, 30)
     assert "Skipped 2 file(s)" in r.output and "c.heic" in r.output and "notes.txt" in r.output
+
+
+def test_predict_images_takes_its_choices_as_keywords_or_as_options(ckpt, images, tmp_path):
+    from engine.inference.options import PredictOptions
+    from engine.inference.predict import predict_images
+
+    quiet = dict(device="cpu", num_workers=0, progress=False)
+    by_keywords = predict_images(ckpt, [images / "wide.png"], tmp_path / "k", threshold=0.5, log=lambda _: None,
+                                 **quiet)
+    by_object = predict_images(ckpt, [images / "wide.png"], tmp_path / "o", PredictOptions(threshold=0.5, **quiet),
+                               log=lambda _: None)
+    mask = cv2.imread(str(by_keywords.masks[0]), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(mask)) <= {0, 255}
+    assert by_keywords.masks[0].read_bytes() == by_object.masks[0].read_bytes()

@@ -11,7 +11,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from datasets import IMAGE_EXTENSIONS, display_path, expand_inputs, non_image_files, read_image, write_image
 from engine.inference.predictor import (
     GuardedDataset,
+    InferenceModel,
     Predictor,
     collate_guarded,
     default_num_workers,
@@ -28,6 +29,7 @@ from engine.inference.predictor import (
 )
 from engine.files import PathLike, write_error
 from engine.inference.input_guard import check_outputs_spare_inputs
+from engine.inference.options import MaskOptions, PredictOptions, with_keywords
 from engine.inference.postprocess import quantize_probability
 from engine.inference.preprocess import ResizedImages, inference_loader
 from engine.inference.writer import ImageWriter
@@ -35,6 +37,8 @@ from engine.runtime import resolve_device
 
 __all__ = [
     "OVERLAY_COLOR",
+    "MaskOptions",
+    "PredictOptions",
     "PredictionSummary",
     "make_overlay",
     "output_names",
@@ -165,14 +169,10 @@ def write_masks(
     paths: Sequence[Path],
     out_dir: Path,
     img_size: Tuple[int, int],
+    options: Optional[MaskOptions] = None,
     *,
     names: Optional[Sequence[str]] = None,
-    overlay: bool = False,
-    threshold: Optional[float] = None,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    writer_threads: Optional[int] = None,
-    progress: bool = True,
+    **keywords: Any,
 ) -> PredictionSummary:
     """Masks for ``paths`` written to ``out_dir``: the timed part of ``predict``.
 
@@ -187,78 +187,96 @@ def write_masks(
         paths: image files.
         out_dir: existing folder for ``<name>.png`` (and ``overlay/<name>.jpg``).
         img_size: network ``(height, width)``.
+        options: overlay, threshold, batch size, workers, writer threads, progress bar
+            (None: the defaults of :class:`MaskOptions`).
         names: output stems (None: :func:`output_names` of ``paths``).
-        overlay: also write overlays to ``out_dir/overlay`` (which must exist).
-        threshold: binary 0/255 masks at this probability instead of 8-bit maps.
-        batch_size: images per forward pass.
-        num_workers: decoding processes (0: in this process).
-        writer_threads: encoding threads (None: :func:`default_writer_threads`).
-        progress: show a progress bar.
+        **keywords: fields of :class:`MaskOptions` (``batch_size=4, progress=False``...),
+            replacing those of ``options``.
 
     Returns:
         The files written, the inputs that failed to read and the outputs that failed to write.
     """
+    options = with_keywords(options or MaskOptions(), keywords)
     paths = [Path(p) for p in paths]
     names = list(names) if names is not None else output_names(paths)
     dataset = GuardedDataset(ResizedImages(paths, img_size), describe=functools.partial(_describe, paths))
-    loader = inference_loader(dataset, batch_size, num_workers, predictor.device, collate_guarded)
+    loader = inference_loader(dataset, options.batch_size, options.num_workers, predictor.device, collate_guarded)
     summary = PredictionSummary()
-    overlay_dir = out_dir / "overlay"
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
-
-    def hand_over(done: _OnHost) -> None:
-        for index, mask in zip(done.indices, done.arrays()):
-            target = out_dir / f"{names[index]}.png"
-            writer.submit(target, mask)
-            summary.masks.append(target)
-            if overlay:
-                ov_path = overlay_dir / f"{names[index]}.jpg"
-                writer.call(ov_path, _write_overlay, paths[index], mask, ov_path)
-                summary.overlays.append(ov_path)
-
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not options.progress, dynamic_ncols=True)
     try:
-        with ImageWriter(writer_threads) as writer:  # PNG/JPEG encoding off the main thread
-            in_flight: Optional[_OnHost] = None
-            for batch in loader:
-                for index, message in batch["errors"]:
-                    summary.failed.append((paths[index], message))
-                current = None
-                if batch["size"]:
-                    masks = predictor.masks(batch["image"], batch["orig_size"].tolist(), threshold)
-                    current = _OnHost(masks, [int(i) for i in batch["index"]])
-                if in_flight is not None:
-                    hand_over(in_flight)
-                in_flight = current
-                bar.update(batch["size"] + len(batch["errors"]))
-            if in_flight is not None:
-                hand_over(in_flight)
+        with ImageWriter(options.writer_threads) as writer:  # PNG/JPEG encoding off the main thread
+            files = _MaskFiles(writer, out_dir, paths, names, options.overlay, summary)
+            _predict_batches(predictor, loader, options.threshold, files, bar)
     finally:
         bar.close()
+    _keep_written(summary, writer.failed)
+    return summary
+
+
+class _MaskFiles:
+    """Where each finished mask goes: its PNG (and overlay) queued on the writer, and the summary."""
+
+    def __init__(self, writer: ImageWriter, out_dir: Path, paths: List[Path], names: List[str], overlay: bool,
+                 summary: PredictionSummary) -> None:
+        self.writer, self.out_dir, self.paths, self.names = writer, out_dir, paths, names
+        self.overlay, self.summary = overlay, summary
+
+    def unread(self, index: int, message: str) -> None:
+        """Record an input that could not be read: it gets no mask."""
+        self.summary.failed.append((self.paths[index], message))
+
+    def hand_over(self, done: _OnHost) -> None:
+        """Queue a batch's masks (and overlays) for encoding, in input order."""
+        for index, mask in zip(done.indices, done.arrays()):
+            target = self.out_dir / f"{self.names[index]}.png"
+            self.writer.submit(target, mask)
+            self.summary.masks.append(target)
+            if self.overlay:
+                ov_path = self.out_dir / "overlay" / f"{self.names[index]}.jpg"
+                self.writer.call(ov_path, _write_overlay, self.paths[index], mask, ov_path)
+                self.summary.overlays.append(ov_path)
+
+
+def _predict_batches(predictor: Predictor, loader: Iterable[Dict[str, Any]], threshold: Optional[float],
+                     files: _MaskFiles, bar: tqdm) -> None:
+    """Run the model over every batch, handing each batch's masks over one batch late.
+
+    A batch's masks are handed to the writer only once the next batch is launched: on a GPU their
+    copy to the host then overlaps the next forward pass instead of stalling it.
+    """
+    in_flight: Optional[_OnHost] = None
+    for batch in loader:
+        for index, message in batch["errors"]:
+            files.unread(index, message)
+        current = None
+        if batch["size"]:
+            masks = predictor.masks(batch["image"], batch["orig_size"].tolist(), threshold)
+            current = _OnHost(masks, [int(i) for i in batch["index"]])
+        if in_flight is not None:
+            files.hand_over(in_flight)
+        in_flight = current
+        bar.update(batch["size"] + len(batch["errors"]))
+    if in_flight is not None:
+        files.hand_over(in_flight)
+
+
+def _keep_written(summary: PredictionSummary, failed: Sequence[Tuple[Path, str]]) -> None:
+    """Drop from ``summary`` the files whose writing failed, and name them in ``write_failed``."""
     # Only the files whose bytes landed count as written; the others are named to the caller.
-    summary.write_failed = list(writer.failed)
-    lost = {path for path, _ in writer.failed}
+    summary.write_failed = list(failed)
+    lost = {path for path, _ in failed}
     summary.masks = [m for m in summary.masks if m not in lost]
     summary.overlays = [o for o in summary.overlays if o not in lost]
-    return summary
 
 
 def predict_images(
     checkpoint: PathLike,
     inputs: Sequence[PathLike],
     output: PathLike,
+    options: Optional[PredictOptions] = None,
     *,
-    overlay: bool = False,
-    threshold: Optional[float] = None,
-    tta: bool = False,
-    tta_scales: Sequence[float] = (1.0,),
-    batch_size: int = 8,
-    num_workers: Optional[int] = None,
-    device: str = "auto",
-    img_size: Optional[Any] = None,
-    precision: str = "auto",
-    recursive: bool = False,
-    progress: bool = True,
     log: Callable[[str], None] = print,
+    **keywords: Any,
 ) -> PredictionSummary:
     """Predict masks for images and write them as PNGs at each image's own size.
 
@@ -266,18 +284,11 @@ def predict_images(
         checkpoint: ``best.pt``/``last.pt`` written by ``train``.
         inputs: image files, folders and glob patterns.
         output: folder for ``<stem>.png`` masks (``overlay/<stem>.jpg`` with ``overlay``).
-        overlay: also write the mask tinted on the image.
-        threshold: write binary 0/255 masks (``prob >= threshold``) instead of probability maps.
-        tta: average over horizontal flips.
-        tta_scales: input scales to average over.
-        batch_size: images per forward pass.
-        num_workers: DataLoader workers (None: :func:`default_num_workers` for the device).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-        img_size: network input size; None uses the checkpoint's training size (or 384).
-        precision: autocast policy (see :func:`engine.runtime.autocast_dtype`).
-        recursive: also take images in sub-folders of folder inputs.
-        progress: show a progress bar.
+        options: overlay, threshold, TTA, batch size, workers, device, input size, precision,
+            recursion and progress bar (None: the defaults of :class:`PredictOptions`).
         log: where status lines go.
+        **keywords: fields of :class:`PredictOptions` (``overlay=True, threshold=0.5``...),
+            replacing those of ``options``.
 
     Returns:
         The files written and the inputs that failed (unreadable images are skipped, the
@@ -289,53 +300,83 @@ def predict_images(
         OutputOverlapError: an output would overwrite an input (checked before the model loads).
         ValueError: a threshold outside [0, 1] or an invalid image size.
     """
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"--threshold {threshold}: use a probability between 0 and 1 (e.g. 0.5).")
+    options = with_keywords(options or PredictOptions(), keywords)
+    paths = _find_images(inputs, options.recursive, log)
+    out_dir = Path(output)
+    names = output_names(paths)
+    targets = [out_dir / f"{name}.png" for name in names]
+    targets += [out_dir / "overlay" / f"{name}.jpg" for name in names] if options.overlay else []
+    check_outputs_spare_inputs(inputs, paths, targets, out_dir, options.recursive)  # before the model loads
+    t0 = time.perf_counter()
+    loaded, predictor = _load_predictor(checkpoint, options)
+    t_load = time.perf_counter()
+    _make_folders(out_dir, options.overlay)
+    _log_renames(paths, names, log)
+    h, w = loaded.img_size
+    log(f"{len(paths)} image file(s) -> {out_dir} (input {h}x{w} on {predictor.device}"
+        f"{', ' + str(predictor.num_views) + ' TTA views' if predictor.num_views > 1 else ''})")
+    predictor.warm_up(min(options.batch_size, len(paths)), loaded.img_size)
+    t_warm = time.perf_counter()
+    summary = write_masks(predictor, paths, out_dir, loaded.img_size,
+                          options.mask_options(default_num_workers(predictor.device)), names=names)
+    t_done = time.perf_counter()
+    summary.seconds = {"load": t_load - t0, "warm_up": t_warm - t_load, "predict": t_done - t_warm}
+    _log_done(summary, out_dir, options, log)
+    return summary
+
+
+def _find_images(inputs: Sequence[PathLike], recursive: bool, log: Callable[[str], None]) -> List[Path]:
+    """The image files the inputs name; the other files found in input folders are logged as skipped.
+
+    Raises:
+        FileNotFoundError: an input matches no image (every such input is named).
+    """
     paths = expand_inputs(list(inputs), recursive=recursive)
     skipped = non_image_files(list(inputs), recursive=recursive)
     if skipped:
         shown = ", ".join(display_path(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         log(f"Skipped {len(skipped)} file(s) in the input folder(s) that are not images ({shown}); "
             f"images are {'/'.join(IMAGE_EXTENSIONS)} files.")
-    out_dir = Path(output)
-    names = output_names(paths)
-    targets = [out_dir / f"{name}.png" for name in names]
-    targets += [out_dir / "overlay" / f"{name}.jpg" for name in names] if overlay else []
-    check_outputs_spare_inputs(inputs, paths, targets, out_dir, recursive)  # before the model loads
-    dev = resolve_device(device)
-    t0 = time.perf_counter()
-    loaded = load_inference_model(checkpoint, dev, img_size)
-    predictor = Predictor(loaded.model, dev, hflip=tta, scales=tta_scales, precision=precision)
-    t_load = time.perf_counter()
+    return paths
+
+
+def _load_predictor(checkpoint: PathLike, options: PredictOptions) -> Tuple[InferenceModel, Predictor]:
+    """The checkpoint's model on the chosen device, wrapped with the chosen TTA views and precision."""
+    dev = resolve_device(options.device)
+    loaded = load_inference_model(checkpoint, dev, options.img_size)
+    predictor = Predictor(loaded.model, dev, hflip=options.tta, scales=options.tta_scales,
+                          precision=options.precision)
+    return loaded, predictor
+
+
+def _make_folders(out_dir: Path, overlay: bool) -> None:
+    """Create the output folder (and ``overlay/``); a failure is a :class:`~engine.files.FileWriteError`."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if overlay:
             (out_dir / "overlay").mkdir(exist_ok=True)
     except OSError as exc:
         raise write_error(out_dir, exc) from exc
+
+
+def _log_renames(paths: Sequence[Path], names: Sequence[str], log: Callable[[str], None]) -> None:
+    """Name each input whose mask does not carry its own stem (another input has it)."""
     for path, name in zip(paths, names):
         if name != path.stem:
             log(f"{display_path(path)}: another input has the stem {display_path(path.stem)}; "
                 f"its mask is {display_path(name)}.png")
-    h, w = loaded.img_size
-    log(f"{len(paths)} image file(s) -> {out_dir} (input {h}x{w} on {dev}"
-        f"{', ' + str(predictor.num_views) + ' TTA views' if predictor.num_views > 1 else ''})")
-    predictor.warm_up(min(batch_size, len(paths)), loaded.img_size)
-    t_warm = time.perf_counter()
-    workers = default_num_workers(dev) if num_workers is None else int(num_workers)
-    summary = write_masks(predictor, paths, out_dir, loaded.img_size, names=names, overlay=overlay,
-                          threshold=threshold, batch_size=batch_size, num_workers=workers, progress=progress)
-    t_done = time.perf_counter()
-    summary.seconds = {"load": t_load - t0, "warm_up": t_warm - t_load, "predict": t_done - t_warm}
-    kind = "binary masks" if threshold is not None else "probability maps"
+
+
+def _log_done(summary: PredictionSummary, out_dir: Path, options: PredictOptions, log: Callable[[str], None]) -> None:
+    """The closing lines: what was written where, how fast, and how to read a probability map."""
+    kind = "binary masks" if options.threshold is not None else "probability maps"
     rate = len(summary.masks) / summary.seconds["predict"] if summary.seconds["predict"] > 0 else 0.0
     unread = f" ({len(summary.failed)} file(s) could not be read as images)" if summary.failed else ""
     log(f"Wrote {len(summary.masks)} {kind}{unread} to {out_dir}"
-        + (f" and {len(summary.overlays)} overlays to {out_dir / 'overlay'}" if overlay else "")
+        + (f" and {len(summary.overlays)} overlays to {out_dir / 'overlay'}" if options.overlay else "")
         + f" in {summary.seconds['predict']:.1f} s ({rate:.0f} img/s; model load {summary.seconds['load']:.1f} s, "
           f"warm-up {summary.seconds['warm_up']:.1f} s)")
-    if threshold is None and not overlay and summary.masks:
+    if options.threshold is None and not options.overlay and summary.masks:
         # A probability map is grey where the model is unsure, which reads as "almost black" at first.
         log("The maps hold the probability of the object (0 black = background, 255 white = object). For a "
             "quick look add --overlay (the mask tinted on each photo); for black/white masks add --threshold 0.5.")
-    return summary

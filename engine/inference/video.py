@@ -136,6 +136,41 @@ def predict_video(
             the earlier file of that name, if any, is kept.
     """
     video = Path(video)
+    source = _open_video(video)
+    h, w = source.first.shape[:2]
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = VideoSummary(size=(h, w), fps=source.fps, announced=source.announced)
+    name = name or video.stem
+    summary.outputs.append(out_dir / f"{name}_mask.mp4")
+    if overlay:
+        summary.outputs.append(out_dir / f"{name}_overlay.mp4")
+    total = source.announced
+    log(f"{video} ({w}x{h}, {source.fps:.2f} fps{f', {total} frames' if total else ''}) -> {out_dir}")
+    _write_verified(segmenter, source, summary, threshold, progress and video.name)
+    log(f"Wrote {summary.frames} frames to " + ", ".join(str(p) for p in summary.outputs))
+    if summary.incomplete:
+        log(f"Warning: {display_path(video)} ended after {summary.frames} of the {total} frames its container "
+            f"announces (truncated or damaged file?); the output covers only the frames decoded.")
+    return summary
+
+
+@dataclass
+class _Source:
+    """An open video with its first frame decoded, and the frame rate and count to trust."""
+
+    cap: cv2.VideoCapture
+    first: np.ndarray
+    fps: float
+    announced: Optional[int]
+
+
+def _open_video(video: Path) -> _Source:
+    """Open ``video`` and decode its first frame: whether it is a readable video is decided here.
+
+    Raises:
+        VideoReadError: the file is missing, its name is not UTF-8, or OpenCV decodes no frame.
+    """
     if not video.is_file():
         raise VideoReadError(f"Video not found: {display_path(video)} (no such file, or not a file).")
     if not _is_utf8_name(video):
@@ -152,28 +187,21 @@ def predict_video(
     fps = fps if 0 < fps < 1000 else 25.0  # some containers report 0 or nonsense
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     total = total if total > 0 else None  # some backends give 0 or -1 for "unknown"
-    h, w = first.shape[:2]
-    out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = VideoSummary(size=(h, w), fps=fps, announced=total)
-    name = name or video.stem
-    summary.outputs.append(out_dir / f"{name}_mask.mp4")
-    if overlay:
-        summary.outputs.append(out_dir / f"{name}_overlay.mp4")
-    log(f"{video} ({w}x{h}, {fps:.2f} fps{f', {total} frames' if total else ''}) -> {out_dir}")
+    return _Source(cap, first, fps, total)
+
+
+def _write_verified(segmenter: Segmenter, source: _Source, summary: VideoSummary, threshold: Optional[float],
+                    progress_name: Union[str, bool]) -> None:
+    """Write every frame of ``source`` to ``summary.outputs``, each replaced only once it holds them all."""
+    h, w = summary.size
     with contextlib.ExitStack() as staged:
         # Each video is written to a temporary file next to its target and renamed only once its
         # frames are verified: a full disk leaves the earlier output (or none), never a stub.
         temporary = [staged.enter_context(staged_path(path, suffix=".mp4")) for path in summary.outputs]
-        _write_frames(segmenter, cap, first, [_writer(tmp, fps, (w, h)) for tmp in temporary], summary,
-                      threshold, progress and video.name)
+        _write_frames(segmenter, source.cap, source.first, [_writer(tmp, source.fps, (w, h)) for tmp in temporary],
+                      summary, threshold, progress_name)
         for tmp, path in zip(temporary, summary.outputs):
             _check_written(tmp, path, summary.frames)
-    log(f"Wrote {summary.frames} frames to " + ", ".join(str(p) for p in summary.outputs))
-    if summary.incomplete:
-        log(f"Warning: {display_path(video)} ended after {summary.frames} of the {total} frames its container "
-            f"announces (truncated or damaged file?); the output covers only the frames decoded.")
-    return summary
 
 
 def _check_written(tmp: Path, target: Path, frames: int) -> None:
