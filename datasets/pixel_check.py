@@ -160,7 +160,7 @@ def _decode_all(paths: List[Path], workers: Optional[int], progress) -> Dict[Pat
     # spawn: the caller may hold CUDA or OpenMP threads that a forked child must not inherit.
     # A spawned child re-imports the __main__ script before its first file, which is why the
     # entry script (train_ultimate.py) imports no heavy library at module level
-    # (tests/test_startup.py): with torch there, each worker spent seconds before decoding.
+    # (tests/cli/test_startup.py): with torch there, each worker spent seconds before decoding.
     ctx = multiprocessing.get_context("spawn")
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:

@@ -8,7 +8,7 @@ the prediction quantised to uint8 (``round(p * 255)``) and min-max normalised, t
 binarised at ``> 128`` of its 8-bit value, the object score from foreground/background mean and
 standard deviation, and the region score as the area-weighted SSIM of the four blocks cut at the
 foreground centroid (rounded half to even, plus one, as PySODMetrics' MATLAB-compatible code).
-``tests/test_device_metrics.py`` checks equality with ``py_sod_metrics.Smeasure``/``MAE``.
+``tests/engine/evaluation/test_device_metrics.py`` checks equality with ``py_sod_metrics.Smeasure``/``MAE``.
 
 Two differences, both in degenerate cases: a block of zero area (the centroid on the last row
 or column) contributes 0, where PySODMetrics returns NaN for the whole image; and for a

@@ -1,6 +1,6 @@
 """``configs/default.yaml`` and ``docs/configuration.md``, written from the settings classes.
 
-Both files are generated (``python -m engine.settings --write``); ``tests/test_settings.py``
+Both files are generated (``python -m engine.settings --write``); ``tests/engine/test_settings.py``
 fails when a committed copy differs from what the classes give.
 """
 from __future__ import annotations

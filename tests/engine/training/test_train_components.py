@@ -340,7 +340,7 @@ def test_raised_at_names_the_project_line():
         broken()
     except Exception as exc:  # noqa: BLE001
         where = raised_at(exc)
-    assert where.startswith("tests/test_train_components.py:")
+    assert where.startswith("tests/engine/training/test_train_components.py:")
 
 
 @pytest.mark.parametrize("device, cores, processes, want", [

@@ -17,7 +17,7 @@ from datasets.transforms import DEFAULT_TRAIN_AUG
 from models import CamoXpertConfig
 from _train_helpers import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _plain(value):

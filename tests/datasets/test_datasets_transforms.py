@@ -110,7 +110,7 @@ def test_albumentations_update_check_is_off_unless_the_user_asks(user_setting, e
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     if user_setting is not None:
         env["NO_ALBUMENTATIONS_UPDATE"] = user_setting
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", _COUNT_VERSION_CHECKS], cwd=root, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -18,7 +18,7 @@ from datasets.files import FileWriteError
 from datasets.io import write_image
 from train_ultimate import main as cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _photos(folder: Path, n: int = 3, size=(40, 56)) -> dict:

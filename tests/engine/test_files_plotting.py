@@ -9,7 +9,7 @@ import torch
 from engine.files import atomic_open, atomic_torch_save, atomic_write_bytes, atomic_write_text
 from engine.plotting import plot_training_curves
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_atomic_writes_replace_and_leave_no_temporary(tmp_path):

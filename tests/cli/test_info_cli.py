@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from train_ultimate import main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_info_reports_attention_status(tmp_path, monkeypatch):

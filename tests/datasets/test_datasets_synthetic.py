@@ -96,7 +96,7 @@ def test_worker_processes_do_not_change_the_files(tmp_path):
 
 def test_defaults_equal_the_config_file():
     # One source of defaults: the generator's signature and data.synthetic of configs/default.yaml.
-    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
     section = yaml.safe_load(config.read_text())["data"]["synthetic"]
     for func in (write_synthetic_dataset, ensure_synthetic_dataset):
         signature = inspect.signature(func).parameters

@@ -10,7 +10,7 @@ import torch
 
 from models import PretrainedWeightsError, build_backbone, build_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_strides_and_channels():

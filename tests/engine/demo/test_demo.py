@@ -21,7 +21,7 @@ from _demo_helpers import IMAGE_SIZE, MAX_UPLOAD, make_inputs, predict_mask, sta
 from engine.demo.results import DemoError, ResultStore, parse_threshold  # noqa: E402
 from train_ultimate import main  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from engine.tools.attention_check import compare_backends, kernel_from_profile, 
 from engine.checkpoint import save_checkpoint
 from models import build_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "scripts", "test_flash_attention.py")
 
 

@@ -10,7 +10,7 @@ from engine.settings import ConfigError, ConfigRequest, RunConfig, TrainSettings
 from engine.settings.render import DEFAULTS_FILE, DOCS_FILE, render_defaults, render_docs
 from _train_helpers import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_default_yaml_is_generated_from_the_classes():
