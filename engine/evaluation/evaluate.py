@@ -31,6 +31,7 @@ from engine.evaluation.sets import (
     synthetic_test_root,
 )
 from engine.files import PathLike
+from engine.inference.options import InferenceOptions
 from engine.inference.predictor import Predictor, default_num_workers, load_inference_model
 from engine.plotting import plot_test_curves
 from engine.runtime import resolve_device
@@ -57,8 +58,9 @@ Skipped = Dict[str, List[Tuple[Path, str]]]
 
 
 @dataclass(frozen=True)
-class EvaluateOptions:
-    """What :func:`evaluate_checkpoint` writes and how it runs (the ``evaluate`` command's options).
+class EvaluateOptions(InferenceOptions):
+    """What :func:`evaluate_checkpoint` writes and scores, besides how the model runs (the fields of
+    :class:`~engine.inference.options.InferenceOptions`): the ``evaluate`` command's options.
 
     Attributes:
         output_json: write the scores here.
@@ -69,18 +71,10 @@ class EvaluateOptions:
         figure: PNG of the best and worst images by S-measure (image, ground truth,
             prediction, overlay); None draws none.
         figure_rows: images in ``figure``: half of them the best, half the worst.
-        tta: average over horizontal flips.
-        tta_scales: input scales to average over (``(1.0,)`` for none).
-        batch_size: images per forward pass.
-        num_workers: DataLoader workers (None: :func:`engine.inference.predictor.default_num_workers`).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-        img_size: network input size; None uses the checkpoint's training size (or 384).
-        precision: autocast policy (see :func:`engine.runtime.autocast_dtype`).
         metric_workers: processes scoring images (None: several for large sets, see
             :func:`default_metric_workers`; 0: in this process).
         skip_bad_samples: drop unreadable/truncated test samples instead of failing.
         cuda_graphs: replay CUDA graphs on GPUs (None: on); False runs the model eagerly.
-        progress: show progress bars.
     """
 
     output_json: Optional[PathLike] = None
@@ -88,17 +82,9 @@ class EvaluateOptions:
     curves_path: Optional[PathLike] = None
     figure: Optional[PathLike] = None
     figure_rows: int = 6
-    tta: bool = False
-    tta_scales: Sequence[float] = (1.0,)
-    batch_size: int = 8
-    num_workers: Optional[int] = None
-    device: str = "auto"
-    img_size: Optional[Any] = None
-    precision: str = "auto"
     metric_workers: Optional[int] = None
     skip_bad_samples: bool = False
     cuda_graphs: Optional[bool] = None
-    progress: bool = True
 
     def resolved_curves_path(self) -> Optional[Path]:
         """Where the PR curves go: ``curves_path``, else next to the JSON, else with the predictions."""

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, TypeVar
 
-__all__ = ["MaskOptions", "PredictOptions", "with_keywords"]
+__all__ = ["InferenceOptions", "MaskOptions", "PredictOptions", "with_keywords"]
 
 _Options = TypeVar("_Options")
 
@@ -49,12 +49,10 @@ class MaskOptions:
 
 
 @dataclass(frozen=True)
-class PredictOptions:
-    """The choices of ``predict``: the files written, the model's views and where it runs.
+class InferenceOptions:
+    """How a trained model runs on images: the choices ``predict`` and ``evaluate`` share.
 
     Args:
-        overlay: also write the mask tinted on the image.
-        threshold: write binary 0/255 masks (``prob >= threshold``) instead of probability maps.
         tta: average over horizontal flips.
         tta_scales: input scales to average over.
         batch_size: images (or video frames) per forward pass.
@@ -63,15 +61,9 @@ class PredictOptions:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         img_size: network input size; None uses the checkpoint's training size (or 384).
         precision: autocast policy (see :func:`engine.runtime.autocast_dtype`).
-        recursive: also take images in sub-folders of folder inputs.
         progress: show a progress bar.
-
-    Raises:
-        ValueError: a threshold outside [0, 1].
     """
 
-    overlay: bool = False
-    threshold: Optional[float] = None
     tta: bool = False
     tta_scales: Sequence[float] = (1.0,)
     batch_size: int = 8
@@ -79,8 +71,25 @@ class PredictOptions:
     device: str = "auto"
     img_size: Optional[Any] = None
     precision: str = "auto"
-    recursive: bool = False
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class PredictOptions(InferenceOptions):
+    """The choices of ``predict``: the files written, besides how the model runs (:class:`InferenceOptions`).
+
+    Args:
+        overlay: also write the mask tinted on the image.
+        threshold: write binary 0/255 masks (``prob >= threshold``) instead of probability maps.
+        recursive: also take images in sub-folders of folder inputs.
+
+    Raises:
+        ValueError: a threshold outside [0, 1].
+    """
+
+    overlay: bool = False
+    threshold: Optional[float] = None
+    recursive: bool = False
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
