@@ -207,8 +207,11 @@ def _export_onnx(checkpoint: str, output: str, request: _OnnxRequest) -> None:
     _check_opset_for_exporter(request.opset, request.exporter)
     _require_export_packages()
     loaded, images = _load_for_export(checkpoint, request)
-    click.echo(f"Exporting {checkpoint} ({'EMA' if loaded.used_ema else 'model'} weights, attention "
-               f"{'SDPA' if request.attention == 'auto' else 'math'}) -> {output}")
+    trained = (loaded.run_config.get("data") or {}).get("img_size")
+    # The size it was trained at is what a user of the ONNX file should feed it (dynamic axes accept any).
+    click.echo(f"Exporting {checkpoint} ({'EMA' if loaded.used_ema else 'model'} weights, trained at "
+               f"{f'{trained} px' if trained else 'an unrecorded size'}, checked at {loaded.img_size[0]}x"
+               f"{loaded.img_size[1]}, attention {'SDPA' if request.attention == 'auto' else 'math'}) -> {output}")
     # Exported and checked in a temporary file next to --output, which replaces it only once the
     # check passed: a failed re-export must not destroy the good file already there.
     with _staged_output(output) as staged:

@@ -34,6 +34,7 @@ def test_export_cli_dynamo_round_trip(ckpt, tmp_path):
                                   "--sample-images", str(photos), "--json", str(report)])
     assert r.exit_code == 0, r.output
     assert "OK: within 1e-04" in r.output and "dynamo exporter" in r.output
+    assert "trained at 64 px" in r.output  # the size to feed it, from the checkpoint's run config
     rep = json.loads(report.read_text())
     assert [c["shape"] for c in rep["checks"]] == [[1, 3, 64, 64], [2, 3, 128, 32]]
     assert all(c["max_abs_diff"] <= 1e-4 for c in rep["checks"])
