@@ -141,7 +141,7 @@ def test_save_config_round_trip(tmp_path):
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     result = run_cli(["train", "--checkpoint-dir", str(tmp_path), "--set", "train.nope=1"])
     assert result.exit_code == 2
-    assert "Unknown config key 'train.nope'" in result.output
+    assert "'train.nope'" in result.output  # the key refused
     assert "Traceback" not in result.output
     assert not (tmp_path / "last.pt").exists()
 
