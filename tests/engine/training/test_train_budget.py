@@ -220,7 +220,8 @@ def test_a_start_that_failed_its_checks_does_not_block_the_next(tiny_data, tmp_p
     assert (out / "train.log").read_text().count("Data: 6 training") == 1  # the new run's log, not both
     # a folder holding a saved run is still refused
     again = run_cli(_args(tiny_data, out, "--epochs", "1"))
-    assert again.exit_code == 2 and "already holds a run (last.pt, best.pt)" in again.output
+    assert again.exit_code == 2 and "last.pt" in again.output and "best.pt" in again.output  # the files found
+    assert "--resume auto" in again.output and "--overwrite" in again.output  # and the two ways on
 
 
 def test_python_resume_refuses_a_different_model_and_best_pt(tiny_data, tmp_path):
