@@ -251,8 +251,9 @@ def test_failed_write_is_a_one_line_error_that_keeps_the_existing_file(ckpt, tmp
 def test_export_onnx_reports_a_full_disk_naming_its_file(ckpt, tmp_path, monkeypatch):
     out = tmp_path / "m.onnx"
     _fill_disk(monkeypatch, "onnx", errno.ENOSPC, out)
-    with pytest.raises(DiskFullError, match=f"Could not write {out}: the disk is full"):
+    with pytest.raises(DiskFullError) as info:
         export_onnx(model_from_checkpoint(ckpt), out, example_size=(64, 64), exporter="torchscript")
+    assert str(out) in str(info.value)
     assert not list(tmp_path.iterdir())
 
 
