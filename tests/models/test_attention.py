@@ -187,4 +187,4 @@ def test_attention_status_line_says_what_runs(monkeypatch):
     assert all(word in line for word in ("cudnn", "set_attention_backend", "cannot run", "cpu"))
     auto_model = nn.Sequential(SDTAEncoder(32, num_heads=2))
     assert "cannot run" not in attention_status_line(cpu, torch.float32, model=auto_model)
-    assert attention_status_line(cpu, model=nn.Linear(2, 2)) == "no attention modules in this model"
+    assert "no attention" in attention_status_line(cpu, model=nn.Linear(2, 2))
