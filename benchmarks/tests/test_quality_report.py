@@ -89,8 +89,9 @@ def test_unreadable_or_foreign_result_file_gets_a_clear_error(tmp_path):
     assert res.exit_code == 1 and "bad.json: not JSON" in res.output
     other = tmp_path / "metrics.json"
     other.write_text(json.dumps({"Sm": 0.7}))
-    with pytest.raises(ResultFileError, match="metrics.json: not a quality-benchmark result"):
+    with pytest.raises(ResultFileError) as info:
         load_result(str(other))
+    assert "metrics.json" in str(info.value) and "'runs'" in str(info.value)  # the file, and the key it lacks
     with pytest.raises(ResultFileError, match="missing.json: cannot read it"):
         load_result(str(tmp_path / "missing.json"))
 

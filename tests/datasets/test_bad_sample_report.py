@@ -2,6 +2,7 @@
 --skip-bad-samples when skipping would leave nothing to train on."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ def test_report_lists_every_bad_sample(tmp_path):
     report = check_splits(discover_dataset(_dataset(tmp_path / "set", 2, N_BAD)), skip_bad_samples=True)[1]
     text = report.format()
     assert all(name in text for name in _bad_names()) and "... and" not in text
-    assert "To train on the 2 usable samples, pass --skip-bad-samples." in text
+    assert report.n_usable == 2 and "--skip-bad-samples" in text
+    assert re.search(r"(\d+) usable samples", text).group(1) == "2"  # the count the option would train on
     assert "... and 5 more" in report.format(max_per_kind=20)  # a short form stays available
 
 

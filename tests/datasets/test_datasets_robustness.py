@@ -19,7 +19,7 @@ from datasets import (
     write_synthetic_dataset,
 )
 from datasets.pixel_check import find_damaged
-from datasets.validation import NOT_A_FILE, UNREADABLE
+from datasets.validation_report import FIXES, NOT_A_FILE, UNREADABLE
 from engine.settings import DataSettings
 from engine.training.data import build_train_data
 
@@ -103,7 +103,7 @@ def test_link_loop_dangling_link_and_folder_named_like_an_image_are_reported(pai
     assert "folder" in unusable["folder.jpg"]
     assert any(p.path.name == "extra.png" for p in report.problems)
     text = report.format()
-    assert "loop_a.jpg" in text and "fix: point the link at the real file" in text
+    assert "loop_a.jpg" in text and f"[{NOT_A_FILE}]" in text and FIXES[NOT_A_FILE] in text  # its group and fix
     # Warnings only: training can start, with every problem shown.
     kept, _ = check_splits(splits, part="train")
     assert len(kept.train) == 6

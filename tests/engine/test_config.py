@@ -115,17 +115,17 @@ def test_unknown_key_in_config_file(tmp_path):
 
 
 def test_type_and_value_errors():
-    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+    with pytest.raises(ConfigError, match=r"train\.epochs\b.*\binteger"):
         resolve_config(set_items=["train.epochs=many"])
-    with pytest.raises(ConfigError, match="model.use_flash_attn must be a boolean"):
+    with pytest.raises(ConfigError, match=r"model\.use_flash_attn\b.*\bboolean"):
         resolve_config(set_items=["model.use_flash_attn=3"])
-    with pytest.raises(ConfigError, match="multiple of 32.*Consider 96 or 128"):
+    with pytest.raises(ConfigError, match=r"multiple of 32.*\b96\b.*\b128\b"):
         resolve_config(flags={"data.img_size": 100})
     with pytest.raises(ConfigError, match="stage1_epochs"):
         resolve_config(flags={"train.epochs": 2, "train.stage1_epochs": 3})
     with pytest.raises(ConfigError, match="top_k"):
         resolve_config(flags={"model.num_experts": 2, "model.top_k": 3})
-    with pytest.raises(ConfigError, match="model.backbone must be one of edgenext_xx_small"):
+    with pytest.raises(ConfigError, match=r"model\.backbone\b.*edgenext_xx_small"):
         resolve_config(flags={"model.backbone": "resnet50"})
     with pytest.raises(ConfigError, match="section.key=value"):
         resolve_config(set_items=["train.lr"])
@@ -141,7 +141,7 @@ def test_save_config_round_trip(tmp_path):
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     result = run_cli(["train", "--checkpoint-dir", str(tmp_path), "--set", "train.nope=1"])
     assert result.exit_code == 2
-    assert "Unknown config key 'train.nope'" in result.output
+    assert "'train.nope'" in result.output  # the key refused
     assert "Traceback" not in result.output
     assert not (tmp_path / "last.pt").exists()
 

@@ -252,8 +252,9 @@ def test_failed_write_is_a_one_line_error_that_keeps_the_existing_file(ckpt, tmp
 def test_export_onnx_reports_a_full_disk_naming_its_file(ckpt, tmp_path, monkeypatch):
     out = tmp_path / "m.onnx"
     _fill_disk(monkeypatch, "onnx", errno.ENOSPC, out)
-    with pytest.raises(DiskFullError, match=f"Could not write {out}: the disk is full"):
+    with pytest.raises(DiskFullError) as info:
         export_onnx(model_from_checkpoint(ckpt), out, example_size=(64, 64), exporter="torchscript")
+    assert str(out) in str(info.value)
     assert not list(tmp_path.iterdir())
 
 
@@ -272,9 +273,9 @@ def test_opset_below_the_dynamo_exporters_lowest_is_refused(ckpt, tmp_path, expo
                                   "--exporter", exporter])
     assert r.exit_code == 2, r.output
     assert "'--opset'" in r.output and f"writes opset {low} or newer" in r.output, r.output
-    assert f"Use --exporter torchscript for opset {low - 1}" in r.output, r.output
+    assert "--exporter torchscript" in r.output and f"--opset {low}" in r.output, r.output  # the two ways out
     assert not list(tmp_path.iterdir())  # refused before any work
-    with pytest.raises(ValueError, match=f"dynamo exporter .* writes opset {low} or newer"):
+    with pytest.raises(ValueError, match=rf"dynamo.*\b{low}\b"):  # the exporter and its lowest opset
         export_onnx(model_from_checkpoint(ckpt), out, example_size=(64, 64), exporter=exporter, opset=low - 1)
     assert not list(tmp_path.iterdir())
     r = _export(ckpt, out, "--opset", str(low - 1), "--no-check", "--json", str(report))

@@ -1,6 +1,7 @@
 """Time budgets, wall-time summary, run-folder safety and divergence stops (CPU, tiny runs)."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -220,7 +221,8 @@ def test_a_start_that_failed_its_checks_does_not_block_the_next(tiny_data, tmp_p
     assert (out / "train.log").read_text().count("Data: 6 training") == 1  # the new run's log, not both
     # a folder holding a saved run is still refused
     again = run_cli(_args(tiny_data, out, "--epochs", "1"))
-    assert again.exit_code == 2 and "already holds a run (last.pt, best.pt)" in again.output
+    assert again.exit_code == 2 and "last.pt" in again.output and "best.pt" in again.output  # the files found
+    assert "--resume auto" in again.output and "--overwrite" in again.output  # and the two ways on
 
 
 def test_python_resume_refuses_a_different_model_and_best_pt(tiny_data, tmp_path):
@@ -228,8 +230,10 @@ def test_python_resume_refuses_a_different_model_and_best_pt(tiny_data, tmp_path
     assert run_cli(_args(tiny_data, out, "--epochs", "1", "--stage1-epochs", "0")).exit_code == 0
     config = resolve_config(flags={"data.dataset_paths": [str(tiny_data)], "train.checkpoint_dir": str(out),
                                    "model.num_experts": 3, "train.device": "cpu"})
-    with pytest.raises(ResumeError, match="model.num_experts: checkpoint 7, now 3"):
+    with pytest.raises(ResumeError) as info:
         Trainer(config, RunRequest(resume=out / "last.pt"), progress=False).fit()
+    # names the setting, the checkpoint's value and the new one
+    assert re.search(r"model\.num_experts\D+(\d+)\D+(\d+)", str(info.value)).groups() == ("7", "3")
     with pytest.raises(ResumeError, match="inference weights only"):
         Trainer(config, RunRequest(resume=out / "best.pt"), progress=False).fit()
 

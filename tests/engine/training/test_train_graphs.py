@@ -139,6 +139,7 @@ def test_compiled_step_is_captured_too(tmp_path, graphs_on_cpu, monkeypatch, com
     # A failed compile falls back to the eager model and the eager loss.
     assert (compiled[1].calls == 0) == compiler_fails
     assert "CUDA graphs: on" in result.output
-    assert ("torch.compile failed (RuntimeError: backend compiler failed" in result.output) == compiler_fails
+    # the fallback is said, with the compiler's error type, only when it happens
+    assert ("torch.compile failed" in result.output and "RuntimeError" in result.output) == compiler_fails
     assert graphs_on_cpu.captures == 1  # stage 2's capture, of the eager model after a failed compile
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 6

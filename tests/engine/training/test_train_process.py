@@ -1,5 +1,6 @@
 """``train`` as a separate process: SIGKILL, SIGTERM and a 2-process gloo DDP run through torchrun."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,18 @@ def _torchrun(nproc, args, timeout=240):
     return log
 
 
+def _batch_numbers(log):
+    """The setup line's batch, accumulation, processes and effective batch."""
+    line = next(x for x in log.splitlines() if "process(es) =" in x)
+    return [int(n) for n in re.findall(r"\d+", line.split("; batch ", 1)[1])[:4]]
+
+
+def _resumed_at(log):
+    """Where the resume line says the run goes on: epoch, batch (when inside an epoch) and step."""
+    line = next(x for x in log.splitlines() if "Resumed at" in x)
+    return [int(n) for n in re.findall(r"\d+", line.split("Resumed at", 1)[1].split("best")[0])]
+
+
 def _files(out):
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
 
@@ -131,7 +144,7 @@ def test_ddp_two_processes_resume_in_one(tiny_data, tmp_path):
     base = ["--dataset-path", str(tiny_data), "--checkpoint-dir", str(out), *TINY_ARGS, "--batch-size", "2",
             "--stage1-epochs", "0"]
     log = _torchrun(2, [*base, "--epochs", "1"])
-    assert "x 1 accumulation x 2 process(es) = 4" in log
+    assert _batch_numbers(log) == [2, 1, 2, 4]  # batch 2 x accumulation 1 x 2 processes
     # rank 0 alone writes: one train.log line per message, no temporary or duplicate files
     files = [f for f in _files(out) if not f.startswith("tensorboard/")]
     assert files == [".train.start", "best.pt", "config.yaml", "curves.png", "last.pt", "metrics.jsonl",
@@ -145,8 +158,8 @@ def test_ddp_two_processes_resume_in_one(tiny_data, tmp_path):
     result = run_cli(["train", "--checkpoint-dir", str(out), "--resume", "auto", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     assert "world size 2 -> 1" in result.output
-    assert "x 1 accumulation x 1 process(es) = 2" in result.output
-    assert "Resumed at epoch 2 (step 2," in result.output
+    assert _batch_numbers(result.output) == [2, 1, 1, 2]  # one process now
+    assert _resumed_at(result.output) == [2, 2]  # epoch 2 from its start, step 2
     ckpt = load_checkpoint(out / "last.pt")
     # the step counter continues and the second epoch takes the 4 steps of one process
     assert (ckpt["world_size"], ckpt["step"], ckpt["epoch"]) == (1, 6, 2)
@@ -172,11 +185,11 @@ def test_one_process_resume_in_two_keeps_the_position(tiny_data, tmp_path):
     log = _torchrun(2, ["--checkpoint-dir", str(out), "--resume", "auto", "--epochs", str(epoch + 2),
                         "--stage1-epochs", "0", "--num-workers", "0", "--device", "cpu"])
     assert "world size 1 -> 2" in log
-    assert "x 1 accumulation x 2 process(es) = 4" in log
-    where = f"epoch {epoch + 1}" + (f", batch {new_batch}" if new_batch else "")
-    assert f"Resumed at {where} (step {step}," in log
-    if batch:
-        assert f"continues at batch {new_batch} of 2 ({batch * 2} images done" in log
+    assert _batch_numbers(log) == [2, 1, 2, 4]
+    assert _resumed_at(log) == [epoch + 1, *([new_batch] if new_batch else []), step]
+    if batch:  # the batch it continues at, of the 2 per epoch now, and the images already done
+        tail = log.split("continues at batch", 1)[1]
+        assert [int(n) for n in re.findall(r"\d+", tail)[:3]] == [new_batch, 2, batch * 2]
     after = load_checkpoint(out / "last.pt")
     # the remaining batches of the interrupted epoch, then one more epoch of 2 steps
     assert (after["world_size"], after["epoch"], after["batch_in_epoch"]) == (2, epoch + 2, 0)
