@@ -69,9 +69,9 @@ def test_sigkill_leaves_a_loadable_last_pt(tiny_data, tmp_path):
     assert load_checkpoint(out / "last.pt")["epoch"] == target
 
 
-def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    proc = _start(tiny_data, out)
+def _sigterm_after_two_steps(tiny_data, out, *extra):
+    """Start a train process, send it SIGTERM once last.pt holds step 2; returns it and its output."""
+    proc = _start(tiny_data, out, *extra)
     try:
         _wait_for_step(proc, out / "last.pt", min_step=2)
         proc.send_signal(signal.SIGTERM)
@@ -79,6 +79,12 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, output
+
+
+def test_sigterm_saves_and_exits_cleanly(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    proc, output = _sigterm_after_two_steps(tiny_data, out)
     assert proc.returncode == 0, output
     assert "Stopped by SIGTERM" in output and "--resume auto" in output
     ckpt = load_checkpoint(out / "last.pt")
@@ -169,14 +175,7 @@ def test_ddp_two_processes_resume_in_one(tiny_data, tmp_path):
 
 def test_one_process_resume_in_two_keeps_the_position(tiny_data, tmp_path):
     out = tmp_path / "run"
-    proc = _start(tiny_data, out, "--set", "train.stage1_epochs=0", "--epochs", "3")
-    try:
-        _wait_for_step(proc, out / "last.pt", min_step=2)
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, output = _sigterm_after_two_steps(tiny_data, out, "--set", "train.stage1_epochs=0", "--epochs", "3")
     assert proc.returncode == 0, output
     ckpt = load_checkpoint(out / "last.pt")
     step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
