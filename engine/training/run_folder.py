@@ -39,7 +39,7 @@ __all__ = [
 
 # Files and folders a run writes into its checkpoint folder (removed by ``overwrite``).
 RUN_FILES = ("last.pt", "best.pt", "pretrained", "config.yaml", "metrics.jsonl", "train_steps.jsonl", "curves.png",
-             "train.log", "run_summary.json", "tensorboard")
+             "predictions.png", "train.log", "run_summary.json", "tensorboard")
 # Their presence means the folder holds a run: only saved state counts.
 _RUN_MARKERS = ("last.pt", "best.pt")
 RUN_LOCK = ".train.lock"

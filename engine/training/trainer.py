@@ -109,6 +109,7 @@ class Trainer:
         self._loaders: Optional[RunLoaders] = None
         self._val_batches: Optional[ValidationBatches] = None
         self._cadence: Optional[Cadence] = None
+        self._val_set_used: Optional[Dataset] = None
         self._resumed_validated_step: Optional[int] = None  # the last validation a resumed checkpoint records
 
     def log(self, message: str) -> None:
@@ -161,6 +162,7 @@ class Trainer:
             save_config(self.config, self.out_dir / "config.yaml")
             self.reporter = RunReporter(self.out_dir, resume_step=int(ckpt["step"]) if ckpt else 0)
         data = build_data(self.settings, rt, self.train_set, self.val_set, self.log, self.progress)
+        self._val_set_used = data.val_set  # its files feed the end-of-run figure
         run, loaders = build_run_state(self.settings, rt, data, ckpt, self.request.new_budget, self.clock,
                                        self.started_at, self.log)
         if ckpt is not None:
@@ -433,6 +435,10 @@ class Trainer:
         if run.runtime.ctx.is_main:
             self.reporter.summary(summary, status=status, step=run.step)
             write_run_pretrained(self.out_dir, status, log=self.log)  # best.pt as <out_dir>/pretrained/
+            if status != "nothing":
+                from engine.evaluation.run_figure import draw_run_figure  # the metric stack, only here
+
+                draw_run_figure(self.out_dir, getattr(self._val_set_used, "samples", None), run.runtime.device, self.log)
         if status == "interrupted":
             self.log(f"Stopped by {stop.signal_name or 'a signal'}: saved {self.out_dir / 'last.pt'} (step {run.step}). "
                      f"Continue with --resume auto --checkpoint-dir {self.out_dir}.")

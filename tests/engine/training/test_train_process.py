@@ -154,7 +154,7 @@ def test_ddp_two_processes_resume_in_one(tiny_data, tmp_path):
     # rank 0 alone writes: one train.log line per message, no temporary or duplicate files
     files = [f for f in _files(out) if not f.startswith("tensorboard/")]
     assert files == [".train.start", "best.pt", "config.yaml", "curves.png", "last.pt", "metrics.jsonl",
-                     "pretrained/README.md", "pretrained/config.json", "pretrained/model.safetensors",
+                     "predictions.png", "pretrained/README.md", "pretrained/config.json", "pretrained/model.safetensors",
                      "run_summary.json", "train.log", "train_steps.jsonl"]  # the start marker, no lock or temporary file
     assert len(list((out / "tensorboard").glob("events.*"))) <= 1
     assert (out / "train.log").read_text().count("Done: 1 epochs") == 1

@@ -50,3 +50,22 @@ def test_a_short_run_draws_a_line_not_a_dot(tmp_path, monkeypatch):
     loss_axis = drawn["fig"].axes[0]
     assert len(loss_axis.lines[0].get_xdata()) == 8  # one point per logged step, one validation beside it
     assert plot_training_curves([], tmp_path / "none.png", steps=[]) is None
+
+
+def test_the_run_folder_holds_its_best_and_worst_validation_images(run_folder):
+    import cv2
+
+    from engine.evaluation.figure import figure_size_px
+
+    figure = cv2.imread(str(run_folder / "predictions.png"))
+    assert figure is not None and figure.shape[:2] == figure_size_px(2)  # both held-out images, one row each
+
+
+def test_a_run_without_image_files_draws_no_figure(tmp_path):
+    import torch
+
+    from engine.evaluation.run_figure import write_run_figure
+
+    (tmp_path / "best.pt").write_bytes(b"")  # never opened: there are no files to show
+    assert write_run_figure(tmp_path, None, torch.device("cpu")) is None
+    assert not (tmp_path / "predictions.png").exists()
