@@ -123,6 +123,21 @@ def test_a_video_shows_three_players_and_offers_the_mask_video(page, tmp_path):
         assert "/video/" in video.get_attribute("src")
     assert not driver.find_element("id", "mask").is_displayed()
     assert driver.find_element("id", "download").get_attribute("download") == "clip_mask.mp4"
+    # Played, or (mp4v where the browser has no decoder for it) a note that says to download it.
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    played = "return document.getElementById('mask-video').readyState >= 1"
+    note = driver.find_element("id", "video-note")
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(played) or note.is_displayed())
     served = tmp_path / "served.mp4"
     served.write_bytes(shown_mask(driver))
     assert len(read_frames(served)) == 5
+
+
+def test_an_image_after_a_video_shows_the_image_panels_again(page, tmp_path):
+    driver, _, image = page
+    assert pick(driver, write_clip(tmp_path / "clip.mp4", frames=4)) == "ready"
+    assert pick(driver, image) == "ready"
+    assert driver.find_element("id", "mask").is_displayed()
+    assert not driver.find_element("id", "mask-video").is_displayed()
+    assert driver.find_element("id", "download").get_attribute("download") == "scene.png"
