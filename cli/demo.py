@@ -32,6 +32,8 @@ def missing_extra() -> Optional[str]:
               help="Larger uploads are refused (HTTP 413, with a message on the page).")
 @click.option("--max-megapixels", default=100.0, show_default=True, type=FiniteFloatRange(min=0.01),
               help="Images with more pixels are refused before decoding (HTTP 413, with a message on the page).")
+@click.option("--max-video-frames", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Videos with more frames are refused (HTTP 413); each frame goes through the model.")
 @click.option("--device", default="auto", show_default=True, callback=check_device_option,
               help="auto, cpu, cuda, cuda:N.")
 @click.option("--img-size", default=None,
@@ -40,9 +42,10 @@ def missing_extra() -> Optional[str]:
               type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
               help="Autocast on GPU: auto picks bf16 where supported, else fp16; CPU runs fp32.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average with the horizontally flipped image.")
-def demo(checkpoint: str, host: str, port: int, max_upload_mb: float, max_megapixels: float, device: str,
+def demo(checkpoint: str, host: str, port: int, max_upload_mb: float, max_megapixels: float,
+         max_video_frames: int, device: str,
          img_size: Optional[str], precision: str, tta: bool) -> None:
-    """Serve a page where you drop an image and see its mask, overlay and a threshold slider."""
+    """Serve a page where you drop an image or a short video and see its mask, overlay and a threshold slider."""
     missing = missing_extra()
     if missing is not None:  # checked first: loading the model takes seconds
         raise InputError(f"{EXTRA_HINT} ({missing} is not installed).")
@@ -63,7 +66,7 @@ def demo(checkpoint: str, host: str, port: int, max_upload_mb: float, max_megapi
     except OSError as exc:
         raise InputError(str(exc)) from exc
     app = create_app(segmenter, max_upload_bytes=int(max_upload_mb * 2**20), title=Path(checkpoint).name,
-                     max_pixels=int(max_megapixels * 1e6))
+                     max_pixels=int(max_megapixels * 1e6), max_video_frames=max_video_frames)
     h, w = segmenter.img_size
     click.echo(f"CamoXpert demo: {url_of(sock)}  (model {Path(checkpoint).name}, input {h}x{w} on "
                f"{segmenter.device}; uploads up to {max_upload_mb:g} MB; Ctrl+C stops)")

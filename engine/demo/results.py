@@ -34,7 +34,9 @@ __all__ = [
     "encode_jpeg",
     "encode_png",
     "header_size",
+    "not_readable",
     "parse_threshold",
+    "safe_name",
     "segment_upload",
 ]
 
@@ -99,13 +101,19 @@ def parse_threshold(value: Optional[str]) -> Optional[float]:
     return number or None  # 0 shows the probability map, as predict without --threshold
 
 
-def _safe_name(filename: str) -> tuple:
+def safe_name(filename: str) -> tuple:
     """``(stem, suffix)`` of an uploaded name, stripped of folders and unprintable characters."""
     name = Path(str(filename).replace("\\", "/")).name
     path = Path(name)
     stem = _SAFE_STEM.sub("_", path.stem).strip(" .") or "image"
     suffix = path.suffix if _SAFE_SUFFIX.match(path.suffix) else ".img"
     return stem[:120], suffix.lower()
+
+
+def not_readable(stem: str, suffix: str) -> str:
+    """The page's message for a file that decodes neither as an image nor as a video."""
+    return (f"{stem}{suffix} is not an image or a video this demo can read: pick a PNG or JPEG image "
+            f"or an MP4 video.")
 
 
 def header_size(data: bytes) -> Optional[tuple]:
@@ -152,7 +160,7 @@ def segment_upload(segmenter: Any, data: bytes, filename: str, max_pixels: Optio
         DemoError: 400 when the bytes are empty or not a decodable image; 413 when the image
             has more than ``max_pixels`` pixels.
     """
-    stem, suffix = _safe_name(filename)
+    stem, suffix = safe_name(filename)
     if not data:
         raise DemoError(400, "The file is empty: pick a PNG or JPEG image.")
     _check_pixels(data, max_pixels)
@@ -162,8 +170,7 @@ def segment_upload(segmenter: Any, data: bytes, filename: str, max_pixels: Optio
         try:
             rgb = to_rgb_array(path)  # read_image: predict's decoder, whatever the format
         except ImageReadError:
-            raise DemoError(400, f"{stem}{suffix} is not an image this demo can read: "
-                                 f"pick a PNG or JPEG file.") from None
+            raise DemoError(400, not_readable(stem, suffix)) from None
     prob = segmenter.predict(rgb)
     return DemoResult(stem=stem, rgb=rgb, prob=torch.from_numpy(prob))
 
@@ -223,5 +230,5 @@ class ResultStore:
             if result is not None:
                 self._items.move_to_end(key)
         if result is None:
-            raise DemoError(404, "This result is no longer kept: drop the image again.")
+            raise DemoError(404, "This result is no longer kept: drop the file again.")
         return result

@@ -25,8 +25,8 @@ from engine.files import staged_path, write_error
 from engine.inference.api import Segmenter
 from engine.inference.predict import make_overlay, output_names
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReadError", "VideoSummary", "is_video_file", "planned_outputs",
-           "predict_video", "predict_videos"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReadError", "VideoSummary", "VideoTooLongError", "is_video_file",
+           "planned_outputs", "predict_video", "predict_videos", "write_mask_videos"]
 
 #: File suffixes handled as videos by ``predict``.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -48,6 +48,21 @@ class VideoReadError(VideoError):
     A fault of that one file: :func:`predict_videos` records it and goes on with the others,
     whereas a :class:`VideoError` about writing (no encoder) would fail every video alike.
     """
+
+
+class VideoTooLongError(VideoReadError):
+    """An input video with more frames than the caller accepts (:func:`write_mask_videos` ``max_frames``).
+
+    Args:
+        limit: the most frames accepted.
+        frames: the frame count found (the container's, or the frames decoded before the limit was passed).
+    """
+
+    def __init__(self, limit: int, frames: int) -> None:
+        super().__init__(f"The video has {'more than ' if frames <= limit else ''}{max(frames, limit)} frames, "
+                         f"more than the {limit}-frame limit.")
+        self.limit = int(limit)
+        self.frames = int(frames)
 
 
 @dataclass
@@ -136,22 +151,69 @@ def predict_video(
             the earlier file of that name, if any, is kept.
     """
     video = Path(video)
-    source = _open_video(video)
-    h, w = source.first.shape[:2]
     out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = VideoSummary(size=(h, w), fps=source.fps, announced=source.announced)
     name = name or video.stem
-    summary.outputs.append(out_dir / f"{name}_mask.mp4")
-    if overlay:
-        summary.outputs.append(out_dir / f"{name}_overlay.mp4")
-    total = source.announced
-    log(f"{video} ({w}x{h}, {source.fps:.2f} fps{f', {total} frames' if total else ''}) -> {out_dir}")
-    _write_verified(segmenter, source, summary, threshold, progress and video.name)
+    overlay_path = out_dir / f"{name}_overlay.mp4" if overlay else None
+
+    def opened(summary: VideoSummary) -> None:
+        (h, w), total = summary.size, summary.announced
+        log(f"{video} ({w}x{h}, {summary.fps:.2f} fps{f', {total} frames' if total else ''}) -> {out_dir}")
+
+    summary = write_mask_videos(segmenter, video, out_dir / f"{name}_mask.mp4", overlay_path, threshold=threshold,
+                                progress_name=progress and video.name, opened=opened)
+    total = summary.announced
     log(f"Wrote {summary.frames} frames to " + ", ".join(str(p) for p in summary.outputs))
     if summary.incomplete:
         log(f"Warning: {display_path(video)} ended after {summary.frames} of the {total} frames its container "
             f"announces (truncated or damaged file?); the output covers only the frames decoded.")
+    return summary
+
+
+def write_mask_videos(
+    segmenter: Segmenter,
+    video: PathLike,
+    mask_path: PathLike,
+    overlay_path: Optional[PathLike] = None,
+    *,
+    threshold: Optional[float] = None,
+    max_frames: Optional[int] = None,
+    progress_name: Union[str, bool] = False,
+    opened: Optional[Callable[[VideoSummary], None]] = None,
+) -> VideoSummary:
+    """Segment every frame of ``video`` and write the mask video (and the overlay video) to the given paths.
+
+    The one frame loop behind ``predict --input clip.mp4`` and the demo page, so both write the same
+    frames: grey masks (8-bit probabilities, or 0/255 with ``threshold``) and the mask tinted on the
+    frames, as mp4v at the source's size and frame rate.
+
+    Args:
+        segmenter: the loaded model; frames go through it in batches of its ``batch_size``.
+        video: the input video file.
+        mask_path: where the mask video goes (its folder is made).
+        overlay_path: where the overlay video goes; None: no overlay.
+        threshold: binary 0/255 masks (``prob >= threshold``) instead of probability maps.
+        max_frames: refuse videos with more frames (None: no limit).
+        progress_name: label of a progress bar in frames per second; False: no bar.
+        opened: called with the summary (size, frame rate, announced count) once the video is open.
+
+    Raises:
+        VideoTooLongError: the container announces, or decoding finds, more than ``max_frames``
+            frames (nothing is written).
+        VideoReadError: the file is missing or OpenCV cannot decode it as a video (nothing written).
+        VideoError: an output video cannot be opened for writing.
+        engine.files.FileWriteError: an output video did not hold every frame written.
+    """
+    source = _open_video(Path(video))
+    if max_frames is not None and source.announced and source.announced > max_frames:
+        source.cap.release()  # refused from the container's count, before a frame goes through the model
+        raise VideoTooLongError(max_frames, source.announced)
+    outputs = [Path(mask_path)] + ([Path(overlay_path)] if overlay_path is not None else [])
+    summary = VideoSummary(outputs=outputs, size=source.first.shape[:2], fps=source.fps, announced=source.announced)
+    if opened is not None:
+        opened(summary)
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    _write_verified(segmenter, source, summary, threshold, progress_name, max_frames)
     return summary
 
 
@@ -191,7 +253,7 @@ def _open_video(video: Path) -> _Source:
 
 
 def _write_verified(segmenter: Segmenter, source: _Source, summary: VideoSummary, threshold: Optional[float],
-                    progress_name: Union[str, bool]) -> None:
+                    progress_name: Union[str, bool], max_frames: Optional[int] = None) -> None:
     """Write every frame of ``source`` to ``summary.outputs``, each replaced only once it holds them all."""
     h, w = summary.size
     with contextlib.ExitStack() as staged:
@@ -199,7 +261,7 @@ def _write_verified(segmenter: Segmenter, source: _Source, summary: VideoSummary
         # frames are verified: a full disk leaves the earlier output (or none), never a stub.
         temporary = [staged.enter_context(staged_path(path, suffix=".mp4")) for path in summary.outputs]
         _write_frames(segmenter, source.cap, source.first, [_writer(tmp, source.fps, (w, h)) for tmp in temporary],
-                      summary, threshold, progress_name)
+                      summary, threshold, progress_name, max_frames)
         for tmp, path in zip(temporary, summary.outputs):
             _check_written(tmp, path, summary.frames)
 
@@ -221,9 +283,15 @@ def _check_written(tmp: Path, target: Path, frames: int) -> None:
 
 
 def _write_frames(segmenter: Segmenter, cap: cv2.VideoCapture, first: np.ndarray, writers: List[cv2.VideoWriter],
-                  summary: VideoSummary, threshold: Optional[float], progress_name) -> None:
+                  summary: VideoSummary, threshold: Optional[float], progress_name,
+                  max_frames: Optional[int] = None) -> None:
     """Read every frame of ``cap`` (``first`` already read), segment them in batches and write the
-    mask (and overlay) frames; releases the capture and the writers however it ends."""
+    mask (and overlay) frames; releases the capture and the writers however it ends.
+
+    Raises:
+        VideoTooLongError: more than ``max_frames`` frames decode (a container may announce none,
+            or fewer than it holds).
+    """
     overlay = len(writers) > 1
     bar = tqdm(total=summary.announced, desc=progress_name or "", unit="frame", disable=not progress_name,
                dynamic_ncols=True)
@@ -248,6 +316,8 @@ def _write_frames(segmenter: Segmenter, cap: cv2.VideoCapture, first: np.ndarray
             if not ok:  # the end, or a file cut short: the count check below tells them apart
                 break
             batch.append(frame)
+            if max_frames is not None and summary.frames + len(batch) > max_frames:
+                raise VideoTooLongError(max_frames, summary.frames + len(batch))
             if len(batch) == segmenter.batch_size:
                 flush(batch)
                 batch = []

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 pytest.importorskip("fastapi", reason='the [demo] extra is not installed: pip install -e ".[demo]"')
 pytest.importorskip("uvicorn", reason='the [demo] extra is not installed: pip install -e ".[demo]"')
 
-from _demo_helpers import IMAGE_SIZE, MAX_UPLOAD, make_inputs, predict_mask, start_server  # noqa: E402
+from _demo_helpers import (CLIP_SIZE, IMAGE_SIZE, MAX_FRAMES, MAX_UPLOAD, make_inputs, predict_mask,  # noqa: E402
+                           predict_videos, read_frames, start_server, write_clip)
 from engine.demo.results import DemoError, ResultStore, parse_threshold  # noqa: E402
 from train_ultimate import main  # noqa: E402
 
@@ -142,6 +143,51 @@ def test_a_non_ascii_name_keeps_its_letters(server, inputs):
     assert status == 200 and result["stem"] == "Käfer"
     with urllib.request.urlopen(f"{server.url}api/results/{result['id']}/mask.png", timeout=60) as resp:
         assert "K%C3%A4fer.png" in resp.headers["Content-Disposition"]
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_a_video_gives_the_mask_and_overlay_videos_predict_writes(server, inputs, tmp_path, threshold):
+    clip = write_clip(tmp_path / "clip.mp4", frames=5)
+    query = "" if threshold is None else f"&threshold={threshold}"
+    status, body, _ = request(f"{server.url}api/segment?name=clip.mp4{query}", data=clip.read_bytes(),
+                              headers={"Content-Type": "application/octet-stream"})
+    result = json.loads(body)
+    assert status == 200 and result["kind"] == "video" and result["stem"] == "clip" and result["frames"] == 5
+    assert (result["height"], result["width"]) == CLIP_SIZE and result["threshold"] == threshold
+    expected = predict_videos(inputs[0], clip, tmp_path / "out", threshold)
+    for part, frames in zip(("mask", "overlay"), expected):
+        status, data, ctype = request(f"{server.url}api/results/{result['id']}/video/{part}.mp4")
+        assert status == 200 and ctype == "video/mp4"
+        (tmp_path / f"{part}.mp4").write_bytes(data)
+        served = read_frames(tmp_path / f"{part}.mp4")
+        assert len(served) == len(frames) == 5
+        for got, want in zip(served, frames):  # the same encoder on the same frames: exact
+            np.testing.assert_array_equal(got, want)
+    status, data, _ = request(f"{server.url}api/results/{result['id']}/video/original")
+    assert status == 200 and data == clip.read_bytes()
+
+
+def test_a_video_is_told_by_its_bytes_not_its_name(server, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=4)
+    status, result = upload(server, clip.read_bytes(), name="holiday.png")
+    assert status == 200 and result["kind"] == "video" and result["frames"] == 4
+
+
+def test_a_video_over_the_frame_limit_is_refused_with_413(server, tmp_path):
+    clip = write_clip(tmp_path / "long.mp4", frames=MAX_FRAMES + 2)
+    status, body = upload(server, clip.read_bytes(), name="long.mp4")
+    assert status == 413 and f"{MAX_FRAMES}-frame limit" in body["error"]
+
+
+def test_a_broken_video_is_refused_with_400(server, tmp_path):
+    data = write_clip(tmp_path / "clip.mp4", frames=5).read_bytes()
+    status, body = upload(server, data[: len(data) // 3] + b"\0" * 64, name="broken.mp4")
+    assert status == 400 and "not an image or a video" in body["error"] and "Traceback" not in body["error"]
+
+
+def test_an_image_result_has_no_videos(server, inputs):
+    _, result = upload(server, inputs[1].read_bytes())
+    assert request(f"{server.url}api/results/{result['id']}/video/mask.mp4")[0] == 404
 
 
 class _BrokenModel:

@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("fastapi", reason='the [demo] extra is not installed: pip install -e ".[demo]"')
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (it is in the [dev] extra)")
 
-from _demo_helpers import IMAGE_SIZE, MAX_UPLOAD, make_inputs, predict_mask, start_server  # noqa: E402
+from _demo_helpers import (IMAGE_SIZE, MAX_UPLOAD, make_inputs, predict_mask, read_frames, start_server,  # noqa: E402
+                           write_clip)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -110,3 +111,33 @@ def test_too_large_file_shows_the_limit(page, tmp_path):
     assert pick(driver, big) == "error"
     message = driver.find_element("id", "message")
     assert message.is_displayed() and "limit" in message.text
+
+
+def test_a_video_shows_three_players_and_offers_the_mask_video(page, tmp_path):
+    driver = page[0]
+    clip = write_clip(tmp_path / "clip.mp4", frames=5)
+    assert pick(driver, clip) == "ready"
+    for element in ("image-video", "mask-video", "overlay-video"):
+        video = driver.find_element("id", element)
+        assert video.is_displayed() and video.get_attribute("controls") is not None
+        assert "/video/" in video.get_attribute("src")
+    assert not driver.find_element("id", "mask").is_displayed()
+    assert driver.find_element("id", "download").get_attribute("download") == "clip_mask.mp4"
+    # Played, or (mp4v where the browser has no decoder for it) a note that says to download it.
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    played = "return document.getElementById('mask-video').readyState >= 1"
+    note = driver.find_element("id", "video-note")
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(played) or note.is_displayed())
+    served = tmp_path / "served.mp4"
+    served.write_bytes(shown_mask(driver))
+    assert len(read_frames(served)) == 5
+
+
+def test_an_image_after_a_video_shows_the_image_panels_again(page, tmp_path):
+    driver, _, image = page
+    assert pick(driver, write_clip(tmp_path / "clip.mp4", frames=4)) == "ready"
+    assert pick(driver, image) == "ready"
+    assert driver.find_element("id", "mask").is_displayed()
+    assert not driver.find_element("id", "mask-video").is_displayed()
+    assert driver.find_element("id", "download").get_attribute("download") == "scene.png"

@@ -185,3 +185,33 @@ def test_video_name_not_utf8_is_skipped_not_a_crash(ckpt, tmp_path):
     r = _predict(ckpt, "--input", odd, "--input", good, "--output", out)
     assert r.exit_code == 1 and "\\xffodd.mp4" in r.output and "UTF-8" in r.output, r.output
     assert len(_props(out / "good_mask.mp4")[0]) == 2
+
+
+def test_write_mask_videos_writes_what_predict_writes_to_the_paths_given(ckpt, tmp_path):
+    from engine.inference.api import Segmenter
+    from engine.inference.video import write_mask_videos
+
+    clip = _write_clip(tmp_path / "clip.mp4")
+    assert _predict(ckpt, "--input", clip, "--output", tmp_path / "out", "--overlay").exit_code == 0
+    summary = write_mask_videos(Segmenter(ckpt, device="cpu", batch_size=3), clip, tmp_path / "m" / "a.mp4",
+                                tmp_path / "o" / "b.mp4")
+    assert summary.frames == FRAMES and summary.outputs == [tmp_path / "m" / "a.mp4", tmp_path / "o" / "b.mp4"]
+    for mine, theirs in zip(summary.outputs, ("clip_mask.mp4", "clip_overlay.mp4")):
+        assert mine.read_bytes() == (tmp_path / "out" / theirs).read_bytes()
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_write_mask_videos_refuses_more_frames_than_the_limit_and_writes_nothing(ckpt, tmp_path, monkeypatch,
+                                                                               announced):
+    import engine.inference.video as video
+    from engine.inference.api import Segmenter
+
+    clip = _write_clip(tmp_path / "clip.mp4")
+    if not announced:  # a container without a frame count: the limit is found while decoding
+        opened = video._open_video
+        monkeypatch.setattr(video, "_open_video",
+                            lambda path: video._Source(**{**vars(opened(path)), "announced": None}))
+    with pytest.raises(video.VideoTooLongError, match=f"{FRAMES - 2}-frame limit"):
+        video.write_mask_videos(Segmenter(ckpt, device="cpu", batch_size=2), clip, tmp_path / "out" / "m.mp4",
+                                max_frames=FRAMES - 2)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
