@@ -11,7 +11,8 @@ Routes:
     0: the 8-bit probability map; else ``predict --threshold T``).
     ``GET /api/results/{id}/overlay.jpg?threshold=T``: the mask tinted on the image.
     ``GET /api/results/{id}/video/original``, ``.../video/mask.mp4``, ``.../video/overlay.mp4``: a
-    video upload as sent, and the mask and overlay videos ``predict --input clip.mp4 --overlay`` writes.
+    video upload as sent, and the mask and overlay videos ``predict --input clip.mp4 --overlay`` writes;
+    ``.../video/{original,mask,overlay}.webm``: VP8 copies the browser plays (listed in ``previews``).
 
 Refusals are JSON ``{"error": message}`` with status 400 (neither an image nor a video, bad value),
 404 (unknown result) or 413 (too many bytes, pixels or frames); the page shows the message.
@@ -98,7 +99,8 @@ def _describe(key: str, result: Any) -> dict:
     if isinstance(result, DemoVideo):
         height, width = result.size
         return {"id": key, "kind": "video", "stem": result.stem, "width": width, "height": height,
-                "frames": result.frames, "fps": result.fps, "threshold": result.threshold}
+                "frames": result.frames, "fps": result.fps, "threshold": result.threshold,
+                "previews": sorted(result.previews)}
     height, width = result.rgb.shape[:2]
     return {"id": key, "kind": "image", "stem": result.stem, "width": width, "height": height}
 
@@ -108,6 +110,14 @@ def _add_video_routes(app: FastAPI, store: ResultStore) -> None:
     def original(key: str) -> FileResponse:
         video = _get(store, key, DemoVideo)
         return FileResponse(video.original, media_type="application/octet-stream", headers=_NO_STORE)
+
+    @app.get("/api/results/{key}/video/{part}.webm")
+    def preview(key: str, part: str) -> FileResponse:
+        video = _get(store, key, DemoVideo)
+        if part not in video.previews:
+            raise DemoError(404, f"No browser copy named {part!r} (original, mask or overlay, where this "
+                                 f"OpenCV build writes VP8).")
+        return FileResponse(video.previews[part], media_type="video/webm", headers=_NO_STORE)
 
     @app.get("/api/results/{key}/video/{part}.mp4")
     def output(key: str, part: str) -> FileResponse:

@@ -167,6 +167,19 @@ def test_a_video_gives_the_mask_and_overlay_videos_predict_writes(server, inputs
     assert status == 200 and data == clip.read_bytes()
 
 
+def test_a_video_comes_with_webm_copies_the_browser_plays(server, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=5)
+    status, body, _ = request(f"{server.url}api/segment?name=clip.mp4", data=clip.read_bytes(),
+                              headers={"Content-Type": "application/octet-stream"})
+    result = json.loads(body)
+    assert status == 200 and result["previews"] == ["mask", "original", "overlay"]
+    for part in result["previews"]:
+        status, data, ctype = request(f"{server.url}api/results/{result['id']}/video/{part}.webm")
+        assert status == 200 and ctype == "video/webm" and data[:4] == b"\x1a\x45\xdf\xa3"  # EBML (WebM)
+        (tmp_path / f"{part}.webm").write_bytes(data)
+        assert len(read_frames(tmp_path / f"{part}.webm")) == 5
+
+
 def test_a_video_is_told_by_its_bytes_not_its_name(server, tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", frames=4)
     status, result = upload(server, clip.read_bytes(), name="holiday.png")
